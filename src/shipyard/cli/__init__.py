@@ -1,0 +1,40 @@
+"""`shipyard` command line. Heavy libraries are imported inside commands, never here,
+so `--help` answers fast."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from shipyard.cli.data import data
+from shipyard.cli.stage import stage
+from shipyard.cli.summary import summary
+
+
+class _Group(click.Group):
+    """Turns a ShipyardError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from shipyard.errors import ShipyardError
+
+        try:
+            return super().invoke(ctx)
+        except ShipyardError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shipyard")
+def main() -> None:
+    """Shipyard: validate, train, register, promote, serve and monitor models.
+
+    The data scientist runs `dvc repro`; each DVC stage calls `shipyard stage NAME`.
+    """
+
+
+main.add_command(stage)
+main.add_command(data)
+main.add_command(summary)

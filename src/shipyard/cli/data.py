@@ -1,0 +1,86 @@
+"""`shipyard data`: the raw data behind data.dvc, and simulated periods for replay."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.group()
+def data() -> None:
+    """Make data.dvc's data available, or simulate transaction periods."""
+
+
+@data.command()
+def bootstrap() -> None:
+    """Get data/ as data.dvc records it: present, `dvc pull`, or regenerated and verified."""
+    from shipyard.data.bootstrap import bootstrap as run
+
+    outcome = run(Path())
+    click.echo(f"data: {outcome}")
+
+
+@data.command()
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="CSV file to write (must not exist).",
+)
+@click.option(
+    "--first-day",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="First simulated day (0 = start of the default dataset).",
+)
+@click.option(
+    "--days",
+    type=click.IntRange(min=1),
+    default=7,
+    show_default=True,
+    help="Number of days to simulate.",
+)
+@click.option(
+    "--amount-inflation",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Drift: multiply every amount.",
+)
+@click.option(
+    "--new-terminal-share",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Drift: share of payments at never-seen terminals.",
+)
+@click.option(
+    "--night-fraud-share",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Drift: share of payments hit by small night-time fraud.",
+)
+def generate(
+    out: Path,
+    first_day: int,
+    days: int,
+    amount_inflation: float,
+    new_terminal_share: float,
+    night_fraud_share: float,
+) -> None:
+    """Simulate days [FIRST_DAY, FIRST_DAY + DAYS) of the default world, optionally drifted."""
+    from shipyard.data.simulator import Drift, Simulator, write_csv
+    from shipyard.errors import ShipyardError
+
+    if out.exists():
+        raise ShipyardError(f"{out}: already exists; data files are never overwritten")
+    drift = Drift(amount_inflation, new_terminal_share, night_fraud_share)
+    frame = Simulator().period(first_day, first_day + days, drift)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    write_csv(frame, str(partial))
+    partial.rename(out)
+    click.echo(f"{out}: {len(frame)} transactions, fraud rate {frame['tx_fraud'].mean():.3%}")

@@ -1,0 +1,1 @@
+"""Raw data: the default simulator, reading sources, and making data.dvc's data available."""

@@ -1,0 +1,39 @@
+"""Absolute metric gates: pure comparisons that every gate-keeping step reuses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class GateResult:
+    gate: str
+    value: float
+    threshold: float
+    op: str  # ">=" or "<="
+    passed: bool
+
+    def describe(self) -> str:
+        word = "passed" if self.passed else "failed"
+        return f"{self.gate} {self.value:.4f} {self.op} {self.threshold:.4f}: {word}"
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def check_thresholds(
+    values: dict[str, float], minimum: dict[str, float], maximum: dict[str, float]
+) -> list[GateResult]:
+    """One result per configured bound; a metric missing from `values` fails its gate."""
+    results = []
+    for name, bound in sorted(minimum.items()):
+        value = values.get(name, float("nan"))
+        results.append(GateResult(f"min_{name}", value, bound, ">=", bool(value >= bound)))
+    for name, bound in sorted(maximum.items()):
+        value = values.get(name, float("nan"))
+        results.append(GateResult(f"max_{name}", value, bound, "<=", bool(value <= bound)))
+    return results
+
+
+def first_failure(results: list[GateResult]) -> GateResult | None:
+    return next((r for r in results if not r.passed), None)

@@ -1,0 +1,61 @@
+"""Where a model came from: code (git sha), data (DVC hash) and configuration (params hash)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from shipyard.config import Params
+
+
+def git_sha(root: Path = Path()) -> str:
+    """HEAD's sha, suffixed `-dirty` when tracked files differ; `unknown` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def data_hash(data_path: str, root: Path = Path()) -> str:
+    """The md5 DVC records for the tracked data, or a content hash when DVC does not track it."""
+    top = Path(data_path).parts[0]
+    dvc_file = root / f"{top}.dvc"
+    if dvc_file.exists():
+        meta = yaml.safe_load(dvc_file.read_text())
+        for out in meta.get("outs", []):
+            if out.get("path") == top and "md5" in out:
+                return f"md5:{out['md5']}"
+    digest = hashlib.sha256()
+    path = root / data_path
+    for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if file.is_file():
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return f"sha256:{digest.hexdigest()[:16]}"
+
+
+def params_hash(params: Params) -> str:
+    canonical = json.dumps(params.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def lineage_tags(params: Params, root: Path = Path()) -> dict[str, str]:
+    return {
+        "shipyard.git_sha": git_sha(root),
+        "shipyard.data_hash": data_hash(params.data.path, root),
+        "shipyard.params_hash": params_hash(params),
+    }

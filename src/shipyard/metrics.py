@@ -1,0 +1,67 @@
+"""Model quality figures shared by evaluate, promotion gates and live monitoring."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import (
+    average_precision_score,
+    brier_score_loss,
+    precision_recall_curve,
+    roc_auc_score,
+    roc_curve,
+)
+
+HIGHER_IS_BETTER = {
+    "roc_auc": True,
+    "average_precision": True,
+    "precision_at_budget": True,
+    "brier": False,
+    "latency_ms_p50": False,
+}
+
+
+def budget_threshold(scores: np.ndarray, budget: float) -> float:
+    """The score above which the top `budget` share of rows raise an alert."""
+    k = max(1, int(np.ceil(len(scores) * budget)))
+    return float(np.sort(scores)[::-1][k - 1])
+
+
+def precision_at_budget(y: np.ndarray, scores: np.ndarray, budget: float) -> float:
+    """Share of true positives among the `budget` share of rows an analyst team can review."""
+    k = max(1, int(np.ceil(len(scores) * budget)))
+    top = np.argsort(-scores, kind="stable")[:k]
+    return float(np.mean(y[top]))
+
+
+def quality(y: np.ndarray, scores: np.ndarray, budget: float) -> dict[str, float]:
+    if len(np.unique(y)) < 2:
+        raise ValueError("quality needs both classes present in the labels")
+    return {
+        "roc_auc": float(roc_auc_score(y, scores)),
+        "average_precision": float(average_precision_score(y, scores)),
+        "precision_at_budget": precision_at_budget(y, scores, budget),
+        "brier": float(brier_score_loss(y, scores)),
+    }
+
+
+def _thin(rows: list[dict[str, float]], limit: int = 200) -> list[dict[str, float]]:
+    if len(rows) <= limit:
+        return rows
+    keep = np.unique(np.linspace(0, len(rows) - 1, limit).round().astype(int))
+    return [rows[i] for i in keep]
+
+
+def roc_points(y: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    fpr, tpr, _ = roc_curve(y, scores)
+    return _thin([{"fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr, strict=True)])
+
+
+def pr_points(y: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    precision, recall, _ = precision_recall_curve(y, scores)
+    pts = zip(recall, precision, strict=True)
+    return _thin([{"recall": float(r), "precision": float(p)} for r, p in pts])
+
+
+def confusion_rows(y: np.ndarray, scores: np.ndarray, threshold: float) -> list[dict[str, int]]:
+    predicted = (scores >= threshold).astype(int)
+    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, predicted, strict=True)]

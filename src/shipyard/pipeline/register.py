@@ -1,0 +1,121 @@
+"""register: gate the best candidate on absolute thresholds, then register it as @candidate."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pandas as pd
+
+from shipyard import registry, tracking
+from shipyard.artifacts import (
+    EVAL,
+    FEATURES,
+    MODELS,
+    REGISTERED,
+    atomic_dir,
+    progress,
+    read_json,
+    write_json,
+)
+from shipyard.config import Params
+from shipyard.errors import GateFailed
+from shipyard.gates import GateResult, check_thresholds, first_failure
+from shipyard.models import storage
+from shipyard.pipeline.featurize import FeatureColumns
+from shipyard.pipeline.train import RUNS_FILE
+
+REFERENCE_FILE = "reference.parquet"
+
+
+def gate(test_metrics: dict[str, float], params: Params) -> list[GateResult]:
+    bounds = params.register_
+    results = check_thresholds(
+        test_metrics,
+        {str(k): v for k, v in bounds.min.items()},
+        {str(k): v for k, v in bounds.max.items()},
+    )
+    failed = first_failure(results)
+    if failed is not None:
+        raise GateFailed(f"register: gate {failed.describe()}; no version registered")
+    return results
+
+
+def reference_sample(
+    train: pd.DataFrame, cols: FeatureColumns, model: Any, params: Params
+) -> pd.DataFrame:
+    """What drift checks compare live traffic with: training rows, their labels and scores."""
+    data = params.data
+    n = min(params.register_.reference_rows, len(train))
+    sample = train.sample(n=n, random_state=params.base.seed).sort_values(data.timestamp)
+    sample = sample[[data.id, data.timestamp, *cols.all, data.target]].reset_index(drop=True)
+    sample["score"] = model.predict_proba(sample[cols.all])[:, 1]
+    return sample
+
+
+def reference_id(sample: pd.DataFrame) -> str:
+    digest = hashlib.sha256(pd.util.hash_pandas_object(sample, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def version_tags(
+    runs: dict[str, Any], best: str, test: dict[str, float], results: list[GateResult], ref_id: str
+) -> dict[str, str]:
+    tags = dict(runs["tags"])
+    run_id = runs["candidates"][best]["run_id"]
+    tags.update({f"shipyard.metrics.test.{k}": f"{v:.6g}" for k, v in test.items()})
+    tags.update({f"shipyard.gate.{r.gate}": r.describe() for r in results})
+    tags.update(
+        {
+            "shipyard.gates.pipeline": "passed",
+            "shipyard.candidate": best,
+            "shipyard.pipeline_run_id": runs["parent_run_id"],
+            "shipyard.reference_id": ref_id,
+            "shipyard.reference_uri": f"runs:/{run_id}/reference/{REFERENCE_FILE}",
+        }
+    )
+    return tags
+
+
+def run(params: Params) -> None:
+    runs = read_json(MODELS / RUNS_FILE)
+    choice = read_json(EVAL / "candidates.json")
+    best = choice["best"]
+    test = read_json(EVAL / "metrics.json")["test"]
+    results = gate(test, params)
+    progress("register", "gates passed: " + "; ".join(r.describe() for r in results))
+
+    cand = runs["candidates"][best]
+    model = storage.load(MODELS / best / "model.skops", cand["trusted_types"])
+    cols = FeatureColumns.load(FEATURES / "features.json")
+    sample = reference_sample(pd.read_parquet(FEATURES / "train.parquet"), cols, model, params)
+    ref_id = reference_id(sample)
+
+    name = params.base.model_name
+    tracking.configure(params.base)
+    with atomic_dir(REGISTERED) as out:
+        sample.to_parquet(out / REFERENCE_FILE, index=False)
+        with (
+            tracking.pipeline_run("", {}, run_id=runs["parent_run_id"]),
+            tracking.candidate_run(best, {}, run_id=cand["run_id"]),
+        ):
+            tracking.log_artifact(out / REFERENCE_FILE, "reference")
+        tags = version_tags(runs, best, test, results, ref_id)
+        version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
+        registry.set_alias(name, registry.CANDIDATE, version)
+        write_json(
+            out / "registration.json",
+            {
+                "model_name": name,
+                "version": version,
+                "alias": registry.CANDIDATE,
+                "candidate": best,
+                "model_uri": cand["model_uri"],
+                "run_id": cand["run_id"],
+                "tracking_uri": tracking.tracking_uri(params.base),
+                "test": test,
+                "gates": [r.as_dict() for r in results],
+                "reference_id": ref_id,
+            },
+        )
+    progress("register", f"{name} version {version} is @{registry.CANDIDATE} ({best})")

@@ -1,0 +1,100 @@
+"""The data contract shared by validate, serve and drift: declared columns, types and ranges.
+
+`apply_contract` turns raw rows (CSV text or parquet values) into typed columns, and raises
+`ValidationFailed` naming the source, the column and the rule at the first broken row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from shipyard.config import ColumnSpec, DataSection
+from shipyard.errors import ValidationFailed
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _first_bad(mask: pd.Series, raw: pd.Series) -> str:
+    pos = int(np.flatnonzero(mask.to_numpy())[0])
+    return f"row {pos + 1} (value {raw.iloc[pos]!r})"
+
+
+def coerce(raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
+    """Typed column plus a mask of values that were present but not of the declared type."""
+    present = raw.notna()
+    if spec.type in ("int", "float"):
+        values = pd.to_numeric(raw, errors="coerce").astype("float64")
+        bad = present & ~np.isfinite(values.fillna(0.0)) | (present & values.isna())
+        if spec.type == "int":
+            bad |= present & values.notna() & (values != np.round(values))
+        return values, bad
+    if spec.type == "bool":
+        text = raw.astype("string").str.strip().str.lower()
+        values = text.map(lambda v: True if v in _TRUE else False if v in _FALSE else pd.NA)
+        return values.astype("boolean"), present & values.isna()
+    if spec.type == "datetime":
+        stamps: pd.Series = (
+            raw
+            if pd.api.types.is_datetime64_any_dtype(raw)
+            else pd.to_datetime(raw.astype("string"), format="ISO8601", errors="coerce")
+        )
+        return stamps, present & stamps.isna()
+    return raw.astype("string"), pd.Series(False, index=raw.index)
+
+
+def _label_text(value: object) -> str:
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def apply_contract(frame: pd.DataFrame, data: DataSection, source: str) -> pd.DataFrame:
+    """Check one file's rows against the contract; return them typed, declared columns only."""
+    missing = [c for c in data.columns if c not in frame.columns]
+    if missing:
+        raise ValidationFailed(source, missing[0], "columns", "required column is missing")
+    typed = {}
+    for name, spec in data.columns.items():
+        raw = frame[name]
+        values, bad = coerce(raw, spec)
+        if bad.any():
+            raise ValidationFailed(
+                source, name, "type", f"expected {spec.type}, got {_first_bad(bad, raw)}"
+            )
+        nulls = values.isna()
+        if name == data.target and nulls.any():
+            raise ValidationFailed(
+                source, name, "label", f"missing label at {_first_bad(nulls, raw)}"
+            )
+        if nulls.any() and not spec.nullable:
+            raise ValidationFailed(source, name, "nulls", f"null value at {_first_bad(nulls, raw)}")
+        if spec.min is not None and (below := values < spec.min).any():
+            raise ValidationFailed(
+                source, name, "range", f"below min {spec.min} at {_first_bad(below, raw)}"
+            )
+        if spec.max is not None and (above := values > spec.max).any():
+            raise ValidationFailed(
+                source, name, "range", f"above max {spec.max} at {_first_bad(above, raw)}"
+            )
+        if spec.categories is not None:
+            unknown = values.notna() & ~values.isin(spec.categories)
+            if unknown.any():
+                raise ValidationFailed(
+                    source, name, "categories", f"unknown category at {_first_bad(unknown, raw)}"
+                )
+        typed[name] = values.astype("Int64") if spec.type == "int" else values
+    out = pd.DataFrame(typed)
+    labels = {str(data.positive_label), str(data.negative_label)}
+    seen = out[data.target].map(_label_text)
+    wrong = ~seen.isin(labels)
+    if wrong.any():
+        raise ValidationFailed(
+            source,
+            data.target,
+            "label",
+            f"label not in {sorted(labels)} at {_first_bad(wrong, frame[data.target])}",
+        )
+    out[data.target] = (seen == str(data.positive_label)).astype("int64")
+    return out
