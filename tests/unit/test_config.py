@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from tests.conftest import REPO
 
 from shipyard.config import load_params, parse_params
 from shipyard.errors import ConfigError
-from tests.conftest import REPO
 
 
 def test_repository_params_load() -> None:
@@ -66,5 +66,5 @@ def test_unknown_candidate_type_is_rejected(raw_params: dict[str, Any]) -> None:
 
 
 def test_missing_file_names_the_file(tmp_path: Any) -> None:
-    with pytest.raises(ConfigError, match="nope.yaml: file not found"):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: file not found"):
         load_params(tmp_path / "nope.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,11 @@ def _figures(y: np.ndarray, p: np.ndarray, threshold: float, name: str) -> None:
 
 
 def run(params: Params) -> None:
+    with atomic_dir(EVAL) as out:
+        evaluate(params, out)
+
+
+def evaluate(params: Params, out: Path) -> None:
     cfg, target = params.evaluate, params.data.target
     runs = read_json(MODELS / RUNS_FILE)
     cols = FeatureColumns.load(FEATURES / "features.json")
@@ -106,32 +112,22 @@ def run(params: Params) -> None:
             with tracking.candidate_run(name, {}, run_id=c["run_id"]):
                 for split, values in scores[name].items():
                     tracking.log_metrics({f"{split}_{k}": v for k, v in values.items()})
-                _figures(
-                    y,
-                    test_scores[name],
-                    metrics.budget_threshold(test_scores[name], cfg.alert_budget),
-                    name,
-                )
+                cut = metrics.budget_threshold(test_scores[name], cfg.alert_budget)
+                _figures(y, test_scores[name], cut, name)
 
-    with atomic_dir(EVAL) as out:
-        write_json(
-            out / "metrics.json",
-            {
-                "test": scores[best]["test"],
-                "validation": scores[best]["validation"],
-                "threshold_at_budget": threshold,
-            },
-        )
-        write_json(
-            out / "candidates.json",
-            {
-                "best": best,
-                "select_by": cfg.select_by,
-                "scores": scores,
-            },
-        )
-        plots = out / "plots"
-        plots.mkdir()
-        write_json(plots / "roc.json", metrics.roc_points(y, p))
-        write_json(plots / "prc.json", metrics.pr_points(y, p))
-        write_json(plots / "confusion.json", metrics.confusion_rows(y, p, threshold))
+    write_json(
+        out / "metrics.json",
+        {
+            "test": scores[best]["test"],
+            "validation": scores[best]["validation"],
+            "threshold_at_budget": threshold,
+        },
+    )
+    write_json(
+        out / "candidates.json", {"best": best, "select_by": cfg.select_by, "scores": scores}
+    )
+    plots = out / "plots"
+    plots.mkdir()
+    write_json(plots / "roc.json", metrics.roc_points(y, p))
+    write_json(plots / "prc.json", metrics.pr_points(y, p))
+    write_json(plots / "confusion.json", metrics.confusion_rows(y, p, threshold))

@@ -9,6 +9,7 @@ import pandas as pd
 
 from shipyard.artifacts import FEATURES, VALIDATED, atomic_dir, progress, write_json
 from shipyard.config import DataSection, FeaturizeSection, Params, SplitConfig
+from shipyard.errors import ShipyardError
 from shipyard.history import feature_names, history_features
 
 SPLITS = ("train", "validation", "test")
@@ -51,7 +52,7 @@ def split_by_time(frame: pd.DataFrame, timestamp: str, cfg: SplitConfig) -> dict
     }
     for name, part in parts.items():
         if part.empty:
-            raise ValueError(f"split '{name}' is empty; widen featurize.split or add data")
+            raise ShipyardError(f"featurize.split: split '{name}' is empty; widen it or add data")
     return {k: v.reset_index(drop=True) for k, v in parts.items()}
 
 
@@ -72,10 +73,10 @@ def featurize(
 
 
 def run(params: Params) -> None:
-    frame = pd.read_parquet(VALIDATED / "data.parquet")
-    progress("featurize", f"computing history features on {len(frame)} rows")
-    splits, cols = featurize(frame, params)
     with atomic_dir(FEATURES) as out:
+        frame = pd.read_parquet(VALIDATED / "data.parquet")
+        progress("featurize", f"computing history features on {len(frame)} rows")
+        splits, cols = featurize(frame, params)
         for name, part in splits.items():
             part.to_parquet(out / f"{name}.parquet", index=False)
         ts = params.data.timestamp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -78,9 +79,16 @@ def version_tags(
 
 
 def run(params: Params) -> None:
+    with atomic_dir(REGISTERED) as out:  # a failed gate also removes a stale output
+        record = register(params, out)
+    progress(
+        "register", f"{record['model_name']} version {record['version']} is @{record['alias']}"
+    )
+
+
+def register(params: Params, out: Path) -> dict[str, Any]:
     runs = read_json(MODELS / RUNS_FILE)
-    choice = read_json(EVAL / "candidates.json")
-    best = choice["best"]
+    best = read_json(EVAL / "candidates.json")["best"]
     test = read_json(EVAL / "metrics.json")["test"]
     results = gate(test, params)
     progress("register", "gates passed: " + "; ".join(r.describe() for r in results))
@@ -90,32 +98,29 @@ def run(params: Params) -> None:
     cols = FeatureColumns.load(FEATURES / "features.json")
     sample = reference_sample(pd.read_parquet(FEATURES / "train.parquet"), cols, model, params)
     ref_id = reference_id(sample)
+    sample.to_parquet(out / REFERENCE_FILE, index=False)
 
     name = params.base.model_name
     tracking.configure(params.base)
-    with atomic_dir(REGISTERED) as out:
-        sample.to_parquet(out / REFERENCE_FILE, index=False)
-        with (
-            tracking.pipeline_run("", {}, run_id=runs["parent_run_id"]),
-            tracking.candidate_run(best, {}, run_id=cand["run_id"]),
-        ):
-            tracking.log_artifact(out / REFERENCE_FILE, "reference")
-        tags = version_tags(runs, best, test, results, ref_id)
-        version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
-        registry.set_alias(name, registry.CANDIDATE, version)
-        write_json(
-            out / "registration.json",
-            {
-                "model_name": name,
-                "version": version,
-                "alias": registry.CANDIDATE,
-                "candidate": best,
-                "model_uri": cand["model_uri"],
-                "run_id": cand["run_id"],
-                "tracking_uri": tracking.tracking_uri(params.base),
-                "test": test,
-                "gates": [r.as_dict() for r in results],
-                "reference_id": ref_id,
-            },
-        )
-    progress("register", f"{name} version {version} is @{registry.CANDIDATE} ({best})")
+    with (
+        tracking.pipeline_run("", {}, run_id=runs["parent_run_id"]),
+        tracking.candidate_run(best, {}, run_id=cand["run_id"]),
+    ):
+        tracking.log_artifact(out / REFERENCE_FILE, "reference")
+    tags = version_tags(runs, best, test, results, ref_id)
+    version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
+    registry.set_alias(name, registry.CANDIDATE, version)
+    record = {
+        "model_name": name,
+        "version": version,
+        "alias": registry.CANDIDATE,
+        "candidate": best,
+        "model_uri": cand["model_uri"],
+        "run_id": cand["run_id"],
+        "tracking_uri": tracking.tracking_uri(params.base),
+        "test": test,
+        "gates": [r.as_dict() for r in results],
+        "reference_id": ref_id,
+    }
+    write_json(out / "registration.json", record)
+    return record

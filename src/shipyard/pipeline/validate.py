@@ -77,8 +77,8 @@ def validate(params: Params, root: Path = Path()) -> tuple[pd.DataFrame, dict[st
 
 
 def run(params: Params) -> None:
-    frame, report = validate(params)
-    with atomic_dir(VALIDATED) as out:
+    with atomic_dir(VALIDATED) as out:  # a failed check also removes a stale output
+        frame, report = validate(params)
         frame.to_parquet(out / "data.parquet", index=False)
         write_json(out / "report.json", report)
     progress(

@@ -1,0 +1,134 @@
+"""No leakage: neither through the time split nor through the history windows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard.config import FeaturizeSection, SplitConfig, parse_params
+from shipyard.data.simulator import Simulator
+from shipyard.history import feature_names, history_features
+from shipyard.pipeline.featurize import featurize, split_by_time
+
+TS, TARGET = "tx_datetime", "tx_fraud"
+
+
+@pytest.fixture(scope="module")
+def transactions() -> pd.DataFrame:
+    return Simulator(n_customers=60, n_terminals=80, seed=3).period(0, 50)
+
+
+@pytest.fixture
+def cfg(raw_params: dict[str, Any]) -> FeaturizeSection:
+    return parse_params(raw_params).featurize
+
+
+def test_split_is_time_ordered_with_a_gap() -> None:
+    ts = pd.date_range("2025-01-01", periods=100, freq="D")
+    frame = pd.DataFrame({TS: ts, "x": range(100)})
+    parts = split_by_time(frame, TS, SplitConfig(validation=0.2, test=0.2, gap_days=5))
+    train, val, test = parts["train"], parts["validation"], parts["test"]
+    assert train[TS].max() < val[TS].min() and val[TS].max() < test[TS].min()
+    assert (val[TS].min() - train[TS].max()).days > 5
+    assert (test[TS].min() - val[TS].max()).days > 5
+    assert len(train) + len(val) + len(test) == 100 - 2 * 5
+
+
+def test_one_instant_never_lands_in_two_splits() -> None:
+    ts = pd.to_datetime(["2025-01-01"] * 50 + ["2025-01-02"] * 50 + ["2025-01-03"] * 50)
+    parts = split_by_time(pd.DataFrame({TS: ts}), TS, SplitConfig(validation=0.3, test=0.3))
+    seen = [set(p[TS]) for p in parts.values()]
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2]) and not (seen[0] & seen[2])
+
+
+def test_history_ignores_the_future(transactions: pd.DataFrame, cfg: FeaturizeSection) -> None:
+    """Rewrite everything after a cut-off: features before it must not move."""
+    cut = transactions[TS].quantile(0.6)
+    before = transactions[TS] <= cut
+    changed = transactions.copy()
+    later = ~before
+    changed.loc[later, "tx_amount"] = changed.loc[later, "tx_amount"] * 7 + 100
+    changed.loc[later, TARGET] = 1 - changed.loc[later, TARGET]
+    a = history_features(transactions, cfg, TS, TARGET)[before]
+    b = history_features(changed, cfg, TS, TARGET)[before]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_risk_never_sees_labels_younger_than_the_delay(
+    transactions: pd.DataFrame, cfg: FeaturizeSection
+) -> None:
+    """Flip every label of the last `delay` days before a row: its features must not move."""
+    assert cfg.risk is not None
+    delay = pd.Timedelta(days=cfg.risk.delay_days)
+    row = transactions.iloc[len(transactions) * 3 // 4]
+    recent = (transactions[TS] > row[TS] - delay) & (transactions[TS] <= row[TS])
+    flipped = transactions.copy()
+    flipped.loc[recent, TARGET] = 1 - flipped.loc[recent, TARGET]
+    risk_cols = [c for c in feature_names(cfg) if "risk" in c or "labelled" in c]
+    a = history_features(transactions, cfg, TS, TARGET).loc[row.name, risk_cols]
+    b = history_features(flipped, cfg, TS, TARGET).loc[row.name, risk_cols]
+    pd.testing.assert_series_equal(a, b)
+    # ...whereas labels just older than the delay do reach it (the test can fail).
+    older = (transactions[TS] > row[TS] - delay - pd.Timedelta(days=30)) & ~recent
+    older &= transactions["terminal_id"] == row["terminal_id"]
+    assert older.any()
+    flipped.loc[older, TARGET] = 1 - flipped.loc[older, TARGET]
+    c = history_features(flipped, cfg, TS, TARGET).loc[row.name, risk_cols]
+    assert not np.allclose(a.to_numpy(), c.to_numpy())
+
+
+def test_spending_windows_on_a_hand_built_history(cfg: FeaturizeSection) -> None:
+    frame = pd.DataFrame(
+        {
+            TS: pd.to_datetime(
+                ["2025-01-01 10:00", "2025-01-01 12:00", "2025-01-03 09:00", "2025-01-03 09:00"]
+            ),
+            "customer_id": [1, 1, 1, 2],
+            "terminal_id": [5, 5, 5, 5],
+            "tx_amount": [10.0, 30.0, 50.0, 7.0],
+            TARGET: [0, 1, 0, 0],
+        }
+    )
+    out = history_features(frame, cfg, TS, TARGET)
+    assert out["customer_id_nb_tx_1d"].tolist() == [1, 2, 1, 1]
+    assert out["customer_id_avg_tx_amount_1d"].tolist() == [10.0, 20.0, 50.0, 7.0]
+    assert out["customer_id_nb_tx_7d"].tolist() == [1, 2, 3, 1]
+    assert out["customer_id_avg_tx_amount_7d"].tolist() == [10.0, 20.0, 30.0, 7.0]
+    # Within the 7-day delay nothing is labelled yet.
+    assert out["terminal_id_nb_labelled_7d"].tolist() == [0, 0, 0, 0]
+
+
+def test_request_history_matches_training_features(
+    transactions: pd.DataFrame, cfg: FeaturizeSection
+) -> None:
+    """A request builder passes past rows plus the new one and gets training's features."""
+    full = history_features(transactions, cfg, TS, TARGET)
+    i = len(transactions) - 1
+    row = transactions.iloc[[i]].assign(**{TARGET: np.nan})  # label unknown at serve time
+    past = transactions.iloc[:i]
+    served = history_features(pd.concat([past, row]), cfg, TS, TARGET).iloc[[-1]]
+    pd.testing.assert_frame_equal(served, full.iloc[[i]])
+
+
+def test_featurize_outputs_named_model_fields(raw_params: dict[str, Any]) -> None:
+    raw_params["featurize"]["split"]["gap_days"] = 1
+    params = parse_params(raw_params)
+    frame = Simulator(n_customers=60, n_terminals=80, seed=3).period(0, 50)
+    frame = frame.drop(columns="tx_fraud_scenario")
+    splits, cols = featurize(frame, params)
+    assert cols.numeric[0] == "tx_amount" and "terminal_id_risk_30d" in cols.numeric
+    for part in splits.values():
+        assert list(part.columns[:3]) == ["transaction_id", TS, TARGET]
+        assert set(cols.all) <= set(part.columns)
+        assert "tx_fraud_scenario" not in part.columns
+
+
+def test_empty_split_is_a_clear_error() -> None:
+    from shipyard.errors import ShipyardError
+
+    frame = pd.DataFrame({TS: pd.date_range("2025-01-01", periods=10, freq="D")})
+    with pytest.raises(ShipyardError, match="featurize.split: split 'validation' is empty"):
+        split_by_time(frame, TS, SplitConfig(validation=0.1, test=0.1, gap_days=3))

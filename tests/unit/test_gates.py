@@ -1,0 +1,64 @@
+"""Gate logic and best-candidate choice: the ops code we test harder than the models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from shipyard import metrics
+from shipyard.config import parse_params
+from shipyard.errors import GateFailed
+from shipyard.gates import check_thresholds, first_failure
+from shipyard.pipeline.evaluate import pick_best
+from shipyard.pipeline.register import gate
+
+
+def test_thresholds_pass_and_fail() -> None:
+    results = check_thresholds({"roc_auc": 0.9, "brier": 0.03}, {"roc_auc": 0.8}, {"brier": 0.02})
+    assert [(r.gate, r.passed) for r in results] == [("min_roc_auc", True), ("max_brier", False)]
+    failed = first_failure(results)
+    assert failed is not None and failed.describe() == "max_brier 0.0300 <= 0.0200: failed"
+
+
+def test_bound_is_inclusive() -> None:
+    assert first_failure(check_thresholds({"roc_auc": 0.8}, {"roc_auc": 0.8}, {})) is None
+
+
+def test_missing_metric_fails_its_gate() -> None:
+    results = check_thresholds({}, {"average_precision": 0.1}, {})
+    assert not results[0].passed
+
+
+def test_nan_metric_fails_its_gate() -> None:
+    assert not check_thresholds({"roc_auc": float("nan")}, {"roc_auc": 0.5}, {})[0].passed
+
+
+def test_register_gate_names_the_failed_gate(raw_params: dict[str, Any]) -> None:
+    params = parse_params(raw_params)
+    good = {"roc_auc": 0.95, "average_precision": 0.7, "brier": 0.003}
+    assert all(r.passed for r in gate(good, params))
+    with pytest.raises(GateFailed, match=r"register: gate min_roc_auc 0\.7000 >= 0\.8000: failed"):
+        gate({**good, "roc_auc": 0.7}, params)
+
+
+def test_best_is_chosen_on_validation_not_test() -> None:
+    scores = {
+        "a": {"validation": {"average_precision": 0.6}, "test": {"average_precision": 0.9}},
+        "b": {"validation": {"average_precision": 0.7}, "test": {"average_precision": 0.5}},
+    }
+    assert pick_best(scores, "average_precision") == "b"
+
+
+def test_precision_at_budget() -> None:
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.3, 0.05, 0.0, 0.01, 0.02])
+    assert metrics.precision_at_budget(y, scores, 0.2) == 0.5
+    assert metrics.precision_at_budget(y, scores, 0.3) == pytest.approx(2 / 3)
+    assert metrics.budget_threshold(scores, 0.2) == 0.8
+
+
+def test_quality_refuses_one_class_labels() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.quality(np.zeros(5), np.linspace(0, 1, 5), 0.1)

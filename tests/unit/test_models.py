@@ -1,0 +1,65 @@
+"""Candidates take named fields, and their files load without running foreign code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from shipyard import models
+from shipyard.config import parse_params
+from shipyard.models import storage
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = 600
+    x = rng.normal(size=n)
+    return pd.DataFrame(
+        {
+            "amount": x,
+            "channel": rng.choice(["web", "pos", "atm"], size=n).astype(object),
+            "label": (x + rng.normal(scale=0.5, size=n) > 1).astype(int),
+        }
+    )
+
+
+@pytest.mark.parametrize("name", ["hgb", "logreg", "mlp"])
+def test_candidate_roundtrip(
+    name: str, frame: pd.DataFrame, raw_params: dict[str, Any], tmp_path: Path
+) -> None:
+    raw_params["train"]["candidates"]["mlp"]["max_epochs"] = 5
+    spec = parse_params(raw_params).train.candidates[name]
+    model = models.build(spec, ["amount"], ["channel"], seed=1)
+    model.fit(frame[["amount", "channel"]], frame["label"])
+    p = model.predict_proba(frame[["amount", "channel"]])[:, 1]
+    assert ((p >= 0) & (p <= 1)).all()
+    assert np.corrcoef(p, frame["amount"])[0, 1] > 0.5  # it learned the signal
+    trusted = storage.save(model, tmp_path / "m.skops")
+    again = storage.load(tmp_path / "m.skops", trusted)
+    np.testing.assert_allclose(again.predict_proba(frame[["amount", "channel"]])[:, 1], p)
+
+
+def test_mlp_is_seeded(frame: pd.DataFrame, raw_params: dict[str, Any]) -> None:
+    raw_params["train"]["candidates"]["mlp"]["max_epochs"] = 3
+    spec = parse_params(raw_params).train.candidates["mlp"]
+    runs = [
+        models.build(spec, ["amount"], ["channel"], seed=5).fit(frame, frame["label"])
+        for _ in range(2)
+    ]
+    X = frame[["amount", "channel"]]
+    np.testing.assert_array_equal(runs[0].predict_proba(X), runs[1].predict_proba(X))
+
+
+def test_foreign_types_are_refused(tmp_path: Path) -> None:
+    import skops.io as sio
+
+    sio.dump({"f": Path("x")}, tmp_path / "evil.skops")
+    with pytest.raises(TypeError, match="allow-list"):
+        storage.load(tmp_path / "evil.skops", ["pathlib.PosixPath"])
+    with pytest.raises(TypeError, match="allow-list"):
+        storage.trusted_types({"f": Path("x")})
