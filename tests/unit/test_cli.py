@@ -17,7 +17,8 @@ outs = []
 for args in json.loads(sys.argv[1]):
     result = CliRunner().invoke(main, [*args, "--help"])
     outs.append([result.exit_code, result.output])
-print(json.dumps({"outs": outs, "loaded": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))
+loaded = [m for m in json.loads(sys.argv[2]) if m in sys.modules]
+print(json.dumps({"outs": outs, "loaded": loaded}))
 """
 
 

@@ -63,20 +63,22 @@ def test_risk_never_sees_labels_younger_than_the_delay(
     """Flip every label of the last `delay` days before a row: its features must not move."""
     assert cfg.risk is not None
     delay = pd.Timedelta(days=cfg.risk.delay_days)
-    row = transactions.iloc[len(transactions) * 3 // 4]
-    recent = (transactions[TS] > row[TS] - delay) & (transactions[TS] <= row[TS])
+    i = len(transactions) * 3 // 4
+    at = pd.Timestamp(transactions[TS].iloc[i])
+    terminal = transactions["terminal_id"].iloc[i]
+    recent = (transactions[TS] > at - delay) & (transactions[TS] <= at)
     flipped = transactions.copy()
     flipped.loc[recent, TARGET] = 1 - flipped.loc[recent, TARGET]
     risk_cols = [c for c in feature_names(cfg) if "risk" in c or "labelled" in c]
-    a = history_features(transactions, cfg, TS, TARGET).loc[row.name, risk_cols]
-    b = history_features(flipped, cfg, TS, TARGET).loc[row.name, risk_cols]
+    a = history_features(transactions, cfg, TS, TARGET).iloc[i][risk_cols]
+    b = history_features(flipped, cfg, TS, TARGET).iloc[i][risk_cols]
     pd.testing.assert_series_equal(a, b)
     # ...whereas labels just older than the delay do reach it (the test can fail).
-    older = (transactions[TS] > row[TS] - delay - pd.Timedelta(days=30)) & ~recent
-    older &= transactions["terminal_id"] == row["terminal_id"]
+    older = (transactions[TS] > at - delay - pd.Timedelta(days=30)) & ~recent
+    older &= transactions["terminal_id"] == terminal
     assert older.any()
     flipped.loc[older, TARGET] = 1 - flipped.loc[older, TARGET]
-    c = history_features(flipped, cfg, TS, TARGET).loc[row.name, risk_cols]
+    c = history_features(flipped, cfg, TS, TARGET).iloc[i][risk_cols]
     assert not np.allclose(a.to_numpy(), c.to_numpy())
 
 
@@ -130,5 +132,5 @@ def test_empty_split_is_a_clear_error() -> None:
     from shipyard.errors import ShipyardError
 
     frame = pd.DataFrame({TS: pd.date_range("2025-01-01", periods=10, freq="D")})
-    with pytest.raises(ShipyardError, match="featurize.split: split 'validation' is empty"):
+    with pytest.raises(ShipyardError, match=r"featurize\.split: split 'validation' is empty"):
         split_by_time(frame, TS, SplitConfig(validation=0.1, test=0.1, gap_days=3))

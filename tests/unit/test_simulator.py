@@ -9,21 +9,25 @@ import pytest
 
 from shipyard.data.simulator import Drift, Simulator, write_csv
 
-SMALL = {"n_customers": 300, "n_terminals": 600}
+N_TERMINALS = 300
+
+
+def small(seed: int = 7) -> Simulator:
+    return Simulator(n_customers=150, n_terminals=N_TERMINALS, seed=seed)
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:
     a, b = tmp_path / "a.csv", tmp_path / "b.csv"
-    write_csv(Simulator(**SMALL).period(0, 20), str(a))
-    write_csv(Simulator(**SMALL).period(0, 20), str(b))
+    write_csv(small().period(0, 20), str(a))
+    write_csv(small().period(0, 20), str(b))
     assert a.read_bytes() == b.read_bytes()
     c = tmp_path / "c.csv"
-    write_csv(Simulator(**SMALL, seed=8).period(0, 20), str(c))
+    write_csv(small(seed=8).period(0, 20), str(c))
     assert c.read_bytes() != a.read_bytes()
 
 
 def test_a_period_does_not_depend_on_where_generation_started() -> None:
-    sim = Simulator(**SMALL)
+    sim = small()
     whole = sim.period(0, 40)
     tail = sim.period(30, 40)
     later = whole[whole["tx_datetime"] >= tail["tx_datetime"].min().normalize()]
@@ -43,14 +47,14 @@ def test_default_world_matches_the_handbook_design() -> None:
 
 
 def test_drift_knob() -> None:
-    sim = Simulator(**SMALL)
+    sim = small()
     base = sim.period(60, 74)
     drifted = sim.period(
         60, 74, Drift(amount_inflation=1.5, new_terminal_share=0.3, night_fraud_share=0.02)
     )
     assert drifted["tx_amount"].median() > base["tx_amount"].median() * 1.3
-    assert (drifted["terminal_id"] >= SMALL["n_terminals"]).mean() == pytest.approx(0.3, abs=0.05)
-    assert (base["terminal_id"] < SMALL["n_terminals"]).all()
+    assert (drifted["terminal_id"] >= N_TERMINALS).mean() == pytest.approx(0.3, abs=0.05)
+    assert (base["terminal_id"] < N_TERMINALS).all()
     night = drifted[drifted["tx_fraud_scenario"] == 4]
     assert len(night) > 0 and (night["tx_datetime"].dt.hour < 6).all()
     assert drifted["tx_fraud"].mean() > base["tx_fraud"].mean()
@@ -60,4 +64,4 @@ def test_bad_drift_is_refused() -> None:
     with pytest.raises(ValueError, match="new_terminal_share"):
         Drift(new_terminal_share=1.5)
     assert Drift().is_neutral and not Drift(amount_inflation=2).is_neutral
-    assert np.isfinite(Simulator(**SMALL).period(0, 1)["tx_amount"]).all()
+    assert np.isfinite(small().period(0, 1)["tx_amount"]).all()
