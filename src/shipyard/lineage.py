@@ -11,15 +11,20 @@ import yaml
 
 from shipyard.config import Params
 
+_OWN_FILES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
+
 
 def git_sha(root: Path = Path()) -> str:
-    """HEAD's sha, suffixed `-dirty` when tracked files differ; `unknown` outside git."""
+    """HEAD's sha, suffixed `-dirty` when tracked files differ; `unknown` outside git.
+
+    Files the pipeline itself rewrites (dvc.lock, .gitignore) do not count as dirty.
+    """
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *_OWN_FILES],
             cwd=root,
             capture_output=True,
             text=True,

@@ -3,10 +3,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from tests.conftest import REPO
 
 from shipyard.config import load_params, parse_params
 from shipyard.errors import ConfigError
+from tests.conftest import REPO
 
 
 def test_repository_params_load() -> None:
