@@ -64,8 +64,8 @@ def commit(repo: Path, message: str) -> None:
     sh(repo, "git", "commit", "-q", "--allow-empty", "-m", message)
 
 
-def edit_params(repo: Path, changes: dict[str, Any]) -> None:
-    """Deep-merge `changes` into params.yaml; a None value deletes nothing, it sets null."""
+def edit_params(repo: Path, changes: dict[str, Any], replace: tuple[str, ...] = ()) -> None:
+    """Deep-merge `changes` into params.yaml; sections named in `replace` are swapped whole."""
     path = repo / "params.yaml"
     params = yaml.safe_load(path.read_text())
 
@@ -76,7 +76,8 @@ def edit_params(repo: Path, changes: dict[str, Any]) -> None:
             else:
                 into[key] = value
 
-    merge(params, changes)
+    merge(params, {k: v for k, v in changes.items() if k not in replace})
+    params.update({k: changes[k] for k in replace})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 

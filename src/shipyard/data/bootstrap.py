@@ -71,13 +71,14 @@ def _commit_matching(root: Path) -> None:
 def bootstrap(root: Path = Path()) -> str:
     if not (root / DVC_FILE).exists():
         raise ShipyardError(f"{DVC_FILE}: not found in {root.resolve()}")
-    state = data_state(root)
-    if state == "ok":
-        return "present"
-    if state == "not in cache":
-        _commit_matching(root)
-        return "cached"
-    if state != "deleted":
+    target = root / DATA_DIR
+    if target.exists():
+        state = data_state(root)
+        if state == "ok":
+            return "present"
+        if state == "not in cache":  # e.g. copied in by hand: accept it if the hash matches
+            _commit_matching(root)
+            return "cached"
         raise ShipyardError(f"{DATA_DIR}: {state} relative to {DVC_FILE}; refusing to overwrite it")
     remotes = _dvc(root, "remote", "list").stdout.strip()
     if remotes:
@@ -85,8 +86,7 @@ def bootstrap(root: Path = Path()) -> str:
         if _dvc(root, "pull", DVC_FILE).returncode == 0:
             return "pulled"
         progress("data", "dvc pull failed; regenerating from the simulator instead")
-    target = root / DATA_DIR
-    shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
     generate_default(target)
     try:
         _commit_matching(root)
