@@ -46,8 +46,10 @@ unit: $(STAMP) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
 benchmarks: $(STAMP) ## print each measured claim next to its baseline
-	$(BIN)/python benchmarks/cli_startup.py
-	$(BIN)/python benchmarks/noop_repro.py
+	$(BIN)/python -m benchmarks.cli_startup
+	$(BIN)/python -m benchmarks.noop_repro
+	$(BIN)/python -m benchmarks.model_quality
+	$(BIN)/python -m benchmarks.demo_walltime
 
 lock: ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -92,6 +92,7 @@ def test_loans_dataset_runs_through_the_same_pipeline(tmp_path: Path) -> None:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    assert mv.source is not None
     inputs = get_model_info(mv.source).signature.inputs.input_names()
     assert inputs == ["income", "loan_amount", "term_months", "purpose"]
     model = mlflow.pyfunc.load_model("models:/fraud-detector@candidate")

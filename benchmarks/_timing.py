@@ -1,0 +1,39 @@
+"""Small helpers: time a command several times and print figures side by side."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+
+
+def env() -> dict[str, str]:
+    out = dict(os.environ)
+    out["PATH"] = f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}"
+    out.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    out.setdefault("DVC_NO_ANALYTICS", "1")
+    return out
+
+
+def time_command(cmd: list[str], runs: int, cwd: Path | None = None) -> list[float]:
+    """Wall seconds of each run, after one unmeasured warm-up (file caches, .pyc)."""
+    subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, check=True)
+    timings = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, check=True)
+        timings.append(time.perf_counter() - start)
+    return timings
+
+
+def table(title: str, rows: list[tuple[str, list[float]]], goal: str) -> None:
+    print(f"\n{title}  (goal: {goal})")
+    print(f"  {'command':<44} {'median s':>9} {'min s':>7} {'max s':>7}  runs")
+    for label, t in rows:
+        med = statistics.median(t)
+        print(f"  {label:<44} {med:9.3f} {min(t):7.3f} {max(t):7.3f}  {len(t)}")
