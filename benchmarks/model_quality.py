@@ -28,9 +28,8 @@ def main() -> None:
     scores = json.loads(path.read_text())
     runs = json.loads((root / "artifacts" / "models" / "runs.json").read_text())
     print("\nModel quality on the test split  (handbook chapter 3.4 baseline alongside)")
-    print(
-        f"  {'candidate':<10} {'ROC AUC':>8} {'AP':>7}   {'handbook model':<22} {'ROC AUC':>8} {'AP':>7}"
-    )
+    metric_cols = f"{'ROC AUC':>8} {'AP':>7}"
+    print(f"  {'candidate':<10} {metric_cols}   {'handbook model':<22} {metric_cols}")
     for name, result in sorted(scores["scores"].items()):
         test = result["test"]
         kind = runs["candidates"][name]["type"]
