@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shipyard.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
+M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -207,20 +208,56 @@ def _format(err: ValidationError, source: str) -> str:
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    return _parse(Params, raw, source)
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
+
+
+def _parse(model: type[M], raw: Any, source: str) -> M:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        return Params.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format(err, source)) from None
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err.__class__.__name__})") from None
-    return parse_params(raw, str(path))
+    return parse_params(_read_yaml(Path(path)), str(path))
+
+
+# --- registry/policy.yaml: what CI's promotion decisions are held to --------------------
+
+DEFAULT_POLICY = Path("registry/policy.yaml")
+
+
+class NoRegressionConfig(Strict):
+    """Challenger vs champion on the challenger's frozen test set, by paired bootstrap."""
+
+    metric: Literal["roc_auc", "average_precision", "precision_at_budget"]
+    tolerance: float = Field(ge=0, lt=1)
+    confidence: float = Field(gt=0.5, lt=1)
+    resamples: int = Field(ge=50)
+    seed: int = 0
+
+
+class PromotionPolicy(Strict):
+    min: dict[MetricName, float] = {}
+    max: dict[MetricName, float] = {}
+    no_regression: NoRegressionConfig
+    alert_budget: float = Field(gt=0, lt=1)
+
+
+class Policy(Strict):
+    promotion: PromotionPolicy
+
+
+def load_policy(path: Path | str = DEFAULT_POLICY) -> Policy:
+    return _parse(Policy, _read_yaml(Path(path)), str(path))

@@ -1,4 +1,4 @@
-"""Absolute metric gates: pure comparisons that every gate-keeping step reuses."""
+"""Gates: pure checks that every gate-keeping step (register, promote, canary) reuses."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class GateResult:
     gate: str
-    value: float
-    threshold: float
-    op: str  # ">=" or "<="
     passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    op: str = ""  # ">=" or "<=" for numeric gates
+    detail: str = ""
 
     def describe(self) -> str:
         word = "passed" if self.passed else "failed"
+        if self.value is None or self.threshold is None:
+            return f"{self.gate} {self.detail}: {word}"
         return f"{self.gate} {self.value:.4f} {self.op} {self.threshold:.4f}: {word}"
 
     def as_dict(self) -> dict[str, object]:
@@ -28,10 +31,10 @@ def check_thresholds(
     results = []
     for name, bound in sorted(minimum.items()):
         value = values.get(name, float("nan"))
-        results.append(GateResult(f"min_{name}", value, bound, ">=", bool(value >= bound)))
+        results.append(GateResult(f"min_{name}", bool(value >= bound), value, bound, ">="))
     for name, bound in sorted(maximum.items()):
         value = values.get(name, float("nan"))
-        results.append(GateResult(f"max_{name}", value, bound, "<=", bool(value <= bound)))
+        results.append(GateResult(f"max_{name}", bool(value <= bound), value, bound, "<="))
     return results
 
 

@@ -65,3 +65,53 @@ def pr_points(y: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
 def confusion_rows(y: np.ndarray, scores: np.ndarray, threshold: float) -> list[dict[str, int]]:
     predicted = (scores >= threshold).astype(int)
     return [{"actual": int(a), "predicted": int(p)} for a, p in zip(y, predicted, strict=True)]
+
+
+def _metric(name: str, y: np.ndarray, p: np.ndarray, budget: float) -> float:
+    if name == "precision_at_budget":
+        return precision_at_budget(y, p, budget)
+    if name == "roc_auc":
+        return float(roc_auc_score(y, p))
+    return float(average_precision_score(y, p))
+
+
+def paired_bootstrap_delta(
+    y: np.ndarray,
+    new: np.ndarray,
+    old: np.ndarray,
+    metric: str,
+    *,
+    budget: float,
+    resamples: int,
+    confidence: float,
+    seed: int,
+) -> dict[str, float]:
+    """metric(new) - metric(old) on the same rows, with a percentile bootstrap interval.
+
+    Rows are resampled once per draw for both models, so the interval reflects the
+    difference between them, not the noise of each on its own.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    deltas = []
+    for _ in range(resamples):
+        idx = rng.integers(0, n, n)
+        if y[idx].min() == y[idx].max():
+            continue  # a draw without both classes has no ranking metric
+        deltas.append(
+            _metric(metric, y[idx], new[idx], budget) - _metric(metric, y[idx], old[idx], budget)
+        )
+    if len(deltas) < resamples // 2:
+        raise ValueError("too few positives in the test set for a bootstrap interval")
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(deltas, [tail, 100 - tail])
+    new_value, old_value = _metric(metric, y, new, budget), _metric(metric, y, old, budget)
+    return {
+        "challenger": new_value,
+        "champion": old_value,
+        "delta": new_value - old_value,
+        "ci_low": float(lo),
+        "ci_high": float(hi),
+        "confidence": confidence,
+        "resamples": float(len(deltas)),
+    }

@@ -1,4 +1,4 @@
-"""The MLflow model registry: versions, aliases and their tags.
+"""The MLflow model registry: versions, aliases, their tags, and safe loading.
 
 Aliases (stages are deprecated): `candidate` passed the pipeline gates, `challenger` passed
 promotion, `champion` serves all traffic, `previous` is the last champion.
@@ -6,12 +6,18 @@ promotion, `champion` serves all traffic, `previous` is the last champion.
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import yaml
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
-from shipyard import tracking  # noqa: F401  (configures telemetry before mlflow loads)
+from shipyard.errors import ShipyardError
+from shipyard.models import storage
 
 CANDIDATE = "candidate"
 CHALLENGER = "challenger"
@@ -29,5 +35,66 @@ def set_alias(name: str, alias: str, version: str) -> None:
     MlflowClient().set_registered_model_alias(name, alias, version)
 
 
-def version_by_alias(name: str, alias: str) -> Any:
-    return MlflowClient().get_model_version_by_alias(name, alias)
+def delete_alias(name: str, alias: str) -> None:
+    MlflowClient().delete_registered_model_alias(name, alias)
+
+
+def version_by_alias(name: str, alias: str) -> Any | None:
+    """The version holding `alias`, or None when no version holds it."""
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def resolve(name: str, ref: str) -> Any:
+    """A version from `3` or `@candidate`, or a one-line error naming what was not found."""
+    client = MlflowClient()
+    try:
+        if ref.startswith("@"):
+            return client.get_model_version_by_alias(name, ref[1:])
+        return client.get_model_version(name, ref)
+    except MlflowException:
+        raise ShipyardError(f"{name}: no version {ref}") from None
+
+
+def set_version_tags(name: str, version: str, tags: dict[str, str]) -> None:
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+
+
+def log_version_json(run_id: str, payload: dict[str, Any], path: str) -> None:
+    """Attach a JSON document to the run behind a version (decision records, canary results)."""
+    MlflowClient().log_text(run_id, json.dumps(payload, indent=2, sort_keys=True), path)
+
+
+def download(uri: str, dest: Path) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+
+
+def load_model(name: str, version: str) -> Any:
+    """The version's fitted pipeline, read with skops and our allow-list, never with pickle.
+
+    The trusted types recorded in MLmodel come from whoever logged the model, so they are
+    checked against the allow-list instead of being believed.
+    """
+    with tempfile.TemporaryDirectory(prefix="shipyard-model-") as tmp:
+        root = download(f"models:/{name}/{version}", Path(tmp))
+        conf = yaml.safe_load((root / "MLmodel").read_text())["flavors"].get("sklearn", {})
+        if conf.get("serialization_format") != "skops":
+            raise ShipyardError(f"{name} version {version}: not saved with skops; refusing to load")
+        try:
+            return storage.load(root / conf["pickled_model"], conf.get("skops_trusted_types") or [])
+        except TypeError as err:
+            raise ShipyardError(f"{name} version {version}: {err}") from None
+
+
+def signature(name: str, version: str) -> dict[str, str]:
+    """Input field name -> type, from the version's logged signature."""
+    from mlflow.models import get_model_info
+
+    info = get_model_info(f"models:/{name}/{version}")
+    if info.signature is None:
+        return {}
+    return {col.name: str(col.type) for col in info.signature.inputs.inputs}

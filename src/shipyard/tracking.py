@@ -12,13 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from shipyard.config import BaseSection
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-
 import mlflow
 from mlflow.models import infer_signature
+
+from shipyard.config import BaseSection
 
 
 def tracking_uri(base: BaseSection) -> str:

@@ -27,6 +27,7 @@ from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import RUNS_FILE
 
 REFERENCE_FILE = "reference.parquet"
+TEST_FILE = "test.parquet"  # the frozen test set promotion compares challenger and champion on
 
 
 def gate(test_metrics: dict[str, float], params: Params) -> list[GateResult]:
@@ -60,7 +61,12 @@ def reference_id(sample: pd.DataFrame) -> str:
 
 
 def version_tags(
-    runs: dict[str, Any], best: str, test: dict[str, float], results: list[GateResult], ref_id: str
+    runs: dict[str, Any],
+    best: str,
+    test: dict[str, float],
+    results: list[GateResult],
+    ref_id: str,
+    threshold: float,
 ) -> dict[str, str]:
     tags = dict(runs["tags"])
     run_id = runs["candidates"][best]["run_id"]
@@ -73,6 +79,8 @@ def version_tags(
             "shipyard.pipeline_run_id": runs["parent_run_id"],
             "shipyard.reference_id": ref_id,
             "shipyard.reference_uri": f"runs:/{run_id}/reference/{REFERENCE_FILE}",
+            "shipyard.test_uri": f"runs:/{run_id}/evaluation/{TEST_FILE}",
+            "shipyard.threshold_at_budget": f"{threshold:.6g}",
         }
     )
     return tags
@@ -89,7 +97,8 @@ def run(params: Params) -> None:
 def register(params: Params, out: Path) -> dict[str, Any]:
     runs = read_json(MODELS / RUNS_FILE)
     best = read_json(EVAL / "candidates.json")["best"]
-    test = read_json(EVAL / "metrics.json")["test"]
+    evaluation = read_json(EVAL / "metrics.json")
+    test = evaluation["test"]
     results = gate(test, params)
     progress("register", "gates passed: " + "; ".join(r.describe() for r in results))
 
@@ -107,7 +116,8 @@ def register(params: Params, out: Path) -> dict[str, Any]:
         tracking.candidate_run(best, {}, run_id=cand["run_id"]),
     ):
         tracking.log_artifact(out / REFERENCE_FILE, "reference")
-    tags = version_tags(runs, best, test, results, ref_id)
+        tracking.log_artifact(FEATURES / TEST_FILE, "evaluation")
+    tags = version_tags(runs, best, test, results, ref_id, evaluation["threshold_at_budget"])
     version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
     registry.set_alias(name, registry.CANDIDATE, version)
     record = {

@@ -1,0 +1,294 @@
+"""Promotion: may this version become @challenger or @champion? Gates, then a decision record.
+
+The gate functions are pure; `promote` does the registry I/O around them. Every decision,
+passed or failed, is stored on the version (tags + JSON artifact) and appended to the audit
+log, and the alias only moves when every gate passed.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from shipyard import metrics
+from shipyard.config import NoRegressionConfig, Policy
+from shipyard.gates import GateResult, check_thresholds
+
+AUDIT_LOG = "audit/promotions.jsonl"
+TARGETS = ("challenger", "champion")
+CANARY_TAG = "shipyard.canary.result"
+
+
+@dataclass
+class Decision:
+    model: str
+    version: str
+    to: str
+    champion: str | None
+    gates: list[GateResult] = field(default_factory=list)
+    deltas: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    def failed_gate(self) -> GateResult | None:
+        return next((g for g in self.gates if not g.passed), None)
+
+    def record(self, tags: dict[str, str], actor: str, extra: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "to": self.to,
+            "decision": "passed" if self.passed else "failed",
+            "champion_before": self.champion,
+            "first_model": self.champion is None,
+            "gates": [g.as_dict() for g in self.gates],
+            "deltas": self.deltas,
+            "notes": self.notes,
+            "data_hash": tags.get("shipyard.data_hash", "unknown"),
+            "git_sha": tags.get("shipyard.git_sha", "unknown"),
+            "actor": actor,
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+            **extra,
+        }
+
+
+def actor() -> str:
+    return os.environ.get("SHIPYARD_ACTOR") or getpass.getuser()
+
+
+def pipeline_gate(tags: dict[str, str]) -> GateResult:
+    state = tags.get("shipyard.gates.pipeline", "missing")
+    return GateResult("pipeline_gates", state == "passed", detail=f"register gates {state}")
+
+
+def threshold_gates(tags: dict[str, str], policy: Policy) -> list[GateResult]:
+    prefix = "shipyard.metrics.test."
+    values = {k.removeprefix(prefix): float(v) for k, v in tags.items() if k.startswith(prefix)}
+    p = policy.promotion
+    return check_thresholds(
+        values, {str(k): v for k, v in p.min.items()}, {str(k): v for k, v in p.max.items()}
+    )
+
+
+def signature_gate(new: dict[str, str], old: dict[str, str], allow_change: bool) -> GateResult:
+    """Clients built for the champion's fields must work unchanged with the challenger."""
+    if new == old:
+        return GateResult("signature", True, detail="same fields and types as the champion")
+    added = sorted(set(new) - set(old))
+    removed = sorted(set(old) - set(new))
+    retyped = sorted(k for k in set(new) & set(old) if new[k] != old[k])
+    detail = f"schema change (added {added}, removed {removed}, retyped {retyped})"
+    if allow_change:
+        return GateResult("signature", True, detail=f"{detail}, allowed by flag")
+    return GateResult("signature", False, detail=f"{detail}; pass --allow-schema-change")
+
+
+def regression_gate(
+    y: np.ndarray, new: np.ndarray, old: np.ndarray, cfg: NoRegressionConfig, budget: float
+) -> tuple[GateResult, dict[str, float]]:
+    """Pass unless the interval says the challenger is worse by more than the tolerance."""
+    delta = metrics.paired_bootstrap_delta(
+        y,
+        new,
+        old,
+        cfg.metric,
+        budget=budget,
+        resamples=cfg.resamples,
+        confidence=cfg.confidence,
+        seed=cfg.seed,
+    )
+    bound = -cfg.tolerance
+    detail = (
+        f"{cfg.metric} delta {delta['delta']:+.4f}, {cfg.confidence:.0%} interval "
+        f"[{delta['ci_low']:+.4f}, {delta['ci_high']:+.4f}], lower end must be >= {bound:+.4f}"
+    )
+    gate = GateResult(
+        f"no_regression_{cfg.metric}",
+        bool(delta["ci_low"] >= bound),
+        delta["ci_low"],
+        bound,
+        ">=",
+        detail,
+    )
+    return gate, delta
+
+
+def canary_gate(
+    tags: dict[str, str], first_model: bool, force: bool, reason: str | None
+) -> GateResult:
+    """@champion needs a passed canary, except for the very first model or a recorded override."""
+    if first_model:
+        return GateResult("canary", True, detail="first model: no champion to canary against")
+    result = tags.get(CANARY_TAG, "missing")
+    if result == "passed":
+        return GateResult("canary", True, detail="canary passed")
+    if force and reason:
+        return GateResult("canary", True, detail=f"canary {result}, overridden: {reason}")
+    return GateResult(
+        "canary", False, detail=f"canary {result}; needs a passed canary or --force --reason"
+    )
+
+
+# --- registry I/O around the gates ------------------------------------------------------
+
+
+def _frozen_test_scores(
+    name: str, version: str, champion: str, tags: dict[str, str], target: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both models on the version's frozen test set: the same rows, the same labels."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from shipyard import registry
+    from shipyard.errors import ShipyardError
+
+    if "shipyard.test_uri" not in tags:
+        raise ShipyardError(f"{name} version {version}: no frozen test set (tag shipyard.test_uri)")
+    with tempfile.TemporaryDirectory(prefix="shipyard-test-") as tmp:
+        test = pd.read_parquet(registry.download(tags["shipyard.test_uri"], Path(tmp)))
+    fields = {v: list(registry.signature(name, v)) for v in (version, champion)}
+    missing = sorted(set(fields[champion]) - set(test.columns))
+    if missing:
+        raise ShipyardError(
+            f"champion version {champion} needs fields {missing} absent from the test set"
+        )
+    new = registry.load_model(name, version).predict_proba(test[fields[version]])[:, 1]
+    old = registry.load_model(name, champion).predict_proba(test[fields[champion]])[:, 1]
+    return test[target].to_numpy(), new, old
+
+
+def _store(name: str, version: str, run_id: str, record: dict[str, Any]) -> None:
+    from shipyard import registry, runtime
+
+    stamp = record["time"].replace(":", "").replace("-", "")
+    action = record.get("to", record.get("action", "decision"))
+    registry.set_version_tags(
+        name,
+        version,
+        {
+            f"shipyard.promotion.{action}": record["decision"],
+            f"shipyard.promotion.{action}.time": record["time"],
+            f"shipyard.promotion.{action}.actor": record["actor"],
+        },
+    )
+    registry.log_version_json(run_id, record, f"promotions/{stamp}-{action}.json")
+    runtime.append_jsonl(AUDIT_LOG, record)
+
+
+def promote(
+    name: str,
+    ref: str,
+    to: str,
+    policy: Policy,
+    target: str,
+    *,
+    force: bool = False,
+    reason: str | None = None,
+    allow_schema_change: bool = False,
+) -> dict[str, Any]:
+    """Run the gates; on pass move the aliases. Raises GateFailed naming the first failed gate."""
+    from shipyard import registry, runtime
+    from shipyard.errors import GateFailed, ShipyardError
+
+    if to not in TARGETS:
+        raise ShipyardError(f"promote: --to must be one of {TARGETS}, not {to!r}")
+    if force and not reason:
+        raise ShipyardError("promote: --force needs --reason, which is recorded")
+    mv = registry.resolve(name, ref)
+    version, tags = str(mv.version), dict(mv.tags)
+    holder = registry.version_by_alias(name, registry.CHAMPION)
+    champion = str(holder.version) if holder else None
+    if to == "champion" and champion == version:
+        raise ShipyardError(f"promote: {name} version {version} is already @champion")
+
+    decision = Decision(name, version, to, champion)
+    decision.gates.append(pipeline_gate(tags))
+    decision.gates += threshold_gates(tags, policy)
+    if champion is None:
+        decision.notes.append(
+            "first model: no champion to compare with; may become champion without a canary"
+        )
+    elif champion != version:
+        sig = signature_gate(
+            registry.signature(name, version),
+            registry.signature(name, champion),
+            allow_schema_change,
+        )
+        decision.gates.append(sig)
+        if sig.passed:
+            cfg = policy.promotion.no_regression
+            y, new, old = _frozen_test_scores(name, version, champion, tags, target)
+            gate, delta = regression_gate(y, new, old, cfg, policy.promotion.alert_budget)
+            decision.gates.append(gate)
+            decision.deltas[cfg.metric] = delta
+    if to == "champion":
+        decision.gates.append(canary_gate(tags, champion is None, force, reason))
+    record = decision.record(tags, actor(), {"forced": force, "reason": reason})
+
+    failed = decision.failed_gate()
+    if failed is not None:
+        _store(name, version, mv.run_id, record)
+        raise GateFailed(f"promote: {name} version {version} to @{to}: gate {failed.describe()}")
+    # Optimistic concurrency: gates were judged against `champion`; commit only if it still holds.
+    with runtime.lock(f"registry-{name}"):
+        now = registry.version_by_alias(name, registry.CHAMPION)
+        current = str(now.version) if now else None
+        if current != champion:
+            record["decision"] = "failed"
+            record["notes"].append(
+                f"champion changed from {champion} to {current} during promotion"
+            )
+            _store(name, version, mv.run_id, record)
+            raise GateFailed(
+                f"promote: {name} version {version}: champion changed during promotion "
+                f"(was {champion}, now {current}); run it again"
+            )
+        if to == "challenger":
+            registry.set_alias(name, registry.CHALLENGER, version)
+        else:
+            if champion is not None:
+                registry.set_alias(name, registry.PREVIOUS, champion)
+            registry.set_alias(name, registry.CHAMPION, version)
+            challenger = registry.version_by_alias(name, registry.CHALLENGER)
+            if challenger is not None and str(challenger.version) == version:
+                registry.delete_alias(name, registry.CHALLENGER)
+        _store(name, version, mv.run_id, record)
+    return record
+
+
+def rollback(name: str, reason: str) -> dict[str, Any]:
+    """Make @previous the champion again, at once; no gate stands in the way of going back."""
+    from shipyard import registry, runtime
+    from shipyard.errors import ShipyardError
+
+    with runtime.lock(f"registry-{name}"):
+        champ = registry.version_by_alias(name, registry.CHAMPION)
+        prev = registry.version_by_alias(name, registry.PREVIOUS)
+        if prev is None:
+            raise ShipyardError(f"rollback: {name} has no @previous version to roll back to")
+        registry.set_alias(name, registry.CHAMPION, str(prev.version))
+        registry.delete_alias(name, registry.PREVIOUS)
+        record = {
+            "model": name,
+            "action": "rollback",
+            "decision": "passed",
+            "version": str(prev.version),
+            "replaced": str(champ.version) if champ else None,
+            "reason": reason,
+            "actor": actor(),
+            "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if champ is not None:
+            registry.set_version_tags(name, str(champ.version), {"shipyard.rolled_back": reason})
+        _store(name, str(prev.version), prev.run_id, record)
+    return record
