@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from shipyard import metrics
+from shipyard.artifacts import progress
 from shipyard.config import NoRegressionConfig, Policy
 from shipyard.gates import GateResult, check_thresholds
 
@@ -240,6 +241,7 @@ def promote(
         _store(name, version, mv.run_id, record)
         raise GateFailed(f"promote: {name} version {version} to @{to}: gate {failed.describe()}")
     # Optimistic concurrency: gates were judged against `champion`; commit only if it still holds.
+    progress("promote", "gates passed; waiting for the registry lock")
     with runtime.lock(f"registry-{name}"):
         now = registry.version_by_alias(name, registry.CHAMPION)
         current = str(now.version) if now else None

@@ -7,7 +7,16 @@ import subprocess
 import sys
 
 HEAVY = ["mlflow", "evidently", "bentoml", "torch", "sklearn", "pandas", "dvc"]
-COMMANDS = [[], ["stage"], ["data"], ["data", "bootstrap"], ["data", "generate"], ["summary"]]
+COMMANDS = [
+    [],
+    ["stage"],
+    ["data"],
+    ["data", "bootstrap"],
+    ["data", "generate"],
+    ["summary"],
+    ["promote"],
+    ["rollback"],
+]
 
 PROBE = """
 import json, sys

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from shipyard.cli.data import data
+from shipyard.cli.registry import promote, rollback
 from shipyard.cli.stage import stage
 from shipyard.cli.summary import summary
 
@@ -38,3 +39,5 @@ def main() -> None:
 main.add_command(stage)
 main.add_command(data)
 main.add_command(summary)
+main.add_command(promote)
+main.add_command(rollback)

@@ -14,3 +14,12 @@ params_option = click.option(
     show_default=True,
     help="Pipeline parameters file.",
 )
+
+policy_option = click.option(
+    "--policy",
+    "policy_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("registry/policy.yaml"),
+    show_default=True,
+    help="Promotion and deployment policy file.",
+)

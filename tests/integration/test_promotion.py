@@ -1,0 +1,220 @@
+"""Promotion gates, decision records, rollback and concurrency against a real sqlite registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shipyard import promotion, registry
+from shipyard.config import Policy, load_policy
+from shipyard.errors import GateFailed, ShipyardError
+from tests.conftest import REPO
+from tests.integration.registry_fixtures import NAME, TARGET, register
+
+
+@pytest.fixture(autouse=True)
+def runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.setenv("SHIPYARD_ACTOR", "ci-bot")
+    return tmp_path / "runtime"
+
+
+@pytest.fixture
+def policy() -> Policy:
+    raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
+    raw["promotion"]["no_regression"]["resamples"] = 200
+    return Policy.model_validate(raw)
+
+
+def alias(name: str) -> str | None:
+    mv = registry.version_by_alias(NAME, name)
+    return None if mv is None else str(mv.version)
+
+
+def audit(runtime_dir: Path) -> list[dict[str, Any]]:
+    lines = (runtime_dir / promotion.AUDIT_LOG).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_repository_policy_loads() -> None:
+    assert load_policy(REPO / "registry" / "policy.yaml").promotion.no_regression.tolerance > 0
+
+
+def test_first_model_becomes_champion_without_canary(
+    tmp_path: Path, policy: Policy, runtime_dir: Path
+) -> None:
+    v1 = register(tmp_path)
+    record = promotion.promote(NAME, v1, "champion", policy, TARGET)
+    assert record["decision"] == "passed" and record["first_model"] is True
+    assert any("first model" in n for n in record["notes"])
+    assert alias("champion") == v1 and alias("previous") is None
+    tags = registry.resolve(NAME, v1).tags
+    assert tags["shipyard.promotion.champion"] == "passed"
+    assert tags["shipyard.promotion.champion.actor"] == "ci-bot"
+    [logged] = audit(runtime_dir)
+    assert logged["version"] == v1 and logged["data_hash"] == "md5:test"
+    assert logged["git_sha"] == "abc123" and logged["actor"] == "ci-bot"
+    from mlflow import MlflowClient
+
+    files = MlflowClient().list_artifacts(registry.resolve(NAME, v1).run_id, "promotions")
+    assert len(files) == 1 and files[0].path.endswith("-champion.json")
+
+
+def test_equal_model_passes_the_no_regression_gate(tmp_path: Path, policy: Policy) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    v2 = register(tmp_path)  # same data, same seed: the same model again
+    record = promotion.promote(NAME, v2, "challenger", policy, TARGET)
+    delta = record["deltas"]["average_precision"]
+    assert delta["delta"] == pytest.approx(0) and delta["ci_low"] == pytest.approx(0)
+    assert alias("challenger") == v2 and alias("champion") == v1
+
+
+def test_worse_model_is_rejected_by_the_interval(
+    tmp_path: Path, policy: Policy, runtime_dir: Path
+) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    bad = register(tmp_path, noise=True, seed=3)
+    with pytest.raises(GateFailed, match=r"gate no_regression_average_precision .*: failed"):
+        promotion.promote(NAME, bad, "challenger", policy, TARGET)
+    assert alias("challenger") is None
+    record = audit(runtime_dir)[-1]
+    assert record["decision"] == "failed" and record["version"] == bad
+    delta = record["deltas"]["average_precision"]
+    assert delta["ci_high"] < 0 and delta["confidence"] == 0.95
+    assert registry.resolve(NAME, bad).tags["shipyard.promotion.challenger"] == "failed"
+
+
+def test_absolute_threshold_and_pipeline_gates(tmp_path: Path, policy: Policy) -> None:
+    low = register(tmp_path, tags={"shipyard.metrics.test.roc_auc": "0.6"})
+    with pytest.raises(GateFailed, match=r"gate min_roc_auc 0\.6000 >= 0\.8000: failed"):
+        promotion.promote(NAME, low, "challenger", policy, TARGET)
+    unchecked = register(tmp_path, tags={"shipyard.gates.pipeline": "failed"})
+    with pytest.raises(GateFailed, match="gate pipeline_gates"):
+        promotion.promote(NAME, unchecked, "challenger", policy, TARGET)
+
+
+def test_schema_change_needs_the_flag(tmp_path: Path, policy: Policy) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    wider = register(tmp_path, extra=True, seed=1)
+    with pytest.raises(GateFailed, match=r"gate signature .*added \['channel_score'\]"):
+        promotion.promote(NAME, wider, "challenger", policy, TARGET)
+    record = promotion.promote(NAME, wider, "challenger", policy, TARGET, allow_schema_change=True)
+    assert record["decision"] == "passed"
+
+
+def test_champion_needs_a_passed_canary_or_a_recorded_override(
+    tmp_path: Path, policy: Policy, runtime_dir: Path
+) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    v2 = register(tmp_path, seed=1)
+    promotion.promote(NAME, v2, "challenger", policy, TARGET)
+    with pytest.raises(GateFailed, match="gate canary canary missing"):
+        promotion.promote(NAME, v2, "champion", policy, TARGET)
+    with pytest.raises(ShipyardError, match="--force needs --reason"):
+        promotion.promote(NAME, v2, "champion", policy, TARGET, force=True)
+    assert alias("champion") == v1
+    record = promotion.promote(
+        NAME, "@challenger", "champion", policy, TARGET, force=True, reason="canary infra down"
+    )
+    assert record["forced"] is True and record["reason"] == "canary infra down"
+    assert alias("champion") == v2 and alias("previous") == v1 and alias("challenger") is None
+
+
+def test_passed_canary_allows_champion(tmp_path: Path, policy: Policy) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    v2 = register(tmp_path, seed=1, tags={promotion.CANARY_TAG: "passed"})
+    record = promotion.promote(NAME, v2, "champion", policy, TARGET)
+    assert record["decision"] == "passed" and alias("previous") == v1
+
+
+def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    with pytest.raises(ShipyardError, match="no @previous version"):
+        promotion.rollback(NAME, "oops")
+    v2 = register(tmp_path, seed=1, tags={promotion.CANARY_TAG: "passed"})
+    promotion.promote(NAME, v2, "champion", policy, TARGET)
+    record = promotion.rollback(NAME, "error rate up")
+    assert (record["version"], record["replaced"]) == (v1, v2)
+    assert alias("champion") == v1 and alias("previous") is None
+    assert registry.resolve(NAME, v2).tags["shipyard.rolled_back"] == "error rate up"
+    assert audit(runtime_dir)[-1]["action"] == "rollback"
+
+
+def test_concurrent_promotions_do_not_both_win(
+    tmp_path: Path, runtime_dir: Path, raw_params: dict[str, Any]
+) -> None:
+    """Two real processes judge against the same champion; only the first to commit wins."""
+    from shipyard import runtime
+
+    v1 = register(tmp_path)
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    contenders = [register(tmp_path, seed=s, tags={promotion.CANARY_TAG: "passed"}) for s in (1, 2)]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    cmd = [
+        "shipyard",
+        "promote",
+        NAME,
+        "",
+        "--to",
+        "champion",
+        "--policy",
+        str(REPO / "registry" / "policy.yaml"),
+    ]
+    waiting: list[str] = []
+
+    def watch(proc: subprocess.Popen[str], out: list[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            out.append(line)
+            if "waiting for the registry lock" in line:
+                waiting.append(line)
+
+    with runtime.lock(f"registry-{NAME}"):  # hold the commit step until both have judged
+        procs, logs, threads = [], [], []
+        for version in contenders:
+            args = cmd.copy()
+            args[3] = version
+            proc = subprocess.Popen(
+                args,
+                cwd=tmp_path,
+                env=env,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            log: list[str] = []
+            thread = threading.Thread(target=watch, args=(proc, log), daemon=True)
+            thread.start()
+            procs.append(proc)
+            logs.append(log)
+            threads.append(thread)
+        deadline = time.monotonic() + 120
+        while len(waiting) < 2 and time.monotonic() < deadline:
+            assert all(p.poll() is None for p in procs), logs
+            time.sleep(0.2)
+        assert len(waiting) == 2, logs
+    codes = [p.wait(timeout=60) for p in procs]
+    for t in threads:
+        t.join(timeout=5)
+    assert sorted(codes) == [0, 1], logs
+    loser = logs[codes.index(1)]
+    assert "champion changed during promotion" in loser[-1]
+    winner = contenders[codes.index(0)]
+    assert alias("champion") == winner and alias("previous") == v1
