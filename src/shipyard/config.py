@@ -255,8 +255,17 @@ class PromotionPolicy(Strict):
     alert_budget: float = Field(gt=0, lt=1)
 
 
+class ServingPolicy(Strict):
+    """`at_budget`: the version's score threshold at the evaluation alert budget."""
+
+    decision_threshold: float | Literal["at_budget"] = "at_budget"
+    max_batch: int = Field(ge=1, default=1000)
+    max_body_bytes: int = Field(ge=1024, default=2_000_000)
+
+
 class Policy(Strict):
     promotion: PromotionPolicy
+    serving: ServingPolicy = ServingPolicy()
 
 
 def load_policy(path: Path | str = DEFAULT_POLICY) -> Policy:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -74,18 +73,11 @@ def download(uri: str, dest: Path) -> Path:
 
 
 def load_model(name: str, version: str) -> Any:
-    """The version's fitted pipeline, read with skops and our allow-list, never with pickle.
-
-    The trusted types recorded in MLmodel come from whoever logged the model, so they are
-    checked against the allow-list instead of being believed.
-    """
+    """The version's fitted pipeline, read with skops and our allow-list, never with pickle."""
     with tempfile.TemporaryDirectory(prefix="shipyard-model-") as tmp:
         root = download(f"models:/{name}/{version}", Path(tmp))
-        conf = yaml.safe_load((root / "MLmodel").read_text())["flavors"].get("sklearn", {})
-        if conf.get("serialization_format") != "skops":
-            raise ShipyardError(f"{name} version {version}: not saved with skops; refusing to load")
         try:
-            return storage.load(root / conf["pickled_model"], conf.get("skops_trusted_types") or [])
+            return storage.load_mlflow_model(root)
         except TypeError as err:
             raise ShipyardError(f"{name} version {version}: {err}") from None
 
@@ -97,4 +89,4 @@ def signature(name: str, version: str) -> dict[str, str]:
     info = get_model_info(f"models:/{name}/{version}")
     if info.signature is None:
         return {}
-    return {col.name: str(col.type) for col in info.signature.inputs.inputs}
+    return {str(col.name): col.type.name for col in info.signature.inputs.inputs}

@@ -15,6 +15,8 @@ COMMANDS = [
     ["data", "generate"],
     ["summary"],
     ["promote"],
+    ["package"],
+    ["serve"],
     ["rollback"],
 ]
 

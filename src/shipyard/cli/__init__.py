@@ -10,6 +10,7 @@ import click
 
 from shipyard.cli.data import data
 from shipyard.cli.registry import promote, rollback
+from shipyard.cli.serving import package, serve
 from shipyard.cli.stage import stage
 from shipyard.cli.summary import summary
 
@@ -41,3 +42,5 @@ main.add_command(data)
 main.add_command(summary)
 main.add_command(promote)
 main.add_command(rollback)
+main.add_command(package)
+main.add_command(serve)

@@ -36,3 +36,17 @@ def load(path: Path, trusted: list[str]) -> Any:
     if foreign:
         raise TypeError(f"refusing to trust types outside the allow-list: {foreign}")
     return sio.load(path, trusted=trusted)
+
+
+def load_mlflow_model(root: Path) -> Any:
+    """A logged MLflow sklearn model folder, read with skops and the allow-list.
+
+    The trusted types recorded in MLmodel come from whoever logged the model, so they are
+    checked against the allow-list instead of being believed. Pickle is never used.
+    """
+    import yaml
+
+    conf = yaml.safe_load((root / "MLmodel").read_text())["flavors"].get("sklearn", {})
+    if conf.get("serialization_format") != "skops":
+        raise TypeError(f"{root}: model not saved with skops; refusing to load it")
+    return load(root / conf["pickled_model"], list(conf.get("skops_trusted_types") or []))

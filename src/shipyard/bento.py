@@ -1,0 +1,145 @@
+"""Packaging: a registry version becomes a BentoML model and a Bento that serves it.
+
+The Bento's tag names the model version plus a content hash of everything inside (spec,
+service code, locked dependencies), so packaging the same version twice yields the same Bento.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from shipyard.artifacts import progress
+from shipyard.config import Policy
+from shipyard.runtime import runtime_dir
+from shipyard.serving.spec import SPEC_FILE, ServingSpec
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+LOCK_FILE = PACKAGE_ROOT.parents[1] / "requirements.lock"
+ENTRY = "service.py"
+ENTRY_SOURCE = '''"""Bento entry point: point the service at its spec, then import it."""
+
+import os
+from pathlib import Path
+
+os.environ["SHIPYARD_SERVING_SPEC"] = str(Path(__file__).with_name("serving_spec.json"))
+
+from shipyard.serving.service import PredictionService  # noqa: E402,F401
+'''
+# Development tools in the lock that a serving image does not need.
+DEV_ONLY = ("mypy", "mypy_extensions", "pytest", "pytest-timeout", "ruff", "types-", "pandas-stubs")
+
+
+def use_local_store() -> None:
+    """Keep BentoML's store in the runtime folder unless the user chose one."""
+    os.environ.setdefault("BENTOML_HOME", str((runtime_dir() / "bentoml").resolve()))
+
+
+def serving_requirements(lock: str) -> str:
+    """The lock minus dev tools; torch's local '+cpu' tag is dropped so an image build on
+    PyPI resolves the same release."""
+    keep = []
+    for line in lock.splitlines():
+        name = line.split("==")[0].strip().lower()
+        if not line or line.startswith("#") or name.startswith(DEV_ONLY):
+            continue
+        keep.append(line.replace("+cpu", ""))
+    return "\n".join(keep) + "\n"
+
+
+def _threshold(policy: Policy, tags: dict[str, str]) -> float:
+    chosen = policy.serving.decision_threshold
+    if chosen == "at_budget":
+        return float(tags.get("shipyard.threshold_at_budget", 0.5))
+    return float(chosen)
+
+
+def spec_for(name: str, version: Any, policy: Policy) -> ServingSpec:
+    from shipyard import registry
+
+    tags = dict(version.tags)
+    number = str(version.version)
+    return ServingSpec(
+        model_name=name,
+        model_version=number,
+        bento_model=f"{name}:v{number}",
+        fields=registry.signature(name, number),
+        threshold=_threshold(policy, tags),
+        labels={
+            "model_name": name,
+            "model_version": number,
+            "run_id": str(version.run_id),
+            "git_sha": tags.get("shipyard.git_sha", "unknown"),
+            "data_hash": tags.get("shipyard.data_hash", "unknown"),
+        },
+        max_batch=policy.serving.max_batch,
+        max_body_bytes=policy.serving.max_body_bytes,
+    )
+
+
+def _import_model(spec: ServingSpec) -> None:
+    import bentoml
+
+    try:
+        bentoml.models.get(spec.bento_model)
+        return
+    except bentoml.exceptions.NotFound:
+        pass
+    progress("package", f"importing models:/{spec.model_name}/{spec.model_version} into BentoML")
+    bentoml.mlflow.import_model(
+        spec.bento_model,
+        f"models:/{spec.model_name}/{spec.model_version}",
+        labels=spec.labels,
+    )
+
+
+def _context(spec: ServingSpec, ctx: Path) -> str:
+    """Write the build context; returns the content hash that versions the Bento."""
+    shutil.copytree(PACKAGE_ROOT, ctx / "shipyard", ignore=shutil.ignore_patterns("__pycache__"))
+    (ctx / ENTRY).write_text(ENTRY_SOURCE)
+    spec.write(ctx / SPEC_FILE)
+    (ctx / "requirements.txt").write_text(serving_requirements(LOCK_FILE.read_text()))
+    digest = hashlib.sha256()
+    for path in sorted(p for p in ctx.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(ctx).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def package(name: str, ref: str, policy: Policy) -> str:
+    """Import the version and build its Bento (or find the identical one); returns the tag."""
+    import bentoml
+
+    from shipyard import registry
+
+    use_local_store()
+    version = registry.resolve(name, ref)
+    spec = spec_for(name, version, policy)
+    _import_model(spec)
+    with tempfile.TemporaryDirectory(prefix="shipyard-bento-") as tmp:
+        ctx = Path(tmp)
+        tag = f"{name}-service:v{spec.model_version}-{_context(spec, ctx)}"
+        try:
+            bentoml.get(tag)
+            progress("package", f"{tag} already built")
+            return tag
+        except bentoml.exceptions.NotFound:
+            pass
+        progress("package", f"building {tag}")
+        bento_name, bento_version = tag.split(":")
+        bentoml.bentos.build(
+            service=f"{ENTRY.removesuffix('.py')}:PredictionService",
+            name=bento_name,
+            version=bento_version,
+            labels=spec.labels,
+            description=f"{name} version {spec.model_version}, packaged by shipyard",
+            include=[ENTRY, SPEC_FILE, "shipyard/**/*.py", "requirements.txt"],
+            python={"requirements_txt": "requirements.txt", "lock_packages": False},
+            models=[spec.bento_model],
+            build_ctx=str(ctx),
+        )
+    return tag

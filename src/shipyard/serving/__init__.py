@@ -1,0 +1,1 @@
+"""The prediction service: spec, request schema, prediction log, HTTP guard, BentoML service."""

@@ -1,0 +1,161 @@
+"""The BentoML prediction service for one packaged model version.
+
+`shipyard package` writes the serving spec next to a two-line entry module inside the Bento;
+`shipyard serve` runs it with `bentoml serve`. The model is read from the BentoML model store
+with skops and the allow-list, never unpickled.
+"""
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import pandas as pd
+
+from shipyard.models import storage
+from shipyard.runtime import runtime_dir
+from shipyard.serving.guard import Guard
+from shipyard.serving.predlog import PredictionLog
+from shipyard.serving.schema import BatchPrediction, Prediction, batch_type, record_model
+from shipyard.serving.spec import load_spec
+
+SPEC = load_spec()
+Record = record_model(SPEC)
+Batch = batch_type(SPEC, Record)
+_DTYPES = {
+    "double": "float64",
+    "float": "float64",
+    "long": "int64",
+    "integer": "int64",
+    "string": "object",
+    "boolean": "bool",
+}
+
+SCORES = bentoml.metrics.Histogram(
+    name="shipyard_prediction_score",
+    documentation="Predicted scores, for canary and drift comparisons",
+    labelnames=["model_name", "model_version"],
+    buckets=tuple(float(b) for b in np.round(np.linspace(0.0, 1.0, 21), 2)),
+)
+DECISIONS = bentoml.metrics.Counter(
+    name="shipyard_positive_decisions",
+    documentation="Predictions whose decision was positive",
+    labelnames=["model_name", "model_version"],
+)
+PREDICTIONS = bentoml.metrics.Counter(
+    name="shipyard_predictions",
+    documentation="Records scored",
+    labelnames=["model_name", "model_version"],
+)
+REQUESTS = bentoml.metrics.Counter(
+    name="shipyard_http_requests",
+    documentation="HTTP requests by path and status code",
+    labelnames=["model_name", "model_version", "path", "status"],
+)
+LATENCY = bentoml.metrics.Histogram(
+    name="shipyard_http_request_duration_seconds",
+    documentation="HTTP request latency by path",
+    labelnames=["model_name", "model_version", "path"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
+_LABELS = {"model_name": SPEC.model_name, "model_version": SPEC.model_version}
+
+
+class Metered:
+    """Counts every response by status and times it, labelled by model version."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def record(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            path = scope.get("path", "")
+            REQUESTS.labels(**_LABELS, path=path, status=str(status[0])).inc()
+            LATENCY.labels(**_LABELS, path=path).observe(time.perf_counter() - start)
+
+
+def _log_folder() -> Path:
+    default = runtime_dir() / "predictions" / SPEC.model_name
+    return Path(os.environ.get("SHIPYARD_PREDICTION_LOG", default))
+
+
+@bentoml.service(name=SPEC.model_name, traffic={"timeout": 30})
+class PredictionService:
+    model_ref = bentoml.models.BentoModel(SPEC.bento_model)
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.model = storage.load_mlflow_model(Path(self.model_ref.path_of("mlflow_model")))
+        self.fields = list(SPEC.fields)
+        self.log = PredictionLog(_log_folder())
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    def _score(self, records: list[Any], request_id: str | None) -> list[Prediction]:
+        rows = pd.DataFrame([r.model_dump() for r in records], columns=self.fields)
+        rows = rows.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
+        scores = self.model.predict_proba(rows)[:, 1]
+        base = request_id or uuid.uuid4().hex
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        out = []
+        for i, (record, score) in enumerate(zip(records, scores, strict=True)):
+            rid = base if len(records) == 1 else f"{base}-{i}"
+            decision = bool(score >= SPEC.threshold)
+            out.append(
+                Prediction(
+                    request_id=rid,
+                    score=float(score),
+                    decision=decision,
+                    model_name=SPEC.model_name,
+                    model_version=SPEC.model_version,
+                )
+            )
+            self.log.append(
+                {
+                    "request_id": rid,
+                    "timestamp": now,
+                    **_LABELS,
+                    "features": record.model_dump(),
+                    "score": float(score),
+                    "decision": decision,
+                }
+            )
+            SCORES.labels(**_LABELS).observe(float(score))
+            if decision:
+                DECISIONS.labels(**_LABELS).inc()
+        PREDICTIONS.labels(**_LABELS).inc(len(records))
+        return out
+
+    @bentoml.api
+    def predict(self, features: Record, request_id: str | None = None) -> Prediction:  # type: ignore[valid-type]
+        """Score one record of named fields."""
+        return self._score([features], request_id)[0]
+
+    @bentoml.api
+    def predict_batch(self, records: Batch, request_id: str | None = None) -> BatchPrediction:  # type: ignore[valid-type]
+        """Score a batch of records; request ids are `<request_id>-<index>`."""
+        return BatchPrediction(predictions=self._score(records, request_id))
+
+
+PredictionService.add_asgi_middleware(Metered)  # type: ignore[attr-defined]
+PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
+    Guard, api_key=os.environ.get("SHIPYARD_API_KEY"), max_body_bytes=SPEC.max_body_bytes
+)

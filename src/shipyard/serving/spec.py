@@ -1,0 +1,36 @@
+"""What a packaged service serves: one model version, its fields, threshold and lineage.
+
+Written at packaging time next to the service inside the Bento, read when the service starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SPEC_ENV = "SHIPYARD_SERVING_SPEC"
+SPEC_FILE = "serving_spec.json"
+
+
+class ServingSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str
+    model_version: str
+    bento_model: str  # tag in the BentoML model store
+    fields: dict[str, str]  # name -> MLflow type (double, long, string, boolean)
+    threshold: float = Field(ge=0, le=1)
+    labels: dict[str, str] = {}
+    max_batch: int = Field(ge=1, default=1000)
+    max_body_bytes: int = Field(ge=1024, default=2_000_000)
+
+    def write(self, path: Path) -> None:
+        path.write_text(self.model_dump_json(indent=2) + "\n")
+
+
+def load_spec(path: Path | None = None) -> ServingSpec:
+    path = path or Path(os.environ.get(SPEC_ENV, SPEC_FILE))
+    return ServingSpec.model_validate(json.loads(path.read_text()))

@@ -1,0 +1,278 @@
+"""Package a registered version and serve it with a real `bentoml serve` process."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.integration.registry_fixtures import NAME, register
+
+pytestmark = pytest.mark.slow
+KEY = "s3cret"
+RECORD = {"tx_amount": 1.2, "risk": -0.3}
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and every descendant: BentoML workers run in sessions of their own."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def kill_tree(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+    for pid in tree(proc.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    proc.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.base, self.proc, self.log = base, proc, log
+
+    def call(
+        self, path: str, body: Any = None, key: str | None = KEY, raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"content-type": "application/json"}
+        if key:
+            headers["x-api-key"] = key
+        req = urllib.request.Request(self.base + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                text = resp.read().decode()
+                status = resp.status
+        except urllib.error.HTTPError as err:
+            text, status = err.read().decode(), err.code
+        try:
+            return status, json.loads(text)
+        except json.JSONDecodeError:
+            return status, text
+
+
+def start(tmp: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            "shipyard",
+            "serve",
+            f"{NAME}@champion",
+            "--port",
+            str(port),
+            "--prediction-log",
+            str(tmp / "predictions"),
+            "--policy",
+            str(REPO / "registry" / "policy.yaml"),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "serve.log", "ab"),
+    )
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError("server never became ready:\n" + log.read_text()[-3000:])
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("serving")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "SHIPYARD_API_KEY": KEY,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        from shipyard import registry
+
+        version = register(tmp)
+        registry.set_alias(NAME, "champion", version)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    port = free_port()
+    proc = start(tmp, env, port)
+    server = Server(f"http://127.0.0.1:{port}", proc, tmp / "serve.log")
+    server.env = env  # type: ignore[attr-defined]
+    server.tmp = tmp  # type: ignore[attr-defined]
+    wait_ready(server.base, proc, server.log)
+    yield server
+    kill_tree(server.proc, signal.SIGTERM)  # the kill test may have restarted it
+    time.sleep(1)
+    assert [pid for pid in tree(server.proc.pid) if pid != server.proc.pid] == []
+
+
+def test_package_twice_gives_one_bento(served: Server) -> None:
+    env, tmp = served.env, served.tmp  # type: ignore[attr-defined]
+    policy = str(REPO / "registry" / "policy.yaml")
+    tags = [
+        subprocess.run(
+            ["shipyard", "package", f"{NAME}@champion", "--policy", policy],
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert tags[0] == tags[1] and tags[0].startswith(f"{NAME}-service:v1-")
+    listed = subprocess.run(
+        ["bentoml", "list", "-o", "json"], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    bentos = [b for b in json.loads(listed) if b["tag"].startswith(f"{NAME}-service:")]
+    assert len(bentos) == 1
+    info = yaml.safe_load(
+        subprocess.run(
+            ["bentoml", "get", tags[0], "-o", "yaml"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    assert info["labels"]["model_version"] == "1" and info["labels"]["git_sha"] == "abc123"
+    assert info["labels"]["data_hash"] == "md5:test"
+
+
+def test_predict_and_batch(served: Server) -> None:
+    status, body = served.call("/predict", {"features": RECORD, "request_id": "abc"})
+    assert status == 200, body
+    assert body["request_id"] == "abc" and body["model_version"] == "1"
+    assert 0 <= body["score"] <= 1 and body["decision"] == (body["score"] >= 0.5)
+    status, body = served.call(
+        "/predict_batch", {"records": [RECORD, {**RECORD, "tx_amount": 4.0}]}
+    )
+    assert status == 200
+    scores = [p["score"] for p in body["predictions"]]
+    assert scores[1] > scores[0]  # more amount, more risk in the fixture model
+
+
+def test_auth(served: Server) -> None:
+    assert served.call("/predict", {"features": RECORD}, key=None)[0] == 401
+    assert served.call("/predict", {"features": RECORD}, key="wrong")[0] == 401
+    for path in ("/livez", "/readyz", "/metrics"):
+        assert served.call(path, key=None)[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"features": {"tx_amount": 1.0}}, ["features", "risk"]),
+        ({"features": {**RECORD, "risk": "high"}}, ["features", "risk"]),
+        ({"features": {**RECORD, "colour": "red"}}, ["features", "colour"]),
+        ({"records": []}, ["records"]),
+    ],
+)
+def test_bad_requests_get_field_level_4xx(served: Server, body: Any, field: list[str]) -> None:
+    path = "/predict_batch" if "records" in body else "/predict"
+    status, answer = served.call(path, body)
+    assert status == 400
+    assert any(d["loc"][: len(field)] == field for d in answer["detail"]), answer
+
+
+@pytest.mark.parametrize("token", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_numbers_are_rejected(served: Server, token: bytes) -> None:
+    raw = b'{"features": {"tx_amount": ' + token + b', "risk": 0.1}}'
+    status, answer = served.call("/predict", raw=raw)
+    assert status == 400 and answer["detail"][0]["loc"][:2] == ["features", "tx_amount"]
+
+
+def test_oversized_batch_and_body(served: Server) -> None:
+    status, answer = served.call("/predict_batch", {"records": [RECORD] * 1001})
+    assert status == 400 and "at most 1000" in json.dumps(answer)
+    big = b'{"features": {"tx_amount": 1.0, "risk": 0.1, "pad": "' + b"x" * 2_100_000 + b'"}}'
+    assert served.call("/predict", raw=big)[0] == 413
+    assert served.call("/predict", {"features": RECORD})[0] == 200  # still serving
+
+
+def test_metrics_are_labelled_by_version(served: Server) -> None:
+    served.call("/predict", {"features": RECORD})
+    _, text = served.call("/metrics", key=None)
+    assert (
+        'shipyard_prediction_score_bucket{le="1.0",model_name="fraud-detector",model_version="1"}'
+        in text
+    )
+    assert 'path="/predict",status="200"' in text and 'status="400"' in text
+    assert (
+        'shipyard_http_request_duration_seconds_count{model_name="fraud-detector",model_version="1",path="/predict"}'
+        in text
+    )
+
+
+def test_prediction_log_survives_a_kill(served: Server) -> None:
+    """Flushed records survive SIGKILL intact; at most the unflushed tail is lost."""
+    from shipyard.serving.predlog import read_log
+
+    tmp, env = served.tmp, served.env  # type: ignore[attr-defined]
+    folder = tmp / "predictions"
+    for i in range(10):
+        assert served.call("/predict", {"features": RECORD, "request_id": f"kept-{i}"})[0] == 200
+    time.sleep(2.5)  # past the 1 s flush interval
+    for i in range(5):
+        served.call("/predict", {"features": RECORD, "request_id": f"tail-{i}"})
+    kill_tree(served.proc, signal.SIGKILL)  # the server and its worker, with no chance to flush
+    records, bad = read_log(folder)
+    ids = [r["request_id"] for r in records]
+    assert {f"kept-{i}" for i in range(10)} <= set(ids)
+    assert bad <= 1  # a torn last line at worst, never an earlier one
+    kept = next(r for r in records if r["request_id"] == "kept-0")
+    assert kept["features"] == RECORD and kept["model_version"] == "1"
+    assert set(kept) >= {"timestamp", "score", "decision", "model_name"}
+    # The folder keeps serving a restarted process; old lines are left as they were.
+    port = free_port()
+    proc = start(tmp, env, port)
+    served.proc, served.base = proc, f"http://127.0.0.1:{port}"
+    wait_ready(served.base, proc, served.log)
+    assert served.call("/predict", {"features": RECORD})[0] == 200
+    assert [r["request_id"] for r in read_log(folder)[0]][: len(ids)] == ids

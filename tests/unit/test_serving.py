@@ -1,0 +1,73 @@
+"""Serving building blocks without a server: request schema and the prediction log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from shipyard.serving.predlog import PredictionLog, read_log
+from shipyard.serving.schema import batch_type, record_model
+from shipyard.serving.spec import ServingSpec
+
+SPEC = ServingSpec(
+    model_name="m",
+    model_version="1",
+    bento_model="m:v1",
+    fields={"amount": "double", "n": "long", "channel": "string"},
+    threshold=0.5,
+    max_batch=3,
+)
+Record = record_model(SPEC)
+GOOD = {"amount": 3, "n": 2, "channel": "web"}
+
+
+def errors(payload: object) -> list[tuple[object, ...]]:
+    with pytest.raises(ValidationError) as info:
+        Record.model_validate(payload)
+    return [e["loc"] for e in info.value.errors()]
+
+
+def test_record_accepts_numbers_and_rejects_everything_else() -> None:
+    assert Record.model_validate(GOOD).model_dump()["amount"] == 3.0
+    assert errors({**GOOD, "amount": "3"}) == [("amount",)]
+    assert errors({**GOOD, "amount": float("nan")}) == [("amount",)]
+    assert errors({**GOOD, "amount": float("inf")}) == [("amount",)]
+    assert errors({**GOOD, "n": 2.5}) == [("n",)]
+    assert errors({"amount": 1.0, "n": 1}) == [("channel",)]
+    assert errors({**GOOD, "extra": 1}) == [("extra",)]
+
+
+def test_batch_bounds() -> None:
+    adapter = TypeAdapter(batch_type(SPEC, Record))
+    assert len(adapter.validate_python([GOOD, GOOD])) == 2
+    with pytest.raises(ValidationError, match="at least 1"):
+        adapter.validate_python([])
+    with pytest.raises(ValidationError, match="at most 3"):
+        adapter.validate_python([GOOD] * 4)
+
+
+def test_prediction_log_batches_and_survives_a_torn_line(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, batch=3, interval=60)
+    for i in range(4):
+        log.append({"request_id": str(i)})
+    # Three flushed as one batch; the fourth waits for the next batch or the timer.
+    assert [json.loads(x)["request_id"] for x in log.path.read_text().splitlines()] == [
+        "0",
+        "1",
+        "2",
+    ]
+    log.close()
+    with log.path.open("a") as f:
+        f.write('{"request_id": "torn')  # what a kill in the middle of a write can leave
+    records, bad = read_log(tmp_path)
+    assert [r["request_id"] for r in records] == ["0", "1", "2", "3"] and bad == 1
+
+
+def test_prediction_log_refuses_nan(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, batch=1, interval=60)
+    with pytest.raises(ValueError):
+        log.append({"score": float("nan")})
+    log.close()
