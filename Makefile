@@ -45,11 +45,13 @@ test: lint typecheck ## ruff, mypy, then every pytest suite (slow ones included)
 unit: $(STAMP) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
-benchmarks: $(STAMP) ## print each measured claim next to its baseline
+benchmarks: $(STAMP) ## print each measured claim next to its baseline (installs wrk)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime
+	$(BIN)/python -m benchmarks.serving
 
 lock: ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -250,6 +250,26 @@ def test_metrics_are_labelled_by_version(served: Server) -> None:
     )
 
 
+def test_prediction_log_is_complete_after_a_normal_stop_and_auth_can_be_off(
+    served: Server,
+) -> None:
+    from shipyard.serving.predlog import read_log
+
+    tmp, env = served.tmp, served.env  # type: ignore[attr-defined]
+    folder = tmp / "predictions"
+    for i in range(5):
+        assert served.call("/predict", {"features": RECORD, "request_id": f"stop-{i}"})[0] == 200
+    kill_tree(served.proc, signal.SIGTERM)  # at once: no time for the 1 s flush timer
+    records, bad = read_log(folder)
+    assert {f"stop-{i}" for i in range(5)} <= {r["request_id"] for r in records} and bad == 0
+    open_env = {k: v for k, v in env.items() if k != "SHIPYARD_API_KEY"}
+    port = free_port()
+    served.proc, served.base = start(tmp, open_env, port), f"http://127.0.0.1:{port}"
+    wait_ready(served.base, served.proc, served.log)
+    assert served.call("/predict", {"features": RECORD}, key=None)[0] == 200
+    assert served.call("/predict", {"features": RECORD}, key="anything")[0] == 200
+
+
 def test_prediction_log_survives_a_kill(served: Server) -> None:
     """Flushed records survive SIGKILL intact; at most the unflushed tail is lost."""
     from shipyard.serving.predlog import read_log

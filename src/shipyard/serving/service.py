@@ -109,6 +109,11 @@ class PredictionService:
     def __is_ready__(self) -> bool:
         return self.ready
 
+    @bentoml.on_shutdown
+    def _flush_log(self) -> None:
+        """A normal stop writes every pending record; only a kill can lose the last batch."""
+        self.log.close()
+
     def _score(self, records: list[Any], request_id: str | None) -> list[Prediction]:
         rows = pd.DataFrame([r.model_dump() for r in records], columns=self.fields)
         rows = rows.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})

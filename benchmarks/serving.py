@@ -1,0 +1,267 @@
+"""Claim: Shipyard's service serves single records at many times the throughput of
+`mlflow models serve` on the same model version, with a lower p99.
+
+Run after `make demo` (`make benchmarks` installs wrk). Each server runs alone on a free loopback
+port with one worker and OMP_NUM_THREADS=1 and takes the same wrk load: CONNECTIONS
+connections for DURATION seconds, cycling over the same 500 records, one record per request
+and then 100 per request. The floor is in-process predict on the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from benchmarks._timing import VENV_BIN, env
+
+CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
+DURATION = int(os.environ.get("DURATION", "15"))
+ROOT = Path(__file__).resolve().parents[1]
+LUA = """
+local bodies = {}
+for line in io.lines(os.getenv("WRK_BODIES")) do bodies[#bodies + 1] = line end
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, bodies[i])
+end
+"""
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"serving: server exited early ({url})")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    sys.exit(f"serving: {url} never became ready")
+
+
+def wrk(url: str, bodies: list[bytes], tmp: Path) -> dict[str, float]:
+    data = tmp / "bodies.jsonl"
+    data.write_bytes(b"\n".join(bodies) + b"\n")
+    script = tmp / "post.lua"
+    script.write_text(LUA)
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{DURATION}s", "--latency", "-s", str(script), url],
+        env={**os.environ, "WRK_BODIES": str(data)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNITS[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = sum(int(g) for g in errors.groups()) if errors else 0
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "errors": (int(bad.group(1)) if bad else 0) + socket_errors,
+    }
+
+
+def serve(
+    name: str,
+    cmd: list[str],
+    ready: str,
+    port: int,
+    extra: dict[str, str],
+    loads: list[tuple[str, list[bytes]]],
+    tmp: Path,
+) -> list[dict[str, Any]]:
+    log = open(tmp / f"{name}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**env(), "OMP_NUM_THREADS": "1", **extra},
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    try:
+        wait(f"http://127.0.0.1:{port}{ready}", proc)
+        results = []
+        for path, bodies in loads:
+            url = f"http://127.0.0.1:{port}{path}"
+            for body in bodies[:20]:  # warm-up
+                urllib.request.urlopen(
+                    urllib.request.Request(url, body, {"content-type": "application/json"}),
+                    timeout=30,
+                ).read()
+            results.append(wrk(url, bodies, tmp))
+        return results
+    finally:
+        subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
+        subprocess.run(["pkill", "-TERM", "-f", f"port {port}"], check=False)
+        subprocess.run(["pkill", "-TERM", "-f", f"-p {port}"], check=False)
+        proc.wait(timeout=60)
+        time.sleep(2)
+
+
+def in_process(model: Any, rows: Any) -> tuple[float, float, float]:
+    """Median and p99 ms of one-row predict, and ms of one 100-row predict."""
+    single = []
+    for i in range(300):
+        start = time.perf_counter()
+        model.predict_proba(rows.iloc[i % len(rows) : i % len(rows) + 1])
+        single.append((time.perf_counter() - start) * 1000)
+    start = time.perf_counter()
+    for _ in range(20):
+        model.predict_proba(rows.head(100))
+    batch = (time.perf_counter() - start) * 1000 / 20
+    q = statistics.quantiles(single, n=100)
+    return q[49], q[98], batch
+
+
+def main() -> None:
+    import joblib
+    import pandas as pd
+
+    from shipyard.models import storage
+
+    if shutil.which("wrk") is None:
+        sys.exit("serving: wrk not found; `make benchmarks` installs it (apt-get install wrk)")
+    record = json.loads((ROOT / "artifacts/registered/registration.json").read_text())
+    version, best = record["version"], record["candidate"]
+    fields = json.loads((ROOT / "artifacts/features/features.json").read_text())
+    cols = fields["numeric"] + fields["categorical"]
+    ref = pd.read_parquet(ROOT / "artifacts/registered/reference.parquet")[cols].head(500)
+    rows = [{k: float(v) for k, v in r.items()} for r in ref.to_dict("records")]
+    chunks = [rows[i : i + 100] for i in range(0, 500, 100)]
+    ours = (
+        [json.dumps({"features": r}).encode() for r in rows],
+        [json.dumps({"records": c}).encode() for c in chunks],
+    )
+    mlflow_bodies = (
+        [json.dumps({"dataframe_records": [r]}).encode() for r in rows],
+        [json.dumps({"dataframe_records": c}).encode() for c in chunks],
+    )
+
+    runs = json.loads((ROOT / "artifacts/models/runs.json").read_text())
+    model = storage.load(
+        ROOT / "artifacts/models" / best / "model.skops", runs["candidates"][best]["trusted_types"]
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    joblib.dump(model, tmp / "model.joblib")
+    tracking = f"sqlite:///{ROOT / '.shipyard' / 'mlflow.db'}"
+
+    table: list[tuple[str, list[dict[str, Any]]]] = []
+    port = free_port()
+    table.append(
+        (
+            "shipyard (BentoML)",
+            serve(
+                "shipyard",
+                [
+                    str(VENV_BIN / "shipyard"),
+                    "serve",
+                    f"fraud-detector@{version}",
+                    "--port",
+                    str(port),
+                    "--prediction-log",
+                    str(tmp / "predictions"),
+                ],
+                "/readyz",
+                port,
+                {},
+                [("/predict", ours[0]), ("/predict_batch", ours[1])],
+                tmp,
+            ),
+        )
+    )
+    port = free_port()
+    table.append(
+        (
+            "mlflow models serve",
+            serve(
+                "mlflow",
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    f"models:/fraud-detector/{version}",
+                    "--env-manager",
+                    "local",
+                    "-w",
+                    "1",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(port),
+                ],
+                "/ping",
+                port,
+                {"MLFLOW_TRACKING_URI": tracking},
+                [("/invocations", mlflow_bodies[0]), ("/invocations", mlflow_bodies[1])],
+                tmp,
+            ),
+        )
+    )
+    port = free_port()
+    table.append(
+        (
+            "FastAPI + joblib",
+            serve(
+                "fastapi",
+                [sys.executable, "-m", "benchmarks._fastapi_joblib", str(port)],
+                "/docs",
+                port,
+                {"BASELINE_MODEL": str(tmp / "model.joblib")},
+                [("/predict", ours[0]), ("/predict_batch", ours[1])],
+                tmp,
+            ),
+        )
+    )
+    p50, p99, batch_ms = in_process(model, ref)
+
+    print(
+        f"\nServing {best} (version {version}): wrk, {CONNECTIONS} connections, {DURATION} s, "
+        "1 worker, OMP_NUM_THREADS=1"
+    )
+    for i, label in enumerate(("1 record per request", "100 records per request")):
+        print(f"  {label:<28} {'req/s':>8} {'rows/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
+        size = 1 if i == 0 else 100
+        for name, results in table:
+            r = results[i]
+            print(
+                f"  {name:<28} {r['rps']:8.1f} {r['rps'] * size:9.0f} {r['p50']:8.1f} "
+                f"{r['p99']:8.1f} {r['errors']:7d}"
+            )
+    print(
+        f"  {'in-process floor':<28} one row p50 {p50:.2f} ms, p99 {p99:.2f} ms; "
+        f"100 rows {batch_ms:.2f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
