@@ -78,6 +78,7 @@ def spec_for(name: str, version: Any, policy: Policy) -> ServingSpec:
         },
         max_batch=policy.serving.max_batch,
         max_body_bytes=policy.serving.max_body_bytes,
+        max_latency_ms=policy.serving.max_latency_ms,
     )
 
 

@@ -261,6 +261,7 @@ class ServingPolicy(Strict):
     decision_threshold: float | Literal["at_budget"] = "at_budget"
     max_batch: int = Field(ge=1, default=1000)
     max_body_bytes: int = Field(ge=1024, default=2_000_000)
+    max_latency_ms: int = Field(ge=1, default=1000)
 
 
 class Policy(Strict):

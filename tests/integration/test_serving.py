@@ -250,6 +250,21 @@ def test_metrics_are_labelled_by_version(served: Server) -> None:
     )
 
 
+def test_concurrent_single_requests_are_batched(served: Server) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> int:
+        return served.call("/predict", {"features": {**RECORD, "tx_amount": float(i)}})[0]
+
+    with ThreadPoolExecutor(32) as pool:
+        assert set(pool.map(one, range(200))) == {200}
+    _, text = served.call("/metrics", key=None)
+    labels = '{model_name="fraud-detector",model_version="1"}'
+    count = float(text.split(f"shipyard_model_batch_size_count{labels} ")[1].split()[0])
+    total = float(text.split(f"shipyard_model_batch_size_sum{labels} ")[1].split()[0])
+    assert total > count  # at least one model call scored several requests together
+
+
 def test_prediction_log_is_complete_after_a_normal_stop_and_auth_can_be_off(
     served: Server,
 ) -> None:

@@ -3,6 +3,10 @@
 `shipyard package` writes the serving spec next to a two-line entry module inside the Bento;
 `shipyard serve` runs it with `bentoml serve`. The model is read from the BentoML model store
 with skops and the allow-list, never unpickled.
+
+Both endpoints feed BentoML's adaptive batching dispatcher (the CorkDispatcher behind
+`batchable=True` APIs), so concurrent single-record requests are scored in one model call
+while each endpoint keeps its own request shape.
 """
 
 import os
@@ -15,6 +19,8 @@ from typing import Any
 import bentoml
 import numpy as np
 import pandas as pd
+from bentoml._internal.marshal.dispatcher import CorkDispatcher
+from bentoml.exceptions import ServiceUnavailable
 
 from shipyard.models import storage
 from shipyard.runtime import runtime_dir
@@ -62,6 +68,12 @@ LATENCY = bentoml.metrics.Histogram(
     labelnames=["model_name", "model_version", "path"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
+BATCH_SIZE = bentoml.metrics.Histogram(
+    name="shipyard_model_batch_size",
+    documentation="Records per model call after adaptive batching",
+    labelnames=["model_name", "model_version"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
 _LABELS = {"model_name": SPEC.model_name, "model_version": SPEC.model_version}
 
 
@@ -95,7 +107,15 @@ def _log_folder() -> Path:
     return Path(os.environ.get("SHIPYARD_PREDICTION_LOG", default))
 
 
-@bentoml.service(name=SPEC.model_name, traffic={"timeout": 30})
+def _overloaded() -> Any:
+    raise ServiceUnavailable("overloaded: the batch queue is past its latency budget")
+
+
+@bentoml.service(
+    name=SPEC.model_name,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},  # the prediction log and metrics cover requests
+)
 class PredictionService:
     model_ref = bentoml.models.BentoModel(SPEC.bento_model)
 
@@ -104,6 +124,10 @@ class PredictionService:
         self.model = storage.load_mlflow_model(Path(self.model_ref.path_of("mlflow_model")))
         self.fields = list(SPEC.fields)
         self.log = PredictionLog(_log_folder())
+        self.dispatch: Any = None  # created on first use, inside the worker's event loop
+        self.scores = SCORES.labels(**_LABELS)
+        self.positives = DECISIONS.labels(**_LABELS)
+        self.predictions = PREDICTIONS.labels(**_LABELS)
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -114,14 +138,36 @@ class PredictionService:
         """A normal stop writes every pending record; only a kill can lose the last batch."""
         self.log.close()
 
-    def _score(self, records: list[Any], request_id: str | None) -> list[Prediction]:
-        rows = pd.DataFrame([r.model_dump() for r in records], columns=self.fields)
-        rows = rows.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
-        scores = self.model.predict_proba(rows)[:, 1]
+    def _predict_many(self, groups: list[list[dict[str, Any]]]) -> list[np.ndarray]:
+        """One model call for every request the dispatcher gathered; scores split back."""
+        flat = [row for group in groups for row in group]
+        frame = pd.DataFrame(flat, columns=self.fields)
+        frame = frame.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
+        scores = self.model.predict_proba(frame)[:, 1]
+        BATCH_SIZE.labels(**_LABELS).observe(len(flat))
+        bounds = np.cumsum([len(g) for g in groups])[:-1]
+        return list(np.split(scores, bounds))
+
+    async def _scores(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        if self.dispatch is None:
+            cork = CorkDispatcher(
+                max_latency_in_ms=SPEC.max_latency_ms,
+                max_batch_size=SPEC.max_batch,
+                fallback=_overloaded,
+                get_batch_size=len,
+            )
+            # A sync callback runs in BentoML's thread pool, off the event loop.
+            self.dispatch = cork(self._predict_many)  # type: ignore[arg-type]
+        result: np.ndarray = await self.dispatch(rows)
+        return result
+
+    async def _score(self, records: list[Any], request_id: str | None) -> list[Prediction]:
+        rows = [r.model_dump() for r in records]
+        scores = await self._scores(rows)
         base = request_id or uuid.uuid4().hex
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         out = []
-        for i, (record, score) in enumerate(zip(records, scores, strict=True)):
+        for i, (row, score) in enumerate(zip(rows, scores, strict=True)):
             rid = base if len(records) == 1 else f"{base}-{i}"
             decision = bool(score >= SPEC.threshold)
             out.append(
@@ -138,26 +184,26 @@ class PredictionService:
                     "request_id": rid,
                     "timestamp": now,
                     **_LABELS,
-                    "features": record.model_dump(),
+                    "features": row,
                     "score": float(score),
                     "decision": decision,
                 }
             )
-            SCORES.labels(**_LABELS).observe(float(score))
+            self.scores.observe(float(score))
             if decision:
-                DECISIONS.labels(**_LABELS).inc()
-        PREDICTIONS.labels(**_LABELS).inc(len(records))
+                self.positives.inc()
+        self.predictions.inc(len(records))
         return out
 
     @bentoml.api
-    def predict(self, features: Record, request_id: str | None = None) -> Prediction:  # type: ignore[valid-type]
+    async def predict(self, features: Record, request_id: str | None = None) -> Prediction:  # type: ignore[valid-type]
         """Score one record of named fields."""
-        return self._score([features], request_id)[0]
+        return (await self._score([features], request_id))[0]
 
     @bentoml.api
-    def predict_batch(self, records: Batch, request_id: str | None = None) -> BatchPrediction:  # type: ignore[valid-type]
+    async def predict_batch(self, records: Batch, request_id: str | None = None) -> BatchPrediction:  # type: ignore[valid-type]
         """Score a batch of records; request ids are `<request_id>-<index>`."""
-        return BatchPrediction(predictions=self._score(records, request_id))
+        return BatchPrediction(predictions=await self._score(records, request_id))
 
 
 PredictionService.add_asgi_middleware(Metered)  # type: ignore[attr-defined]

@@ -25,6 +25,7 @@ class ServingSpec(BaseModel):
     threshold: float = Field(ge=0, le=1)
     labels: dict[str, str] = {}
     max_batch: int = Field(ge=1, default=1000)
+    max_latency_ms: int = Field(ge=1, default=1000)
     max_body_bytes: int = Field(ge=1024, default=2_000_000)
 
     def write(self, path: Path) -> None:
