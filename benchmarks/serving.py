@@ -122,7 +122,7 @@ def serve(
     finally:
         subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
         subprocess.run(["pkill", "-TERM", "-f", f"port {port}"], check=False)
-        subprocess.run(["pkill", "-TERM", "-f", f"-p {port}"], check=False)
+        subprocess.run(["pkill", "-TERM", "-f", "--", f"-p {port}"], check=False)
         proc.wait(timeout=60)
         time.sleep(2)
 
