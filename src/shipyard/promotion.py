@@ -255,6 +255,8 @@ def promote(
                 f"promote: {name} version {version}: champion changed during promotion "
                 f"(was {champion}, now {current}); run it again"
             )
+        # The record goes first: the champion guard checks it when the alias event arrives.
+        _store(name, version, mv.run_id, record)
         if to == "challenger":
             registry.set_alias(name, registry.CHALLENGER, version)
         else:
@@ -264,7 +266,6 @@ def promote(
             challenger = registry.version_by_alias(name, registry.CHALLENGER)
             if challenger is not None and str(challenger.version) == version:
                 registry.delete_alias(name, registry.CHALLENGER)
-        _store(name, version, mv.run_id, record)
     return record
 
 

@@ -15,6 +15,8 @@ COMMANDS = [
     ["data", "generate"],
     ["summary"],
     ["promote"],
+    ["webhook"],
+    ["webhook", "serve"],
     ["package"],
     ["serve"],
     ["rollback"],

@@ -13,6 +13,7 @@ from shipyard.cli.registry import promote, rollback
 from shipyard.cli.serving import package, serve
 from shipyard.cli.stage import stage
 from shipyard.cli.summary import summary
+from shipyard.cli.webhook import webhook
 
 
 class _Group(click.Group):
@@ -44,3 +45,4 @@ main.add_command(promote)
 main.add_command(rollback)
 main.add_command(package)
 main.add_command(serve)
+main.add_command(webhook)

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from shipyard.cli.options import params_option
-
-STAGES = ("validate", "featurize", "train", "evaluate", "register")
+from shipyard.pipeline import STAGES
 
 
 @click.command()

@@ -1,0 +1,110 @@
+"""`shipyard webhook serve`: receive MLflow registry webhooks and turn them into delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import click
+
+from shipyard.cli.options import params_option
+
+MAX_BODY = 1_000_000
+
+
+@click.group()
+def webhook() -> None:
+    """MLflow registry webhooks (model_version_alias.created)."""
+
+
+@webhook.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8787, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--mode",
+    type=click.Choice(["github", "local"]),
+    default="github",
+    show_default=True,
+    help="github: repository_dispatch per new @challenger; local: package it here.",
+)
+@params_option
+def serve(host: str, port: int, mode: str, params_path: Path) -> None:
+    """Verify each delivery's HMAC (SHIPYARD_WEBHOOK_SECRET), act once per delivery id.
+
+    A new @challenger is dispatched to GitHub (GITHUB_REPOSITORY, GITHUB_TOKEN) or packaged
+    locally; a @champion that no passed promotion decision put there is reverted.
+    """
+    from shipyard import tracking
+    from shipyard import webhook as hooks
+    from shipyard.config import load_params
+    from shipyard.errors import ShipyardError
+
+    secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET")
+    if not secret:
+        raise ShipyardError(
+            "webhook: SHIPYARD_WEBHOOK_SECRET is not set; refusing unsigned deliveries"
+        )
+    key: str = secret
+    tracking.configure(load_params(params_path).base)
+
+    def act(event: hooks.AliasEvent) -> str:
+        if event.alias == "challenger":
+            if mode == "github":
+                status = hooks.repository_dispatch(event)
+                return f"dispatched {hooks.DISPATCH_EVENT} for version {event.version} ({status})"
+            from shipyard import bento
+            from shipyard.config import load_policy
+
+            tag = bento.package(event.model, event.version, load_policy())
+            return f"packaged version {event.version} as {tag}"
+        if event.alias == "champion":
+            return hooks.guard_champion(event)
+        return f"alias {event.alias}: nothing to do"
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, message: str) -> None:
+            body = json.dumps({"status": message}).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            click.echo(f"webhook: {status} {message}", err=True)
+
+        def do_GET(self) -> None:
+            self._answer(
+                200 if self.path == "/livez" else 404,
+                "ok" if self.path == "/livez" else "not found",
+            )
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY:
+                self._answer(413, "body too large")
+                return
+            body = self.rfile.read(length)
+            try:
+                delivery = hooks.verify(key, dict(self.headers.items()), body, time.time())
+                event = hooks.AliasEvent.parse(body)
+                if not hooks.first_delivery(delivery):
+                    self._answer(200, f"duplicate delivery {delivery} ignored")
+                    return
+                self._answer(200, act(event) if event else "event ignored")
+            except hooks.Rejected as err:
+                self._answer(err.status, str(err))
+            except ShipyardError as err:
+                self._answer(502, str(err))
+
+        def log_message(self, *args: object) -> None:  # requests are reported by _answer
+            return
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    click.echo(f"webhook: listening on http://{host}:{port} ({mode} mode)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        sys.exit(0)

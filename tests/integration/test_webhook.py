@@ -1,0 +1,239 @@
+"""A real `mlflow server` fires its webhook into `shipyard webhook serve`, which dispatches to a
+loopback stand-in for the GitHub API and guards @champion."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.registry_fixtures import NAME, TARGET, register
+
+pytestmark = pytest.mark.slow
+SECRET = "webhook-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def until(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def up(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+class GitHub:
+    """Records what a repository_dispatch client sends; answers 204 like GitHub does."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        calls = self.calls
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                calls.append(
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers.items()),
+                        "body": json.loads(body),
+                    }
+                )
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    from cryptography.fernet import Fernet
+
+    bin_dir = str(Path(sys.executable).parent)
+    base = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    mport, wport = free_port(), free_port()
+    server_env = {
+        **base,
+        "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+    }
+    server_env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115
+    mlflow_proc = subprocess.Popen(
+        [
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(mport),
+            "--workers",
+            "1",
+        ],
+        env=server_env,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{mport}"
+    github = GitHub()
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    hook_env = {
+        **base,
+        "MLFLOW_TRACKING_URI": uri,
+        "SHIPYARD_WEBHOOK_SECRET": SECRET,
+        "SHIPYARD_RUNTIME_DIR": str(tmp_path / "hook-runtime"),
+        "GITHUB_REPOSITORY": "acme/shipyard",
+        "GITHUB_TOKEN": "test-token",
+        "GITHUB_API_URL": github.url,
+    }
+    hook_log = open(tmp_path / "webhook.log", "wb")  # noqa: SIM115
+    hook_proc = subprocess.Popen(
+        ["shipyard", "webhook", "serve", "--port", str(wport), "--mode", "github"],
+        cwd=tmp_path,
+        env=hook_env,
+        stdout=hook_log,
+        stderr=hook_log,
+        start_new_session=True,
+    )
+    try:
+        until(lambda: up(f"{uri}/health"), 90, "mlflow server")
+        until(lambda: up(f"http://127.0.0.1:{wport}/livez"), 60, "webhook receiver")
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path / "runtime"))
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri, registry_uri=uri).create_webhook(
+            name="shipyard",
+            url=f"http://127.0.0.1:{wport}/webhook",
+            events=["model_version_alias.created"],
+            secret=SECRET,
+        )
+        time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL
+        yield {
+            "github": github,
+            "hook": f"http://127.0.0.1:{wport}/webhook",
+            "log": tmp_path / "webhook.log",
+            "tmp": tmp_path,
+        }
+    finally:
+        for proc in (hook_proc, mlflow_proc):
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:
+    from shipyard import registry
+
+    version = register(stack["tmp"])
+    registry.set_alias(NAME, "challenger", version)
+    github = stack["github"]
+    until(lambda: github.calls, 60, "repository_dispatch")
+    [call] = github.calls
+    assert call["path"] == "/repos/acme/shipyard/dispatches"
+    assert call["headers"]["Authorization"] == "Bearer test-token"
+    assert call["body"]["event_type"] == "model-promoted"
+    assert call["body"]["client_payload"] == {
+        "model": NAME,
+        "alias": "challenger",
+        "version": version,
+    }
+
+
+def test_forged_and_replayed_deliveries(stack: dict[str, Any]) -> None:
+    from shipyard.webhook import signature
+
+    body = json.dumps(
+        {
+            "entity": "model_version_alias",
+            "action": "created",
+            "data": {"name": NAME, "alias": "nightly", "version": "1"},
+        }
+    ).encode()
+    stamp = str(int(time.time()))
+
+    def post(sig: str) -> tuple[int, str]:
+        req = urllib.request.Request(
+            stack["hook"],
+            body,
+            {
+                "Content-Type": "application/json",
+                "X-MLflow-Delivery-Id": "replay-1",
+                "X-MLflow-Timestamp": stamp,
+                "X-MLflow-Signature": sig,
+            },
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())["status"]
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read())["status"]
+
+    assert post("v1,AAAA")[0] == 401
+    good = signature(SECRET, "replay-1", stamp, body)
+    assert post(good) == (200, "alias nightly: nothing to do")
+    assert post(good) == (200, "duplicate delivery replay-1 ignored")
+    assert "401 bad signature on delivery replay-1" in stack["log"].read_text()
+    assert stack["github"].calls == []
+
+
+def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
+    from shipyard import promotion, registry
+    from shipyard.config import load_policy
+
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    v1 = register(stack["tmp"])
+    promotion.promote(NAME, v1, "champion", policy, TARGET)  # the approved first champion
+    v2 = register(stack["tmp"], seed=1)
+    registry.set_alias(NAME, "champion", v2)  # by hand, past every gate
+
+    def reverted() -> bool:
+        mv = registry.version_by_alias(NAME, "champion")
+        return mv is not None and str(mv.version) == v1
+
+    until(reverted, 60, "the guard to revert @champion")
+    tags = registry.resolve(NAME, v2).tags
+    assert tags["shipyard.guard.champion"] == f"unapproved champion alias reverted to version {v1}"
+    report = f"unapproved champion {v2}: reverted to version {v1}"
+    until(lambda: report in stack["log"].read_text(), 30, "the guard's report")
+    assert f"champion {v1} approved by a promotion decision" in stack["log"].read_text()
