@@ -35,6 +35,8 @@ demo: $(STAMP) ## data -> dvc repro -> registered @candidate, on embedded defaul
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(BIN)/zizmor --offline --persona pedantic .github/workflows
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
