@@ -264,9 +264,35 @@ class ServingPolicy(Strict):
     max_latency_ms: int = Field(ge=1, default=1000)
 
 
+class CanaryGates(Strict):
+    """Canary vs stable over the same window; every bound is a maximum."""
+
+    max_error_rate: float = Field(ge=0, le=1)
+    max_p99_ms: float = Field(gt=0)
+    max_p99_ratio: float = Field(gt=0)
+    max_score_psi: float = Field(gt=0)
+    max_score_ks: float = Field(gt=0, le=1)
+    max_positive_rate_diff: float = Field(gt=0, le=1)
+
+
+class CanaryPolicy(Strict):
+    steps: list[int] = Field(min_length=1)  # canary weight in percent, ending at 100
+    step_seconds: float = Field(gt=0)
+    min_requests: int = Field(ge=1)
+    failures_tolerated: int = Field(ge=0)
+    gates: CanaryGates
+
+    @model_validator(mode="after")
+    def _steps_rise_to_100(self) -> CanaryPolicy:
+        if self.steps != sorted(set(self.steps)) or self.steps[-1] != 100 or self.steps[0] <= 0:
+            raise ValueError("steps must rise strictly from above 0 to 100")
+        return self
+
+
 class Policy(Strict):
     promotion: PromotionPolicy
     serving: ServingPolicy = ServingPolicy()
+    canary: CanaryPolicy
 
 
 def load_policy(path: Path | str = DEFAULT_POLICY) -> Policy:

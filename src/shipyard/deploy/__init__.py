@@ -1,0 +1,1 @@
+"""Deployment: canary analysis now; the controller, router and targets build on it."""
