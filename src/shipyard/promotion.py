@@ -196,8 +196,12 @@ def promote(
     force: bool = False,
     reason: str | None = None,
     allow_schema_change: bool = False,
+    evidence: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the gates; on pass move the aliases. Raises GateFailed naming the first failed gate."""
+    """Run the gates; on pass move the aliases. Raises GateFailed naming the first failed gate.
+
+    `evidence` (e.g. the canary analysis) is attached to the decision record as it is.
+    """
     from shipyard import registry, runtime
     from shipyard.errors import GateFailed, ShipyardError
 
@@ -234,7 +238,8 @@ def promote(
             decision.deltas[cfg.metric] = delta
     if to == "champion":
         decision.gates.append(canary_gate(tags, champion is None, force, reason))
-    record = decision.record(tags, actor(), {"forced": force, "reason": reason})
+    extra = {"forced": force, "reason": reason, **({"evidence": evidence} if evidence else {})}
+    record = decision.record(tags, actor(), extra)
 
     failed = decision.failed_gate()
     if failed is not None:

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from shipyard.cli.data import data
+from shipyard.cli.deploy import deploy
 from shipyard.cli.registry import promote, rollback
 from shipyard.cli.serving import package, serve
 from shipyard.cli.stage import stage
@@ -46,3 +47,4 @@ main.add_command(rollback)
 main.add_command(package)
 main.add_command(serve)
 main.add_command(webhook)
+main.add_command(deploy)

@@ -113,22 +113,32 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float:
     return lower_bound
 
 
-def _shares(buckets: list[tuple[float, float]]) -> list[float]:
+def _counts(buckets: list[tuple[float, float]]) -> list[float]:
     counts, previous = [], 0.0
     for _, cumulative in buckets:
         counts.append(max(cumulative - previous, 0.0))
         previous = cumulative
+    return counts
+
+
+def _shares(buckets: list[tuple[float, float]], smoothing: float = 0.0) -> list[float]:
+    counts = _counts(buckets)
     total = sum(counts)
-    return [c / total for c in counts] if total > 0 else []
+    if total <= 0:
+        return []
+    return [(c + smoothing) / (total + smoothing * len(counts)) for c in counts]
 
 
 def psi(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) -> float:
-    """Population stability index between two histograms with the same buckets."""
-    e, a = _shares(expected), _shares(actual)
+    """Population stability index between two histograms with the same buckets.
+
+    Half a count is added to every bucket, so the sparse buckets of a short window do not
+    turn sampling noise into a huge index.
+    """
+    e, a = _shares(expected, 0.5), _shares(actual, 0.5)
     if not e or not a or len(e) != len(a):
         return math.nan
-    eps = 1e-4
-    return sum((ai - ei) * math.log((ai + eps) / (ei + eps)) for ei, ai in zip(e, a, strict=True))
+    return sum((ai - ei) * math.log(ai / ei) for ei, ai in zip(e, a, strict=True))
 
 
 def ks(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) -> float:

@@ -31,6 +31,17 @@ async def _reply(send: Send, status: int, error: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _drain(receive: Receive, cap: int) -> None:
+    """Read and drop a refused body (up to `cap`), so the client can read our 413 instead of
+    hitting a closed socket mid-upload."""
+    read = 0
+    while read <= cap:
+        message = await receive()
+        read += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 class Guard:
     """401 without the configured key (health and metrics stay open); 413 past the size limit."""
 
@@ -56,6 +67,7 @@ class Guard:
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
         if declared is not None and int(declared) > self.max_body_bytes:
+            await _drain(receive, 10 * self.max_body_bytes)
             await _reply(send, 413, f"body larger than {self.max_body_bytes} bytes")
             return
         seen = 0

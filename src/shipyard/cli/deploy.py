@@ -1,0 +1,135 @@
+"""`shipyard deploy`: canary or shadow a registry version against the champion."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from shipyard.cli.options import params_option, policy_option
+
+
+class _DeployGroup(click.Group):
+    """`shipyard deploy MODEL@REF …` is short for `shipyard deploy run MODEL@REF …`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and "@" in args[0] and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DeployGroup)
+def deploy() -> None:
+    """Canary deployments: `shipyard deploy MODEL@REF`, then status, resume, stop."""
+
+
+@deploy.command("run")
+@click.argument("model_ref", metavar="MODEL@ALIAS|MODEL@VERSION")
+@click.option(
+    "--strategy", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
+)
+@click.option("--target", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option(
+    "--port",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Router port clients call.",
+)
+@params_option
+@policy_option
+def run(
+    model_ref: str, strategy: str, target: str, port: int, params_path: Path, policy_path: Path
+) -> None:
+    """Step the canary's weight through the policy, judging it against stable at every step.
+
+    Ends with `promote --to champion` (exit 0) or a rollback naming the failed gate (exit 1).
+    """
+    from shipyard import tracking
+    from shipyard.cli.serving import split_model
+    from shipyard.config import load_params, load_policy
+    from shipyard.deploy import canary
+
+    params = load_params(params_path)
+    tracking.configure(params.base)
+    name, ref = split_model(model_ref)
+    state = canary.deploy(
+        name, ref, load_policy(policy_path), params.data.target, strategy=strategy, router_port=port
+    )
+    click.echo(f"{name} version {state['version']}: {state['status']}")
+
+
+@deploy.command()
+@click.argument("model")
+@params_option
+@policy_option
+def resume(model: str, params_path: Path, policy_path: Path) -> None:
+    """Continue a canary after a controller restart, or roll it back if it cannot continue."""
+    from shipyard import tracking
+    from shipyard.config import load_params, load_policy
+    from shipyard.deploy import canary
+
+    params = load_params(params_path)
+    tracking.configure(params.base)
+    state = canary.resume(model, load_policy(policy_path), params.data.target)
+    click.echo(f"{model}: {state['status']}")
+
+
+@deploy.command()
+@click.argument("model")
+def status(model: str) -> None:
+    """Variants, weights and the gate values of every step so far."""
+    from shipyard.deploy import canary
+    from shipyard.gates import GateResult
+
+    state = canary.load_state(model)
+    click.echo(
+        f"{model}: {state['status']} ({state['strategy']}), canary weight {state['weight']}%"
+    )
+    for role in ("stable", "canary"):
+        v = state.get(role)
+        if v:
+            click.echo(f"  {role:<7} version {v['version']}  {v['tag']}  port {v['port']}")
+    for step in state["history"]:
+        word = "passed" if step["passed"] else "FAILED"
+        click.echo(
+            f"  step {step['step']} weight {step['weight']}%: {word} "
+            f"(stable {step['stable_requests']:.0f} req, canary {step['canary_requests']:.0f} req)"
+        )
+        for gate in step["gates"]:
+            click.echo(f"    {GateResult(**gate).describe()}")
+
+
+@deploy.command()
+@click.argument("model")
+def stop(model: str) -> None:
+    """Stop every process of MODEL's local deployment."""
+    from shipyard.deploy import canary
+
+    canary.stop_all(model)
+    click.echo(f"{model}: stopped")
+
+
+@deploy.command()
+@click.option("--port", required=True, type=click.IntRange(1, 65535))
+@click.option("--stable", required=True, help="Base URL of the stable service.")
+@click.option("--canary", help="Base URL of the canary service.")
+@click.option("--weight", default=0, show_default=True, type=click.IntRange(0, 100))
+@click.option(
+    "--mode", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
+)
+def router(port: int, stable: str, canary: str | None, weight: int, mode: str) -> None:
+    """Run the local traffic router (admin token: SHIPYARD_ROUTER_TOKEN)."""
+    import uvicorn
+
+    from shipyard.deploy.router import Split, create_app
+    from shipyard.errors import ShipyardError
+
+    token = os.environ.get("SHIPYARD_ROUTER_TOKEN")
+    if not token:
+        raise ShipyardError("router: SHIPYARD_ROUTER_TOKEN is not set")
+    app = create_app(Split(stable=stable, canary=canary, weight=weight, mode=mode), token)
+    click.echo(json.dumps({"router": port, "stable": stable, "canary": canary}), err=True)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

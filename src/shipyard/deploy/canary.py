@@ -1,0 +1,342 @@
+"""The local canary controller: stable and canary `bentoml serve` processes behind the router.
+
+Every change of weight or outcome is written to the state file before it takes effect, so a
+controller that dies mid-canary can be resumed, or rolled back to weight 0, never left at an
+unknown weight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shipyard.artifacts import progress
+from shipyard.config import CanaryPolicy, Policy
+from shipyard.deploy import processes
+from shipyard.deploy.analysis import Window, judge, parse_metrics, window
+from shipyard.errors import GateFailed, ShipyardError
+from shipyard.runtime import runtime_dir
+
+RESULT_TAG = "shipyard.canary.result"
+
+
+def state_path(model: str) -> Path:
+    return runtime_dir() / "deploy" / f"{model}.json"
+
+
+def load_state(model: str) -> dict[str, Any]:
+    path = state_path(model)
+    if not path.exists():
+        raise ShipyardError(f"deploy: no deployment state for {model} ({path})")
+    state: dict[str, Any] = json.loads(path.read_text())
+    return state
+
+
+def save_state(state: dict[str, Any]) -> None:
+    path = state_path(state["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin token
+    with os.fdopen(fd, "w") as handle:
+        json.dump(state, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    partial.rename(path)
+
+
+def _admin(state: dict[str, Any], **update: Any) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{state['router']['port']}/router/weights",
+        data=json.dumps(update).encode(),
+        headers={
+            "Authorization": f"Bearer {state['router']['token']}",
+            "Content-Type": "application/json",
+        },
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
+        if resp.status != 200:
+            raise ShipyardError(f"router refused the update: {resp.status}")
+
+
+def _scrape(variant: dict[str, Any]) -> str:
+    url = f"http://127.0.0.1:{variant['port']}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
+def _start_service(model: str, version: str, tag: str, role: str) -> dict[str, Any]:
+    port = processes.free_port()
+    folder = runtime_dir() / "deploy" / model
+    # BentoML keeps its Prometheus multiprocess files under BENTOML_HOME; two servers sharing
+    # one home would report each other's traffic. Each gets a home that links the one store.
+    store = Path(os.environ["BENTOML_HOME"]).resolve()
+    home = folder / f"bentoml-{role}-v{version}"
+    home.mkdir(parents=True, exist_ok=True)
+    for part in ("bentos", "models"):
+        if not (home / part).exists():
+            (home / part).symlink_to(store / part)
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(home.resolve()),
+        "SHIPYARD_PREDICTION_LOG": str((runtime_dir() / "predictions" / model).resolve()),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
+    log = folder / f"{role}-v{version}.log"
+    pid = processes.start(
+        [processes.bin_path("bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+        log,
+        env,
+    )
+    return {"version": version, "tag": tag, "port": port, "pid": pid, "log": str(log)}
+
+
+def _start_router(
+    model: str, stable: dict[str, Any], canary: dict[str, Any], mode: str, port: int
+) -> dict[str, Any]:
+    token = secrets.token_urlsafe(24)
+    log = runtime_dir() / "deploy" / model / "router.log"
+    env = {**os.environ, "SHIPYARD_ROUTER_TOKEN": token}
+    pid = processes.start(
+        [
+            processes.bin_path("shipyard"),
+            "deploy",
+            "router",
+            "--port",
+            str(port),
+            "--stable",
+            f"http://127.0.0.1:{stable['port']}",
+            "--canary",
+            f"http://127.0.0.1:{canary['port']}",
+            "--weight",
+            "0",
+            "--mode",
+            mode,
+        ],
+        log,
+        env,
+    )
+    return {"port": port, "pid": pid, "token": token, "log": str(log)}
+
+
+def deploy(
+    name: str,
+    ref: str,
+    policy: Policy,
+    target: str,
+    *,
+    strategy: str = "canary",
+    router_port: int = 3000,
+) -> dict[str, Any]:
+    """Start stable + canary + router and step through the policy; returns the final state."""
+    from shipyard import bento, registry
+
+    challenger = registry.resolve(name, ref)
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        raise ShipyardError(f"deploy: {name} has no @champion; promote the first model directly")
+    if str(champion.version) == str(challenger.version):
+        raise ShipyardError(f"deploy: version {challenger.version} is already @champion")
+    path = state_path(name)
+    if path.exists() and json.loads(path.read_text()).get("status") == "running":
+        raise ShipyardError(f"deploy: a deployment of {name} is running; resume or stop it first")
+    stop_all(name)  # a finished deployment's stable and router make way for the new one
+    tags = {
+        v: bento.package(name, v, policy) for v in (str(champion.version), str(challenger.version))
+    }
+    stable = _start_service(name, str(champion.version), tags[str(champion.version)], "stable")
+    canary = _start_service(name, str(challenger.version), tags[str(challenger.version)], "canary")
+    state: dict[str, Any] = {
+        "model": name,
+        "version": str(challenger.version),
+        "strategy": strategy,
+        "status": "starting",
+        "target": target,
+        "stable": stable,
+        "canary": canary,
+        "step": 0,
+        "weight": 0,
+        "failures": 0,
+        "history": [],
+    }
+    save_state(state)
+    try:
+        for variant in (stable, canary):
+            processes.wait_ready(
+                f"http://127.0.0.1:{variant['port']}/readyz", variant["pid"], Path(variant["log"])
+            )
+        # Clients reach the router only once both variants can answer.
+        state["router"] = _start_router(name, stable, canary, strategy, router_port)
+        save_state(state)
+        processes.wait_ready(
+            f"http://127.0.0.1:{router_port}/livez",
+            state["router"]["pid"],
+            Path(state["router"]["log"]),
+        )
+    except Exception:
+        stop_all(name)
+        state["status"] = "failed to start"
+        save_state(state)
+        raise
+    state["status"] = "running"
+    save_state(state)
+    progress(
+        "deploy",
+        f"stable v{stable['version']} and canary v{canary['version']} behind "
+        f"http://127.0.0.1:{router_port} ({strategy})",
+    )
+    return _advance(state, policy, target)
+
+
+def _wait_for_traffic(
+    state: dict[str, Any], cfg: CanaryPolicy, before: tuple[str, str]
+) -> tuple[Window, Window]:
+    """At least `step_seconds`, then until the canary has `min_requests` (up to 5 steps' time)."""
+    start = time.monotonic()
+    time.sleep(cfg.step_seconds)
+    while True:
+        after = (_scrape(state["stable"]), _scrape(state["canary"]))
+        stable = window(parse_metrics(before[0]), parse_metrics(after[0]))
+        canary = window(parse_metrics(before[1]), parse_metrics(after[1]))
+        if canary.requests >= cfg.min_requests or time.monotonic() - start > 5 * cfg.step_seconds:
+            return stable, canary
+        time.sleep(min(1.0, cfg.step_seconds))
+
+
+def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
+    cfg = policy.canary
+    baseline: Window | None = None
+    for i in range(state["step"], len(cfg.steps)):
+        weight = 0 if state["strategy"] == "shadow" else cfg.steps[i]
+        state.update(step=i, weight=weight)
+        save_state(state)  # the intended weight is on disk before the router changes
+        _admin(state, weight=weight, mode=state["strategy"])
+        progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
+        before = (_scrape(state["stable"]), _scrape(state["canary"]))
+        stable, canary = _wait_for_traffic(state, cfg, before)
+        if stable.requests >= cfg.min_requests or baseline is None:
+            baseline = stable  # at 100% the last well-fed stable window stands in
+        results = judge(baseline, canary, cfg.gates)
+        if canary.requests < cfg.min_requests:
+            results = [r for r in results] + [_too_little(canary.requests, cfg.min_requests)]
+        passed = all(r.passed for r in results)
+        state["history"].append(
+            {
+                "step": i + 1,
+                "weight": weight,
+                "passed": passed,
+                "stable_requests": stable.requests,
+                "canary_requests": canary.requests,
+                "gates": [r.as_dict() for r in results],
+            }
+        )
+        if not passed:
+            state["failures"] += 1
+        save_state(state)
+        progress(
+            "deploy",
+            f"step {i + 1}: {'passed' if passed else 'FAILED'} "
+            f"({canary.requests:.0f} canary requests)",
+        )
+        if state["failures"] > cfg.failures_tolerated:
+            return _reject(state, results)
+    return _promote(state, policy, target)
+
+
+def _too_little(seen: float, needed: int) -> Any:
+    from shipyard.gates import GateResult
+
+    return GateResult("min_requests", False, seen, float(needed), ">=")
+
+
+def _analysis(state: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "strategy": state["strategy"],
+        "stable_version": state["stable"]["version"],
+        "steps": state["history"],
+    }
+
+
+def _reject(state: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+    from shipyard import registry
+
+    failed = next(r for r in results if not r.passed)
+    state.update(weight=0, status="rejected")
+    save_state(state)
+    _admin(state, weight=0, mode="canary", canary=None)
+    processes.stop(state["canary"]["pid"])
+    name, version = state["model"], state["canary"]["version"]
+    mv = registry.resolve(name, version)
+    registry.set_version_tags(
+        name, version, {RESULT_TAG: "rejected", "shipyard.canary.failed_gate": failed.describe()}
+    )
+    registry.log_version_json(mv.run_id, _analysis(state), "canary/analysis.json")
+    if (holder := registry.version_by_alias(name, registry.CHALLENGER)) and str(
+        holder.version
+    ) == version:
+        registry.delete_alias(name, registry.CHALLENGER)
+    raise GateFailed(
+        f"deploy: {name} version {version} rolled back: canary gate {failed.describe()}"
+    )
+
+
+def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
+    from shipyard import promotion, registry
+
+    name, version = state["model"], state["canary"]["version"]
+    mv = registry.resolve(name, version)
+    registry.set_version_tags(name, version, {RESULT_TAG: "passed"})
+    registry.log_version_json(mv.run_id, _analysis(state), "canary/analysis.json")
+    promotion.promote(
+        name, version, "champion", policy, target, evidence={"canary": _analysis(state)}
+    )
+    # The canary process becomes the stable one; the old stable retires.
+    _admin(
+        state,
+        weight=0,
+        mode="canary",
+        stable=f"http://127.0.0.1:{state['canary']['port']}",
+        canary=None,
+    )
+    processes.stop(state["stable"]["pid"])
+    state.update(stable=state["canary"], canary=None, weight=0, status="promoted")
+    save_state(state)
+    return state
+
+
+def resume(name: str, policy: Policy, target: str) -> dict[str, Any]:
+    """Continue where a dead controller stopped; if a process is gone, roll back to weight 0."""
+    state = load_state(name)
+    if state["status"] != "running":
+        return state
+    needed = [state["stable"]["pid"], state["canary"]["pid"], state["router"]["pid"]]
+    if all(processes.alive(pid) for pid in needed):
+        progress("deploy", f"resuming at step {state['step'] + 1} (weight {state['weight']}%)")
+        return _advance(state, policy, target)
+    state.update(weight=0, status="rolled back after restart")
+    save_state(state)
+    if processes.alive(state["router"]["pid"]):
+        _admin(state, weight=0, mode="canary", canary=None)
+    processes.stop(state["canary"]["pid"])
+    from shipyard import registry
+
+    registry.set_version_tags(name, state["canary"]["version"], {RESULT_TAG: "aborted"})
+    raise ShipyardError(f"deploy: {name}: a process of the canary is gone; rolled back to weight 0")
+
+
+def stop_all(name: str) -> None:
+    path = state_path(name)
+    if not path.exists():
+        return
+    state = json.loads(path.read_text())
+    for role in ("router", "canary", "stable"):
+        if state.get(role):
+            processes.stop(state[role]["pid"])
+    if state.get("status") == "running":
+        state["status"] = "stopped"
+    save_state(state)

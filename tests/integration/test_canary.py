@@ -1,0 +1,181 @@
+"""Local canary with real processes: stable and canary `bentoml serve`, the router, the
+controller as a CLI process, and clients calling through the router the whole time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shipyard.deploy.processes import free_port
+from tests.conftest import REPO
+from tests.integration.registry_fixtures import NAME, TARGET, frame, register
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("canary")
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "SHIPYARD_ACTOR": "canary-test",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from shipyard import promotion
+    from shipyard.config import load_policy
+
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    stable = register(tmp)
+    promotion.promote(NAME, stable, "champion", policy, TARGET)
+    good = register(tmp, seed=1)
+    bad = register(tmp, noise=True, seed=2)
+    raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
+    raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
+    # Windows of a few hundred requests: loose enough for sampling noise between two equal
+    # models (base positive rate here is ~14%), far too tight for the broken one.
+    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=10, max_positive_rate_diff=0.08)
+    (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
+    (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    try:
+        yield {"tmp": tmp, "env": env, "stable": stable, "good": good, "bad": bad}
+    finally:
+        subprocess.run(["shipyard", "deploy", "stop", NAME], cwd=tmp, env=env, check=False)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Clients:
+    """Callers of the router: what they got back, and from which variant."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/predict"
+        self.seen: list[tuple[int, str]] = []
+        self.stop = threading.Event()
+        rows = frame(n=4000, seed=9).drop(columns=TARGET).to_dict("records")
+        self.bodies = [
+            json.dumps({"features": r, "request_id": f"c-{i}"}).encode() for i, r in enumerate(rows)
+        ]
+        self.threads = [
+            threading.Thread(target=self.loop, args=(k,), daemon=True) for k in range(4)
+        ]
+        for t in self.threads:
+            t.start()
+
+    def loop(self, k: int) -> None:
+        i = k
+        while not self.stop.is_set():
+            req = urllib.request.Request(
+                self.url, self.bodies[i % len(self.bodies)], {"content-type": "application/json"}
+            )
+            i += 4
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    self.seen.append((resp.status, resp.headers.get("x-shipyard-variant", "")))
+            except urllib.error.HTTPError as err:
+                self.seen.append((err.code, err.headers.get("x-shipyard-variant", "")))
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.5)  # router not up yet
+            time.sleep(0.02)
+
+    def close(self) -> list[tuple[int, str]]:
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=40)
+        return self.seen
+
+
+def deploy(
+    world: dict[str, Any], version: str, strategy: str
+) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, str]]]:
+    port = free_port()
+    clients = Clients(port)
+    try:
+        result = subprocess.run(
+            [
+                "shipyard",
+                "deploy",
+                f"{NAME}@{version}",
+                "--strategy",
+                strategy,
+                "--port",
+                str(port),
+                "--policy",
+                str(world["tmp"] / "policy.yaml"),
+            ],
+            cwd=world["tmp"],
+            env=world["env"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        seen = clients.close()
+    return result, seen
+
+
+def status(world: dict[str, Any]) -> str:
+    return subprocess.run(
+        ["shipyard", "deploy", "status", NAME],
+        cwd=world["tmp"],
+        env=world["env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_bad_shadow_canary_is_rejected_and_clients_only_see_stable(world: dict[str, Any]) -> None:
+    from shipyard import registry
+
+    result, seen = deploy(world, world["bad"], "shadow")
+    assert result.returncode == 1, result.stderr[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"error: deploy: {NAME} version {world['bad']} rolled back: canary gate max_score_"
+    )
+    assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
+    tags = registry.resolve(NAME, world["bad"]).tags
+    assert tags["shipyard.canary.result"] == "rejected"
+    champion = registry.version_by_alias(NAME, "champion")
+    assert champion is not None and str(champion.version) == world["stable"]
+    text = status(world)
+    assert "rejected (shadow)" in text and "max_score_psi" in text
+
+
+def test_good_canary_steps_to_100_and_becomes_champion(world: dict[str, Any]) -> None:
+    from shipyard import registry
+
+    result, seen = deploy(world, world["good"], "canary")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{NAME} version {world['good']}: promoted" in result.stdout
+    assert seen and {s for s, _ in seen} == {200}
+    assert {"stable", "canary"} <= {v for _, v in seen}  # traffic really was split
+    champion = registry.version_by_alias(NAME, "champion")
+    previous = registry.version_by_alias(NAME, "previous")
+    assert champion is not None and str(champion.version) == world["good"]
+    assert previous is not None and str(previous.version) == world["stable"]
+    assert registry.resolve(NAME, world["good"]).tags["shipyard.canary.result"] == "passed"
+    audit = (world["tmp"] / "runtime" / "audit" / "promotions.jsonl").read_text().splitlines()
+    record = json.loads(audit[-1])
+    assert record["to"] == "champion" and record["evidence"]["canary"]["steps"][-1]["weight"] == 100
+    assert "promoted (canary)" in status(world)
