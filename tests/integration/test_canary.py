@@ -179,3 +179,58 @@ def test_good_canary_steps_to_100_and_becomes_champion(world: dict[str, Any]) ->
     record = json.loads(audit[-1])
     assert record["to"] == "champion" and record["evidence"]["canary"]["steps"][-1]["weight"] == 100
     assert "promoted (canary)" in status(world)
+
+
+def test_killed_controller_resumes_at_a_known_weight(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL the controller mid-step: the state names the weight, and resume finishes."""
+    from shipyard import registry
+    from shipyard.deploy.canary import load_state
+
+    for key in ("MLFLOW_TRACKING_URI", "SHIPYARD_RUNTIME_DIR", "BENTOML_HOME"):
+        monkeypatch.setenv(key, world["env"][key])  # the module's store, not this test's own
+    newer = register(world["tmp"], seed=3)
+    port = free_port()
+    clients = Clients(port)
+    controller = subprocess.Popen(
+        [
+            "shipyard",
+            "deploy",
+            f"{NAME}@{newer}",
+            "--port",
+            str(port),
+            "--policy",
+            str(world["tmp"] / "policy.yaml"),
+        ],
+        cwd=world["tmp"],
+        env=world["env"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert controller.stderr is not None
+        for line in controller.stderr:
+            if "step 1/2: canary weight 50%" in line:
+                break
+        controller.kill()
+        controller.wait(timeout=30)
+        state = load_state(NAME)
+        assert (state["status"], state["weight"]) == ("running", 50)
+        result = subprocess.run(
+            ["shipyard", "deploy", "resume", NAME, "--policy", str(world["tmp"] / "policy.yaml")],
+            cwd=world["tmp"],
+            env=world["env"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        seen = clients.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming at step 1 (weight 50%)" in result.stderr
+    assert f"{NAME}: promoted" in result.stdout
+    champion = registry.version_by_alias(NAME, "champion")
+    assert champion is not None and str(champion.version) == newer
+    assert seen and {s for s, _ in seen} == {200}

@@ -23,6 +23,7 @@ from shipyard.errors import GateFailed, ShipyardError
 from shipyard.runtime import runtime_dir
 
 RESULT_TAG = "shipyard.canary.result"
+DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 
 
 def state_path(model: str) -> Path:
@@ -269,6 +270,7 @@ def _reject(state: dict[str, Any], results: list[Any]) -> dict[str, Any]:
     state.update(weight=0, status="rejected")
     save_state(state)
     _admin(state, weight=0, mode="canary", canary=None)
+    time.sleep(DRAIN_SECONDS)
     processes.stop(state["canary"]["pid"])
     name, version = state["model"], state["canary"]["version"]
     mv = registry.resolve(name, version)
@@ -303,6 +305,7 @@ def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         stable=f"http://127.0.0.1:{state['canary']['port']}",
         canary=None,
     )
+    time.sleep(DRAIN_SECONDS)
     processes.stop(state["stable"]["pid"])
     state.update(stable=state["canary"], canary=None, weight=0, status="promoted")
     save_state(state)
@@ -322,6 +325,7 @@ def resume(name: str, policy: Policy, target: str) -> dict[str, Any]:
     save_state(state)
     if processes.alive(state["router"]["pid"]):
         _admin(state, weight=0, mode="canary", canary=None)
+    time.sleep(DRAIN_SECONDS)
     processes.stop(state["canary"]["pid"])
     from shipyard import registry
 
