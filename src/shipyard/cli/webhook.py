@@ -29,10 +29,17 @@ def webhook() -> None:
     type=click.Choice(["github", "local"]),
     default="github",
     show_default=True,
-    help="github: repository_dispatch per new @challenger; local: package it here.",
+    help="github: repository_dispatch per new @challenger; local: canary it here.",
+)
+@click.option(
+    "--deploy-port",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Router port of local canaries.",
 )
 @params_option
-def serve(host: str, port: int, mode: str, params_path: Path) -> None:
+def serve(host: str, port: int, mode: str, deploy_port: int, params_path: Path) -> None:
     """Verify each delivery's HMAC (SHIPYARD_WEBHOOK_SECRET), act once per delivery id.
 
     A new @challenger is dispatched to GitHub (GITHUB_REPOSITORY, GITHUB_TOKEN) or packaged
@@ -49,18 +56,31 @@ def serve(host: str, port: int, mode: str, params_path: Path) -> None:
             "webhook: SHIPYARD_WEBHOOK_SECRET is not set; refusing unsigned deliveries"
         )
     key: str = secret
-    tracking.configure(load_params(params_path).base)
+    params = load_params(params_path)
+    target = params.data.target
+    tracking.configure(params.base)
 
     def act(event: hooks.AliasEvent) -> str:
         if event.alias == "challenger":
             if mode == "github":
                 status = hooks.repository_dispatch(event)
                 return f"dispatched {hooks.DISPATCH_EVENT} for version {event.version} ({status})"
-            from shipyard import bento
-            from shipyard.config import load_policy
+            import threading
 
-            tag = bento.package(event.model, event.version, load_policy())
-            return f"packaged version {event.version} as {tag}"
+            from shipyard.config import load_policy
+            from shipyard.deploy import canary
+
+            def deploy() -> None:  # minutes long: MLflow's delivery must not wait for it
+                try:
+                    state = canary.deploy(
+                        event.model, event.version, load_policy(), target, router_port=deploy_port
+                    )
+                    click.echo(f"webhook: version {event.version}: {state['status']}", err=True)
+                except ShipyardError as err:
+                    click.echo(f"webhook: version {event.version}: {err}", err=True)
+
+            threading.Thread(target=deploy, name=f"canary-{event.version}").start()
+            return f"packaging and canarying version {event.version} on port {deploy_port}"
         if event.alias == "champion":
             return hooks.guard_champion(event)
         return f"alias {event.alias}: nothing to do"
