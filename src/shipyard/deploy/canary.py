@@ -12,6 +12,7 @@ import os
 import secrets
 import time
 import urllib.request
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from shipyard.config import CanaryPolicy, Policy
 from shipyard.deploy import processes
 from shipyard.deploy.analysis import Window, judge, parse_metrics, window
 from shipyard.errors import GateFailed, ShipyardError
+from shipyard.gates import GateResult
 from shipyard.runtime import runtime_dir
 
 RESULT_TAG = "shipyard.canary.result"
@@ -211,7 +213,8 @@ def _wait_for_traffic(
 
 def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
     cfg = policy.canary
-    baseline: Window | None = None
+    saved = state.get("baseline")
+    baseline: Window | None = Window(**saved) if saved else None
     for i in range(state["step"], len(cfg.steps)):
         weight = 0 if state["strategy"] == "shadow" else cfg.steps[i]
         state.update(step=i, weight=weight)
@@ -222,9 +225,10 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         stable, canary = _wait_for_traffic(state, cfg, before)
         if stable.requests >= cfg.min_requests or baseline is None:
             baseline = stable  # at 100% the last well-fed stable window stands in
+            state["baseline"] = asdict(baseline)  # and survives a controller restart
         results = judge(baseline, canary, cfg.gates)
         if canary.requests < cfg.min_requests:
-            results = [r for r in results] + [_too_little(canary.requests, cfg.min_requests)]
+            results = [*results, _too_little(canary.requests, cfg.min_requests)]
         passed = all(r.passed for r in results)
         state["history"].append(
             {
@@ -249,9 +253,7 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
     return _promote(state, policy, target)
 
 
-def _too_little(seen: float, needed: int) -> Any:
-    from shipyard.gates import GateResult
-
+def _too_little(seen: float, needed: int) -> GateResult:
     return GateResult("min_requests", False, seen, float(needed), ">=")
 
 
@@ -263,7 +265,7 @@ def _analysis(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reject(state: dict[str, Any], results: list[Any]) -> dict[str, Any]:
+def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
     from shipyard import registry
 
     failed = next(r for r in results if not r.passed)
