@@ -3,6 +3,8 @@ nothing but the `data` section of params.yaml (plus switching the fraud-only fea
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,8 +76,6 @@ LOANS = {
 
 
 def test_loans_dataset_runs_through_the_same_pipeline(tmp_path: Path) -> None:
-    from mlflow import MlflowClient
-    from mlflow.models import get_model_info
 
     repo = copy_repo(tmp_path / "repo")
     (repo / "data").mkdir()
@@ -85,18 +85,29 @@ def test_loans_dataset_runs_through_the_same_pipeline(tmp_path: Path) -> None:
     commit(repo, "loans")
     sh(repo, "dvc", "repro")
 
-    uri = f"sqlite:///{repo / '.shipyard' / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    mv = client.get_model_version_by_alias("fraud-detector", "candidate")
-    assert float(mv.tags["shipyard.metrics.test.roc_auc"]) > 0.6
-    import mlflow
+    # Checked from a fresh process, like a user would: the registry as dvc repro left it.
+    check = sh(repo, sys.executable, "-c", CHECK)
+    report = json.loads(check.stdout.strip().splitlines()[-1])
+    assert report["roc_auc"] > 0.6
+    assert report["inputs"] == ["income", "loan_amount", "term_months", "purpose"]
+    assert report["scores_shape"] == [5, 2]
 
-    mlflow.set_tracking_uri(uri)
-    assert mv.source is not None
-    inputs = get_model_info(mv.source).signature.inputs.input_names()
-    assert inputs == ["income", "loan_amount", "term_months", "purpose"]
-    model = mlflow.pyfunc.load_model("models:/fraud-detector@candidate")
-    # Numeric fields are doubles in the signature: callers send numbers as floats.
-    request = loans(5, seed=1)[inputs].astype({"term_months": "float64"})
-    scores = model.predict(request)
-    assert scores.shape == (5, 2)
+
+CHECK = """
+import json
+import mlflow
+from mlflow import MlflowClient
+from mlflow.models import get_model_info
+from tests.integration.test_other_dataset import loans
+
+uri = "sqlite:///.shipyard/mlflow.db"
+mlflow.set_tracking_uri(uri)
+mv = MlflowClient(tracking_uri=uri, registry_uri=uri).get_model_version_by_alias(
+    "fraud-detector", "candidate")
+inputs = get_model_info(mv.source).signature.inputs.input_names()
+model = mlflow.pyfunc.load_model("models:/fraud-detector@candidate")
+# Numeric fields are doubles in the signature: callers send numbers as floats.
+request = loans(5, seed=1)[inputs].astype({"term_months": "float64"})
+print(json.dumps({"roc_auc": float(mv.tags["shipyard.metrics.test.roc_auc"]), "inputs": inputs,
+                  "scores_shape": list(model.predict(request).shape)}))
+"""
