@@ -40,8 +40,14 @@ def configure(base: BaseSection) -> str:
         experiment_id: str = found.experiment_id
     else:
         location = None
-        if embedded:  # a server chooses its own artifact store
-            root = Path(base.tracking.artifact_root).resolve()
+        if embedded:
+            root: Path | None = Path(base.tracking.artifact_root)
+        elif uri.startswith("sqlite:///"):  # a local store named by env: artifacts beside it
+            root = Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts"
+        else:  # a server chooses its own artifact store
+            root = None
+        if root is not None:
+            root = root.resolve()
             root.mkdir(parents=True, exist_ok=True)
             location = root.as_uri()
         experiment_id = mlflow.create_experiment(name, artifact_location=location)
