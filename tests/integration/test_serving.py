@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shipyard.deploy.processes import free_port, tree
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, register
 
@@ -27,34 +27,11 @@ KEY = "s3cret"
 RECORD = {"tx_amount": 1.2, "risk": -0.3}
 
 
-def tree(pid: int) -> list[int]:
-    """`pid` and every descendant: BentoML workers run in sessions of their own."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
-
-
 def kill_tree(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     for pid in tree(proc.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
     proc.wait(timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
