@@ -2,6 +2,8 @@
 # Both build .venv from requirements.lock first when it is missing or stale.
 
 PYTHON ?= python3
+# apt-get needs root: CI runners and laptops get sudo, a root shell does not.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -12,7 +14,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv demo test lint typecheck unit lock benchmarks clean
+.PHONY: help venv tools demo test lint typecheck unit lock benchmarks clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -27,6 +29,21 @@ $(STAMP): requirements.lock pyproject.toml
 
 venv: $(STAMP) ## create .venv from requirements.lock
 
+# Tools the tests run that PyPI does not ship: node validates rendered Argo Rollouts manifests
+# against the CRD schemas (npm lock), Prometheus evaluates the canary gates' PromQL.
+NODE_TOOLS := registry/kubernetes/node_modules/.installed
+$(NODE_TOOLS): registry/kubernetes/package-lock.json
+	command -v npm >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nodejs npm)
+	npm ci --prefix registry/kubernetes --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
+PROMETHEUS := /usr/bin/prometheus
+$(PROMETHEUS):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+
+tools: $(NODE_TOOLS) $(PROMETHEUS) ## node manifest validator and Prometheus (Debian packages)
+
 demo: $(STAMP) ## data -> dvc repro -> registered @candidate, on embedded defaults
 	$(BIN)/shipyard data bootstrap
 	$(BIN)/dvc repro
@@ -36,19 +53,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	$(BIN)/zizmor --offline --persona pedantic .github/workflows
+	$(BIN)/zizmor --offline --persona auditor .github/workflows
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck ## ruff, mypy, then every pytest suite (slow ones included)
+test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones included)
 	$(BIN)/pytest
 
-unit: $(STAMP) ## fast tests only
+unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
 benchmarks: $(STAMP) ## print each measured claim next to its baseline (installs wrk)
-	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality

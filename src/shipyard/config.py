@@ -289,10 +289,25 @@ class CanaryPolicy(Strict):
         return self
 
 
+class KubernetesPolicy(Strict):
+    """The Argo Rollouts target: where the rendered manifests run and who answers PromQL."""
+
+    namespace: str = Field(default="shipyard", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    replicas: int = Field(default=4, ge=1)
+    port: int = Field(default=3000, ge=1, le=65535)
+    prometheus: str = Field(
+        default="http://prometheus-server.monitoring.svc", pattern=r"^https?://"
+    )
+    cpu: str = "500m"
+    memory: str = "1Gi"
+    kubernetes_version: str = Field(default="1.33.0", pattern=r"^\d+\.\d+\.\d+$")
+
+
 class Policy(Strict):
     promotion: PromotionPolicy
     serving: ServingPolicy = ServingPolicy()
     canary: CanaryPolicy
+    kubernetes: KubernetesPolicy = KubernetesPolicy()
 
 
 def load_policy(path: Path | str = DEFAULT_POLICY) -> Policy:

@@ -34,4 +34,21 @@ def test_actions_are_pinned_and_permissions_least(path: Path) -> None:
 
 
 def test_there_are_workflows() -> None:
-    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "train.yml"}
+    assert {p.name for p in WORKFLOWS} >= {"ci.yml", "train.yml", "deploy.yml"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_no_expression_is_interpolated_into_a_script(path: Path) -> None:
+    """Event fields, inputs and outputs reach `run:` only through `env:`."""
+    for step in steps(yaml.safe_load(path.read_text())):
+        assert "${{" not in step.get("run", ""), step.get("name")
+
+
+def test_deploy_runs_the_canary_in_a_protected_environment() -> None:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "deploy.yml").read_text())
+    triggers = workflow[True]  # YAML 1.1 reads the `on:` key as a boolean
+    assert triggers["repository_dispatch"]["types"] == ["model-promoted"]
+    canary = workflow["jobs"]["canary"]
+    assert canary["environment"] == "production"
+    scripts = " ".join(s.get("run", "") for s in canary["steps"])
+    assert "shipyard deploy" in scripts and "--target kubernetes" in scripts and "--apply" in scripts

@@ -30,33 +30,85 @@ def deploy() -> None:
 @click.option(
     "--strategy", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
 )
-@click.option("--target", type=click.Choice(["local"]), default="local", show_default=True)
+@click.option(
+    "--target",
+    type=click.Choice(["local", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine. kubernetes: Argo Rollouts manifests.",
+)
 @click.option(
     "--port",
     default=3000,
     show_default=True,
     type=click.IntRange(1, 65535),
-    help="Router port clients call.",
+    help="local: router port clients call.",
+)
+@click.option("--image", help="kubernetes: the image `bentoml containerize` built for the Bento.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("build/kubernetes"),
+    show_default=True,
+    help="kubernetes: folder for the rendered manifests.",
+)
+@click.option(
+    "--apply",
+    is_flag=True,
+    help="kubernetes: kubectl apply, wait for Argo's verdict, then promote or reject.",
+)
+@click.option(
+    "--timeout",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="kubernetes: seconds to wait for Argo's verdict.",
 )
 @params_option
 @policy_option
 def run(
-    model_ref: str, strategy: str, target: str, port: int, params_path: Path, policy_path: Path
+    model_ref: str,
+    strategy: str,
+    target: str,
+    port: int,
+    image: str | None,
+    out: Path,
+    apply: bool,
+    timeout: float,
+    params_path: Path,
+    policy_path: Path,
 ) -> None:
     """Step the canary's weight through the policy, judging it against stable at every step.
 
     Ends with `promote --to champion` (exit 0) or a rollback naming the failed gate (exit 1).
+    With --target kubernetes it renders and validates the manifests, and with --apply hands
+    them to Argo Rollouts and records its verdict the same way.
     """
     from shipyard import tracking
     from shipyard.cli.serving import split_model
     from shipyard.config import load_params, load_policy
-    from shipyard.deploy import canary
+    from shipyard.errors import ShipyardError
 
     params = load_params(params_path)
+    policy = load_policy(policy_path)
     tracking.configure(params.base)
     name, ref = split_model(model_ref)
+    if target == "kubernetes":
+        from shipyard.deploy import rollout
+
+        if strategy == "shadow":
+            raise ShipyardError("deploy: --strategy shadow needs a mesh; kubernetes runs canary")
+        if not image:
+            raise ShipyardError("deploy: --target kubernetes needs --image")
+        result = rollout.run(
+            name, ref, image, policy, params.data.target, out, apply=apply, timeout=timeout
+        )
+        click.echo(f"{name} version {result['version']}: {result['status']}")
+        return
+    from shipyard.deploy import canary
+
     state = canary.deploy(
-        name, ref, load_policy(policy_path), params.data.target, strategy=strategy, router_port=port
+        name, ref, policy, params.data.target, strategy=strategy, router_port=port
     )
     click.echo(f"{name} version {state['version']}: {state['status']}")
 

@@ -18,13 +18,12 @@ from typing import Any
 
 from shipyard.artifacts import progress
 from shipyard.config import CanaryPolicy, Policy
-from shipyard.deploy import processes
+from shipyard.deploy import outcome, processes
 from shipyard.deploy.analysis import Window, judge, parse_metrics, window
-from shipyard.errors import GateFailed, ShipyardError
+from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
 from shipyard.runtime import runtime_dir
 
-RESULT_TAG = "shipyard.canary.result"
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 
 
@@ -266,39 +265,19 @@ def _analysis(state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
-    from shipyard import registry
-
     failed = next(r for r in results if not r.passed)
     state.update(weight=0, status="rejected")
     save_state(state)
     _admin(state, weight=0, mode="canary", canary=None)
     time.sleep(DRAIN_SECONDS)
     processes.stop(state["canary"]["pid"])
-    name, version = state["model"], state["canary"]["version"]
-    mv = registry.resolve(name, version)
-    registry.set_version_tags(
-        name, version, {RESULT_TAG: "rejected", "shipyard.canary.failed_gate": failed.describe()}
-    )
-    registry.log_version_json(mv.run_id, _analysis(state), "canary/analysis.json")
-    if (holder := registry.version_by_alias(name, registry.CHALLENGER)) and str(
-        holder.version
-    ) == version:
-        registry.delete_alias(name, registry.CHALLENGER)
-    raise GateFailed(
-        f"deploy: {name} version {version} rolled back: canary gate {failed.describe()}"
+    raise outcome.rejected(
+        state["model"], state["canary"]["version"], failed.describe(), _analysis(state)
     )
 
 
 def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
-    from shipyard import promotion, registry
-
-    name, version = state["model"], state["canary"]["version"]
-    mv = registry.resolve(name, version)
-    registry.set_version_tags(name, version, {RESULT_TAG: "passed"})
-    registry.log_version_json(mv.run_id, _analysis(state), "canary/analysis.json")
-    promotion.promote(
-        name, version, "champion", policy, target, evidence={"canary": _analysis(state)}
-    )
+    outcome.passed(state["model"], state["canary"]["version"], _analysis(state), policy, target)
     # The canary process becomes the stable one; the old stable retires.
     _admin(
         state,
@@ -329,9 +308,7 @@ def resume(name: str, policy: Policy, target: str) -> dict[str, Any]:
         _admin(state, weight=0, mode="canary", canary=None)
     time.sleep(DRAIN_SECONDS)
     processes.stop(state["canary"]["pid"])
-    from shipyard import registry
-
-    registry.set_version_tags(name, state["canary"]["version"], {RESULT_TAG: "aborted"})
+    outcome.aborted(name, state["canary"]["version"])
     raise ShipyardError(f"deploy: {name}: a process of the canary is gone; rolled back to weight 0")
 
 

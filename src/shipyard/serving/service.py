@@ -20,10 +20,11 @@ import bentoml
 import numpy as np
 import pandas as pd
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
-from bentoml.exceptions import ServiceUnavailable
+from bentoml.exceptions import InternalServerError, ServiceUnavailable
 
 from shipyard.models import storage
 from shipyard.runtime import runtime_dir
+from shipyard.serving.buckets import BATCH_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS
 from shipyard.serving.guard import Guard
 from shipyard.serving.predlog import PredictionLog
 from shipyard.serving.schema import BatchPrediction, Prediction, batch_type, record_model
@@ -45,7 +46,7 @@ SCORES = bentoml.metrics.Histogram(
     name="shipyard_prediction_score",
     documentation="Predicted scores, for canary and drift comparisons",
     labelnames=["model_name", "model_version"],
-    buckets=tuple(float(b) for b in np.round(np.linspace(0.0, 1.0, 21), 2)),
+    buckets=SCORE_BUCKETS,
 )
 DECISIONS = bentoml.metrics.Counter(
     name="shipyard_positive_decisions",
@@ -66,13 +67,13 @@ LATENCY = bentoml.metrics.Histogram(
     name="shipyard_http_request_duration_seconds",
     documentation="HTTP request latency by path",
     labelnames=["model_name", "model_version", "path"],
-    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+    buckets=LATENCY_BUCKETS,
 )
 BATCH_SIZE = bentoml.metrics.Histogram(
     name="shipyard_model_batch_size",
     documentation="Records per model call after adaptive batching",
     labelnames=["model_name", "model_version"],
-    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+    buckets=BATCH_BUCKETS,
 )
 _LABELS = {"model_name": SPEC.model_name, "model_version": SPEC.model_version}
 
@@ -144,6 +145,8 @@ class PredictionService:
         frame = pd.DataFrame(flat, columns=self.fields)
         frame = frame.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
         scores = self.model.predict_proba(frame)[:, 1]
+        if not np.isfinite(scores).all():  # a diverged model must fail loudly, not answer NaN
+            raise InternalServerError("the model returned a non-finite score")
         BATCH_SIZE.labels(**_LABELS).observe(len(flat))
         bounds = np.cumsum([len(g) for g in groups])[:-1]
         return list(np.split(scores, bounds))

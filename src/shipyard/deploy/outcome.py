@@ -1,0 +1,42 @@
+"""What a finished canary does to the registry, whichever target ran it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shipyard.config import Policy
+from shipyard.errors import GateFailed
+from shipyard.promotion import CANARY_TAG
+
+RESULT_TAG = CANARY_TAG  # read by the champion gate in promotion.py
+
+
+def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy, target: str) -> None:
+    """Tag the version, keep the analysis, and promote it to champion with it as evidence."""
+    from shipyard import promotion, registry
+
+    mv = registry.resolve(name, version)
+    registry.set_version_tags(name, version, {RESULT_TAG: "passed"})
+    registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
+    promotion.promote(name, version, "champion", policy, target, evidence={"canary": analysis})
+
+
+def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]) -> GateFailed:
+    """Tag the version with the failing gate, drop its @challenger; the caller raises."""
+    from shipyard import registry
+
+    mv = registry.resolve(name, version)
+    registry.set_version_tags(
+        name, version, {RESULT_TAG: "rejected", "shipyard.canary.failed_gate": failed_gate}
+    )
+    registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
+    holder = registry.version_by_alias(name, registry.CHALLENGER)
+    if holder is not None and str(holder.version) == version:
+        registry.delete_alias(name, registry.CHALLENGER)
+    return GateFailed(f"deploy: {name} version {version} rolled back: canary gate {failed_gate}")
+
+
+def aborted(name: str, version: str) -> None:
+    from shipyard import registry
+
+    registry.set_version_tags(name, version, {RESULT_TAG: "aborted"})

@@ -1,0 +1,99 @@
+"""The canary gates of `analysis.py`, written as PromQL for an Argo Rollouts AnalysisTemplate.
+
+Each query reads the series the local controller scrapes, selected by model version, over one
+step's window, so a cluster judges a canary by the same figures a laptop does.
+"""
+
+from __future__ import annotations
+
+from shipyard.config import CanaryGates
+from shipyard.serving.buckets import SCORE_BUCKETS
+
+CANARY = "{{args.canary-version}}"
+STABLE = "{{args.stable-version}}"
+_LE = [repr(float(b)) for b in SCORE_BUCKETS] + ["+Inf"]  # as prometheus_client writes `le`
+
+
+class Queries:
+    """PromQL for one model over a window such as `30s`."""
+
+    def __init__(self, model: str, window: str) -> None:
+        self.model, self.window = model, window
+
+    def _sum(self, metric: str, version: str, *matchers: str, by: str = "") -> str:
+        labels = ",".join([f'model_name="{self.model}"', f'model_version="{version}"', *matchers])
+        return f"sum{by}(increase({metric}{{{labels}}}[{self.window}]))"
+
+    def requests(self, version: str) -> str:
+        return self._sum("shipyard_http_requests_total", version, 'path="/predict"')
+
+    def error_rate(self, version: str) -> str:
+        metric = "shipyard_http_requests_total"
+        errors = self._sum(metric, version, 'path="/predict"', 'status=~"5.."')
+        return f"(({errors}) or vector(0)) / {self.requests(version)}"
+
+    def p99_ms(self, version: str) -> str:
+        metric = "shipyard_http_request_duration_seconds_bucket"
+        buckets = self._sum(metric, version, 'path="/predict"', by=" by (le) ")
+        return f"histogram_quantile(0.99, {buckets}) * 1000"
+
+    def _total(self, version: str) -> str:
+        return self._sum("shipyard_prediction_score_count", version)
+
+    def ks(self) -> str:
+        """Largest gap between the two score CDFs at the bucket bounds."""
+
+        def cdf(version: str) -> str:
+            counts = self._sum("shipyard_prediction_score_bucket", version, by=" by (le) ")
+            return f"({counts} / on() group_left() {self._total(version)})"
+
+        return f"max(abs({cdf(CANARY)} - on(le) {cdf(STABLE)}))"
+
+    def _share(self, version: str, i: int) -> str:
+        """Bucket i's half-count-smoothed share, as `analysis.psi` computes it."""
+        metric = "shipyard_prediction_score_bucket"
+        count = self._sum(metric, version, f'le="{_LE[i]}"')
+        if i:
+            below = self._sum(metric, version, f'le="{_LE[i - 1]}"')
+            count = f"({count} - {below})"
+        return f"(({count} + 0.5) / ({self._total(version)} + {0.5 * len(_LE)}))"
+
+    def psi(self) -> str:
+        """One term per bucket: PromQL cannot difference neighbouring `le` series otherwise."""
+        terms = []
+        for i in range(len(_LE)):
+            c, s = self._share(CANARY, i), self._share(STABLE, i)
+            terms.append(f"({c} - {s}) * ln({c} / {s})")
+        return " + ".join(terms)
+
+    def positive_rate(self, version: str) -> str:
+        positives = self._sum("shipyard_positive_decisions_total", version)
+        scored = self._sum("shipyard_predictions_total", version)
+        return f"(({positives}) or vector(0)) / {scored}"
+
+
+def gate_queries(
+    model: str, window: str, gates: CanaryGates, min_requests: int
+) -> list[dict[str, str]]:
+    """One entry per gate: its name, its PromQL, and Argo's success condition on it."""
+    q = Queries(model, window)
+    ratio = f"({q.p99_ms(CANARY)}) / ({q.p99_ms(STABLE)})"
+    diff = f"abs({q.positive_rate(CANARY)} - {q.positive_rate(STABLE)})"
+    checks = [
+        ("min-requests", q.requests(CANARY), f">= {min_requests}"),
+        ("max-error-rate", q.error_rate(CANARY), f"<= {gates.max_error_rate}"),
+        ("max-p99-ms", q.p99_ms(CANARY), f"<= {gates.max_p99_ms}"),
+        ("max-p99-ratio", ratio, f"<= {gates.max_p99_ratio}"),
+        ("max-score-psi", q.psi(), f"<= {gates.max_score_psi}"),
+        ("max-score-ks", q.ks(), f"<= {gates.max_score_ks}"),
+        ("max-positive-rate-diff", diff, f"<= {gates.max_positive_rate_diff}"),
+    ]
+    # NaN (0/0, no traffic) and an empty answer fail: no gate passes for want of data.
+    return [
+        {
+            "name": name,
+            "query": query,
+            "condition": f"len(result) > 0 && !isNaN(result[0]) && result[0] {bound}",
+        }
+        for name, query, bound in checks
+    ]

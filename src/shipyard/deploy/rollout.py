@@ -1,0 +1,109 @@
+"""A canary on Kubernetes: render, `kubectl apply`, watch Argo's verdict, record it.
+
+Argo Rollouts owns the weights, the analysis and the in-cluster rollback. This side only
+hands it the manifests and turns its verdict into the registry outcome the local target
+records too: promoted to champion with the analysis as evidence, or tagged rejected.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from shipyard.artifacts import progress
+from shipyard.config import Policy
+from shipyard.deploy import kubernetes, outcome
+from shipyard.errors import ShipyardError
+
+
+def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[str, str]:
+    """Manifests for canarying version REF against the champion, validated, in `out`."""
+    from shipyard import registry
+
+    challenger = registry.resolve(name, ref)
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        raise ShipyardError(f"deploy: {name} has no @champion; promote the first model directly")
+    if str(champion.version) == str(challenger.version):
+        raise ShipyardError(f"deploy: version {challenger.version} is already @champion")
+    manifests = kubernetes.render(
+        name, str(challenger.version), str(champion.version), image, policy
+    )
+    kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
+    return {"version": str(challenger.version), "stable_version": str(champion.version)}
+
+
+def _apply(out: Path, namespace: str) -> None:
+    cmd = ["kubectl", "apply", "--validate=strict", "-n", namespace, "-f", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    if result.returncode != 0:
+        raise ShipyardError(f"kubectl apply -f {out}: {result.stderr.strip()[:300]}")
+    progress("deploy", result.stdout.strip().replace("\n", "; "))
+
+
+def _analysis_runs(name: str, namespace: str) -> list[dict[str, Any]]:
+    runs = kubernetes.kubectl_json("get", "analysisruns.argoproj.io", "-n", namespace)
+    return [
+        run
+        for run in runs.get("items", [])
+        if any(o.get("name") == name for o in run["metadata"].get("ownerReferences", []))
+    ]
+
+
+def watch(name: str, namespace: str, timeout: float, poll: float = 10.0) -> dict[str, Any]:
+    """Poll the Rollout until Argo has promoted or aborted it."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while True:
+        rollout = kubernetes.kubectl_json("get", "rollouts.argoproj.io", name, "-n", namespace)
+        verdict = kubernetes.rollout_outcome(rollout, _analysis_runs(name, namespace))
+        step = rollout.get("status", {}).get("currentStepIndex")
+        if step != seen:
+            progress("deploy", f"rollout {name}: step {step}, phase {verdict['phase']}")
+            seen = step
+        if verdict["passed"] is not None:
+            return verdict
+        if time.monotonic() > deadline:
+            raise ShipyardError(
+                f"deploy: rollout {name} undecided after {timeout:.0f} s (phase "
+                f"{verdict['phase']}); Argo keeps it where it is, see `kubectl argo rollouts get`"
+            )
+        time.sleep(poll)
+
+
+def run(
+    name: str,
+    ref: str,
+    image: str,
+    policy: Policy,
+    target: str,
+    out: Path,
+    *,
+    apply: bool,
+    timeout: float,
+) -> dict[str, Any]:
+    versions = render(name, ref, image, policy, out)
+    namespace = policy.kubernetes.namespace
+    if not apply:
+        progress("deploy", f"apply with: kubectl apply -n {namespace} -f {out}")
+        return {**versions, "status": "rendered"}
+    _apply(out, namespace)
+    verdict = watch(name, namespace, timeout, poll=min(10.0, policy.canary.step_seconds))
+    analysis = {
+        "strategy": "canary",
+        "target": "kubernetes",
+        "stable_version": versions["stable_version"],
+        "argo": verdict,
+    }
+    if not verdict["passed"]:
+        failed = verdict["failed_gates"][0] if verdict["failed_gates"] else None
+        gate = (
+            f"{failed['gate']} = {failed['value']}"
+            if failed
+            else f"aborted ({verdict['message'] or verdict['phase']})"
+        )
+        raise outcome.rejected(name, versions["version"], gate, analysis)
+    outcome.passed(name, versions["version"], analysis, policy, target)
+    return {**versions, "status": "promoted"}

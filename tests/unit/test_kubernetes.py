@@ -1,0 +1,134 @@
+"""Argo Rollouts manifests: the policy's steps and gates, and offline schema validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from shipyard.config import CanaryGates, Policy, load_policy
+from shipyard.deploy import kubernetes
+from shipyard.errors import ShipyardError
+from tests.conftest import REPO
+
+IMAGE = "registry.example/fraud-detector-service:v7-0123abcd"
+
+
+@pytest.fixture
+def policy() -> Policy:
+    return load_policy(REPO / "registry" / "policy.yaml")
+
+
+def rendered(policy: Policy) -> dict[str, list[dict[str, Any]]]:
+    return kubernetes.render("fraud-detector", "7", "5", IMAGE, policy)
+
+
+def test_rollout_steps_follow_the_policy_with_analysis_after_each(policy: Policy) -> None:
+    rollout = rendered(policy)["rollout.yaml"][0]
+    steps = rollout["spec"]["strategy"]["canary"]["steps"]
+    assert [s["setWeight"] for s in steps if "setWeight" in s] == policy.canary.steps
+    assert [list(s) for s in steps[:3]] == [["setWeight"], ["pause"], ["analysis"]]
+    args = {a["name"]: a["value"] for a in steps[2]["analysis"]["args"]}
+    assert args == {"canary-version": "7", "stable-version": "5"}
+    container = rollout["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+
+
+def test_every_canary_gate_has_a_query_with_the_policy_bound(policy: Policy) -> None:
+    template = rendered(policy)["analysis-template.yaml"][0]
+    metrics = {m["name"]: m for m in template["spec"]["metrics"]}
+    for gate in CanaryGates.model_fields:
+        bound = getattr(policy.canary.gates, gate)
+        metric = metrics[gate.replace("_", "-")]
+        assert metric["successCondition"].endswith(f"result[0] <= {bound}")
+        assert "isNaN(result[0])" in metric["successCondition"]  # no data never passes
+    assert metrics["min-requests"]["successCondition"].endswith(f">= {policy.canary.min_requests}")
+
+
+def test_rendered_manifests_validate_and_land_whole(policy: Policy, tmp_path: Path) -> None:
+    out = tmp_path / "k8s"
+    kubernetes.write(rendered(policy), out, policy.kubernetes.kubernetes_version)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "analysis-template.yaml",
+        "rollout.yaml",
+        "services.yaml",
+    ]
+    kinds = [d["kind"] for p in out.iterdir() for d in yaml.safe_load_all(p.read_text())]
+    assert sorted(kinds) == ["AnalysisTemplate", "Rollout", "Service", "Service"]
+
+
+@pytest.mark.parametrize(
+    ("file", "mutate", "message"),
+    [
+        (
+            "rollout.yaml",
+            lambda d: d["spec"].update(replicas="four"),
+            "rollout.yaml: Rollout/fraud-detector",
+        ),
+        (  # a typo in the pod template: only a strict schema sees it
+            "rollout.yaml",
+            lambda d: d["spec"]["template"]["spec"]["containers"][0].update(imagePullPolicyy="x"),
+            "rollout.yaml: Rollout/fraud-detector: template/spec/containers/0",
+        ),
+        (
+            "analysis-template.yaml",
+            lambda d: d["spec"]["metrics"][0].pop("name"),
+            "analysis-template.yaml: AnalysisTemplate/fraud-detector-canary-gates",
+        ),
+        (
+            "services.yaml",
+            lambda d: d["spec"]["ports"][0].update(port="eighty"),
+            "services.yaml: Service/fraud-detector-stable",
+        ),
+    ],
+)
+def test_a_broken_manifest_is_named_and_nothing_is_written(
+    policy: Policy, tmp_path: Path, file: str, mutate: Any, message: str
+) -> None:
+    manifests = rendered(policy)
+    mutate(manifests[file][0])
+    out = tmp_path / "k8s"
+    with pytest.raises(ShipyardError, match="invalid manifest") as err:
+        kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
+    assert message in str(err.value)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def _rollout(status: dict[str, Any]) -> dict[str, Any]:
+    steps = [{"setWeight": 50}, {"pause": {}}, {"analysis": {}}, {"setWeight": 100}]
+    return {"spec": {"strategy": {"canary": {"steps": steps}}}, "status": status}
+
+
+def _run(phase: str, metric: str = "max-score-psi", value: str = "[0.41]") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "fraud-detector-abc-2"},
+        "status": {
+            "phase": phase,
+            "metricResults": [
+                {
+                    "name": "max-error-rate",
+                    "phase": "Successful",
+                    "measurements": [{"value": "[0]"}],
+                },
+                {"name": metric, "phase": phase, "measurements": [{"value": value}]},
+            ],
+        },
+    }
+
+
+def test_argo_verdicts_are_read_from_rollout_and_analysis_runs() -> None:
+    healthy = {"phase": "Healthy", "currentStepIndex": 4, "stableRS": "h2", "currentPodHash": "h2"}
+    assert kubernetes.rollout_outcome(_rollout(healthy), [_run("Successful")])["passed"] is True
+    halfway = {"phase": "Paused", "currentStepIndex": 2, "stableRS": "h1", "currentPodHash": "h2"}
+    assert kubernetes.rollout_outcome(_rollout(halfway), [])["passed"] is None
+    # Healthy but not at the last step is not a pass (e.g. a rollout that was reset).
+    early = {**healthy, "currentStepIndex": 1}
+    assert kubernetes.rollout_outcome(_rollout(early), [])["passed"] is None
+    aborted = {"phase": "Degraded", "abort": True, "message": "RolloutAborted"}
+    verdict = kubernetes.rollout_outcome(_rollout(aborted), [_run("Failed")])
+    assert verdict["passed"] is False
+    assert verdict["failed_gates"] == [
+        {"analysis_run": "fraud-detector-abc-2", "gate": "max-score-psi", "value": "[0.41]"}
+    ]
