@@ -71,6 +71,7 @@ benchmarks: $(STAMP) ## print each measured claim next to its baseline (installs
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.canary
 
 lock: ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

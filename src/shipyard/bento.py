@@ -111,6 +111,9 @@ def _context(spec: ServingSpec, ctx: Path) -> str:
     return digest.hexdigest()[:10]
 
 
+BENTO_TAG = "shipyard.bento_tag"
+
+
 def package(name: str, ref: str, policy: Policy) -> str:
     """Import the version and build its Bento (or find the identical one); returns the tag."""
     import bentoml
@@ -143,4 +146,6 @@ def package(name: str, ref: str, policy: Policy) -> str:
             models=[spec.bento_model],
             build_ctx=str(ctx),
         )
+    # Drift reports name the Bento that served the version they describe.
+    registry.set_version_tags(name, spec.model_version, {BENTO_TAG: tag})
     return tag

@@ -30,8 +30,14 @@ def register(
     extra: bool = False,
     tags: dict[str, str] | None = None,
     test: pd.DataFrame | None = None,
+    fault: str | None = None,
 ) -> str:
-    """Fit, log and register one version the way the pipeline does; returns its number."""
+    """Fit, log and register one version the way the pipeline does; returns its number.
+
+    `fault` breaks the model the way real ones break, to see which canary gate catches it:
+    `diverged` (NaN weights: every request a 500), `collapsed` (zero weights: one constant
+    score) or `slow` (thousands of boosting rounds: each model call costs tens of ms).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -47,8 +53,21 @@ def register(
     if noise:  # a model that learned nothing useful
         y = np.random.default_rng(seed).permutation(y)
     model = make_pipeline(StandardScaler(), LogisticRegression()).fit(train[features], y)
+    if fault == "diverged":
+        model[-1].coef_[:] = np.nan
+    elif fault == "collapsed":
+        model[-1].coef_[:] = 0.0
+    elif fault == "slow":
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        slow = HistGradientBoostingClassifier(
+            max_iter=6000, learning_rate=0.002, max_leaf_nodes=4, early_stopping=False
+        )
+        model = make_pipeline(StandardScaler(), slow).fit(train[features], y)
+    elif fault is not None:
+        raise ValueError(f"unknown fault {fault!r}")
     test = frame(seed=7, extra=extra) if test is None else test
-    path = tmp / f"test-{seed}-{noise}-{extra}.parquet"
+    path = tmp / f"test-{seed}-{noise}-{extra}-{fault}.parquet"
     test.to_parquet(path, index=False)
     with tracking.pipeline_run("pipeline", {}), tracking.candidate_run("logreg", {}) as run_id:
         logged = tracking.log_model(

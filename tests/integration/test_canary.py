@@ -7,10 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +16,8 @@ import yaml
 
 from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
-from tests.integration.registry_fixtures import NAME, TARGET, frame, register
+from tests.integration import traffic
+from tests.integration.registry_fixtures import NAME, TARGET, register
 
 pytestmark = pytest.mark.slow
 
@@ -64,73 +61,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 os.environ[k] = v
 
 
-class Clients:
-    """Callers of the router: what they got back, and from which variant."""
-
-    def __init__(self, port: int) -> None:
-        self.url = f"http://127.0.0.1:{port}/predict"
-        self.seen: list[tuple[int, str]] = []
-        self.stop = threading.Event()
-        rows = frame(n=4000, seed=9).drop(columns=TARGET).to_dict("records")
-        self.bodies = [
-            json.dumps({"features": r, "request_id": f"c-{i}"}).encode() for i, r in enumerate(rows)
-        ]
-        self.threads = [
-            threading.Thread(target=self.loop, args=(k,), daemon=True) for k in range(4)
-        ]
-        for t in self.threads:
-            t.start()
-
-    def loop(self, k: int) -> None:
-        i = k
-        while not self.stop.is_set():
-            req = urllib.request.Request(
-                self.url, self.bodies[i % len(self.bodies)], {"content-type": "application/json"}
-            )
-            i += 4
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    self.seen.append((resp.status, resp.headers.get("x-shipyard-variant", "")))
-            except urllib.error.HTTPError as err:
-                self.seen.append((err.code, err.headers.get("x-shipyard-variant", "")))
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)  # router not up yet
-            time.sleep(0.02)
-
-    def close(self) -> list[tuple[int, str]]:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
-        return self.seen
-
-
 def deploy(
     world: dict[str, Any], version: str, strategy: str
 ) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, str]]]:
-    port = free_port()
-    clients = Clients(port)
-    try:
-        result = subprocess.run(
-            [
-                "shipyard",
-                "deploy",
-                f"{NAME}@{version}",
-                "--strategy",
-                strategy,
-                "--port",
-                str(port),
-                "--policy",
-                str(world["tmp"] / "policy.yaml"),
-            ],
-            cwd=world["tmp"],
-            env=world["env"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    finally:
-        seen = clients.close()
-    return result, seen
+    policy = world["tmp"] / "policy.yaml"
+    return traffic.deploy(world["tmp"], world["env"], version, strategy, policy)
 
 
 def status(world: dict[str, Any]) -> str:
@@ -192,7 +127,7 @@ def test_killed_controller_resumes_at_a_known_weight(
         monkeypatch.setenv(key, world["env"][key])  # the module's store, not this test's own
     newer = register(world["tmp"], seed=3)
     port = free_port()
-    clients = Clients(port)
+    clients = traffic.Clients(port)
     controller = subprocess.Popen(
         [
             "shipyard",

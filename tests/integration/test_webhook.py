@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.traffic import Clients
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-secret"
@@ -79,8 +81,11 @@ class GitHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-@pytest.fixture
-def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+@pytest.fixture(params=["github"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    """A real mlflow server whose webhook calls `shipyard webhook serve --mode <param>`."""
     from cryptography.fernet import Fernet
 
     bin_dir = str(Path(sys.executable).parent)
@@ -118,6 +123,14 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
     uri = f"http://127.0.0.1:{mport}"
     github = GitHub()
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
+    raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
+    # This test is about the wiring, not the gates: loose enough for two equal models.
+    raw["canary"]["gates"].update(
+        max_p99_ms=3000, max_p99_ratio=10, max_score_psi=0.5, max_positive_rate_diff=0.1
+    )
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(raw))
+    deploy_port = free_port()
     hook_env = {
         **base,
         "MLFLOW_TRACKING_URI": uri,
@@ -126,10 +139,23 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
         "GITHUB_REPOSITORY": "acme/shipyard",
         "GITHUB_TOKEN": "test-token",
         "GITHUB_API_URL": github.url,
+        "BENTOML_HOME": str(tmp_path / "bentoml"),
     }
     hook_log = open(tmp_path / "webhook.log", "wb")  # noqa: SIM115
     hook_proc = subprocess.Popen(
-        ["shipyard", "webhook", "serve", "--port", str(wport), "--mode", "github"],
+        [
+            "shipyard",
+            "webhook",
+            "serve",
+            "--port",
+            str(wport),
+            "--mode",
+            request.param,
+            "--deploy-port",
+            str(deploy_port),
+            "--policy",
+            "policy.yaml",
+        ],
         cwd=tmp_path,
         env=hook_env,
         stdout=hook_log,
@@ -155,8 +181,11 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str,
             "hook": f"http://127.0.0.1:{wport}/webhook",
             "log": tmp_path / "webhook.log",
             "tmp": tmp_path,
+            "deploy_port": deploy_port,
         }
     finally:
+        stop = ["shipyard", "deploy", "stop", NAME]
+        subprocess.run(stop, cwd=tmp_path, env=hook_env, capture_output=True, check=False)
         for proc in (hook_proc, mlflow_proc):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
@@ -237,3 +266,32 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
     report = f"unapproved champion {v2}: reverted to version {v1}"
     until(lambda: report in stack["log"].read_text(), 30, "the guard's report")
     assert f"champion {v1} approved by a promotion decision" in stack["log"].read_text()
+
+
+@pytest.mark.parametrize("stack", ["local"], indirect=True)
+def test_local_mode_canaries_the_challenger_to_champion(stack: dict[str, Any]) -> None:
+    """No GitHub: the receiver packages the new @challenger and runs the canary itself."""
+    from shipyard import promotion, registry
+    from shipyard.config import load_policy
+
+    v1 = register(stack["tmp"])
+    promotion.promote(NAME, v1, "champion", load_policy(stack["tmp"] / "policy.yaml"), TARGET)
+    v2 = register(stack["tmp"], seed=1)
+    clients = Clients(stack["deploy_port"])  # callers of the router the canary will start
+    try:
+        registry.set_alias(NAME, "challenger", v2)
+
+        def settled() -> str:
+            text = stack["log"].read_text()
+            return next((ln for ln in text.splitlines() if f"webhook: version {v2}:" in ln), "")
+
+        line = until(settled, 420, "the local canary to finish")
+    finally:
+        seen = clients.close()
+    assert line.endswith(f"webhook: version {v2}: promoted"), stack["log"].read_text()[-3000:]
+    champion = registry.version_by_alias(NAME, "champion")
+    previous = registry.version_by_alias(NAME, "previous")
+    assert champion is not None and str(champion.version) == v2
+    assert previous is not None and str(previous.version) == v1
+    assert stack["github"].calls == []
+    assert seen and {s for s, _ in seen} == {200}

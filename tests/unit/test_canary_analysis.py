@@ -115,3 +115,20 @@ def test_policy_steps_must_rise_to_100() -> None:
     raw["canary"]["steps"] = [50, 25, 100]
     with pytest.raises(ConfigError, match="canary: Value error, steps must rise"):
         _parse(Policy, raw, "policy.yaml")
+
+
+def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
+    from shipyard.config import load_policy
+    from shipyard.deploy.analysis import Window
+    from shipyard.deploy.canary import _erroring
+    from tests.conftest import REPO
+
+    cfg = load_policy(REPO / "registry" / "policy.yaml").canary
+
+    def w(requests: float, errors: float) -> Window:
+        return Window(requests, errors, [], [], requests, 0.0)
+
+    assert _erroring(w(10, 10), cfg)
+    assert not _erroring(w(10, 1), cfg)  # one transient error waits for the full window
+    assert not _erroring(w(5000, 5), cfg)  # 0.1 % is inside the 1 % gate
+    assert not _erroring(w(0, 0), cfg)

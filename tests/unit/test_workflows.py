@@ -51,4 +51,5 @@ def test_deploy_runs_the_canary_in_a_protected_environment() -> None:
     canary = workflow["jobs"]["canary"]
     assert canary["environment"] == "production"
     scripts = " ".join(s.get("run", "") for s in canary["steps"])
-    assert "shipyard deploy" in scripts and "--target kubernetes" in scripts and "--apply" in scripts
+    for part in ("shipyard deploy", "--target kubernetes", "--apply"):
+        assert part in scripts

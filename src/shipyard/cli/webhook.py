@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option
+from shipyard.cli.options import params_option, policy_option
 
 MAX_BODY = 1_000_000
 
@@ -39,7 +39,10 @@ def webhook() -> None:
     help="Router port of local canaries.",
 )
 @params_option
-def serve(host: str, port: int, mode: str, deploy_port: int, params_path: Path) -> None:
+@policy_option
+def serve(
+    host: str, port: int, mode: str, deploy_port: int, params_path: Path, policy_path: Path
+) -> None:
     """Verify each delivery's HMAC (SHIPYARD_WEBHOOK_SECRET), act once per delivery id.
 
     A new @challenger is dispatched to GitHub (GITHUB_REPOSITORY, GITHUB_TOKEN) or packaged
@@ -47,7 +50,7 @@ def serve(host: str, port: int, mode: str, deploy_port: int, params_path: Path) 
     """
     from shipyard import tracking
     from shipyard import webhook as hooks
-    from shipyard.config import load_params
+    from shipyard.config import load_params, load_policy
     from shipyard.errors import ShipyardError
 
     secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET")
@@ -57,6 +60,7 @@ def serve(host: str, port: int, mode: str, deploy_port: int, params_path: Path) 
         )
     key: str = secret
     params = load_params(params_path)
+    policy = load_policy(policy_path)  # a bad policy fails now, not at the first delivery
     target = params.data.target
     tracking.configure(params.base)
 
@@ -67,13 +71,12 @@ def serve(host: str, port: int, mode: str, deploy_port: int, params_path: Path) 
                 return f"dispatched {hooks.DISPATCH_EVENT} for version {event.version} ({status})"
             import threading
 
-            from shipyard.config import load_policy
             from shipyard.deploy import canary
 
             def deploy() -> None:  # minutes long: MLflow's delivery must not wait for it
                 try:
                     state = canary.deploy(
-                        event.model, event.version, load_policy(), target, router_port=deploy_port
+                        event.model, event.version, policy, target, router_port=deploy_port
                     )
                     click.echo(f"webhook: version {event.version}: {state['status']}", err=True)
                 except ShipyardError as err:

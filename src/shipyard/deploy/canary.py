@@ -24,6 +24,7 @@ from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
 from shipyard.runtime import runtime_dir
 
+EARLY_ERRORS = 5  # server errors that end a step early when the error rate is past its gate
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 
 
@@ -72,7 +73,8 @@ def _scrape(variant: dict[str, Any]) -> str:
         return str(resp.read().decode())
 
 
-def _start_service(model: str, version: str, tag: str, role: str) -> dict[str, Any]:
+def start_service(model: str, version: str, tag: str, role: str) -> dict[str, Any]:
+    """`bentoml serve TAG` on a free loopback port, in a BentoML home of its own."""
     port = processes.free_port()
     folder = runtime_dir() / "deploy" / model
     # BentoML keeps its Prometheus multiprocess files under BENTOML_HOME; two servers sharing
@@ -151,8 +153,8 @@ def deploy(
     tags = {
         v: bento.package(name, v, policy) for v in (str(champion.version), str(challenger.version))
     }
-    stable = _start_service(name, str(champion.version), tags[str(champion.version)], "stable")
-    canary = _start_service(name, str(challenger.version), tags[str(challenger.version)], "canary")
+    stable = start_service(name, str(champion.version), tags[str(champion.version)], "stable")
+    canary = start_service(name, str(challenger.version), tags[str(challenger.version)], "canary")
     state: dict[str, Any] = {
         "model": name,
         "version": str(challenger.version),
@@ -198,16 +200,33 @@ def deploy(
 def _wait_for_traffic(
     state: dict[str, Any], cfg: CanaryPolicy, before: tuple[str, str]
 ) -> tuple[Window, Window]:
-    """At least `step_seconds`, then until the canary has `min_requests` (up to 5 steps' time)."""
+    """At least `step_seconds`, then until the canary has `min_requests` (up to 5 steps' time).
+
+    A canary answering with server errors is judged at once: every second of waiting is more
+    clients failing, and the error gate needs no large sample to see it.
+    """
     start = time.monotonic()
-    time.sleep(cfg.step_seconds)
+    parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
     while True:
-        after = (_scrape(state["stable"]), _scrape(state["canary"]))
-        stable = window(parse_metrics(before[0]), parse_metrics(after[0]))
-        canary = window(parse_metrics(before[1]), parse_metrics(after[1]))
-        if canary.requests >= cfg.min_requests or time.monotonic() - start > 5 * cfg.step_seconds:
-            return stable, canary
         time.sleep(min(1.0, cfg.step_seconds))
+        after = (_scrape(state["stable"]), _scrape(state["canary"]))
+        stable = window(parsed[0], parse_metrics(after[0]))
+        canary = window(parsed[1], parse_metrics(after[1]))
+        elapsed = time.monotonic() - start
+        if _erroring(canary, cfg):
+            progress("deploy", f"canary errors ({canary.server_errors:.0f}): judging now")
+            return stable, canary
+        if elapsed >= cfg.step_seconds and (
+            canary.requests >= cfg.min_requests or elapsed > 5 * cfg.step_seconds
+        ):
+            return stable, canary
+
+
+def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
+    return (
+        canary.server_errors >= EARLY_ERRORS
+        and canary.server_errors / canary.requests > cfg.gates.max_error_rate
+    )
 
 
 def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:

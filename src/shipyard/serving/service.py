@@ -129,6 +129,12 @@ class PredictionService:
         self.scores = SCORES.labels(**_LABELS)
         self.positives = DECISIONS.labels(**_LABELS)
         self.predictions = PREDICTIONS.labels(**_LABELS)
+        # Every series exists from the first scrape: a counter that appears only with its
+        # first request loses that request's increment to Prometheus' `increase`.
+        for path in ("/predict", "/predict_batch"):
+            LATENCY.labels(**_LABELS, path=path)
+            for status in ("200", "400", "413", "422", "500", "503"):
+                REQUESTS.labels(**_LABELS, path=path, status=status)
         self.ready = True
 
     def __is_ready__(self) -> bool:

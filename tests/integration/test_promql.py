@@ -1,0 +1,149 @@
+"""The AnalysisTemplate's PromQL, run by a real Prometheus, gives the local gates' figures.
+
+Two real `bentoml serve` processes (a healthy stable, a collapsed canary), a real Prometheus
+scraping both every second, the same traffic to each. Every gate query, with Argo's args
+filled in, must agree with `analysis.judge` on the controller's own scrapes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.deploy import processes
+from tests.conftest import REPO
+from tests.integration.registry_fixtures import NAME, TARGET, frame, register
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which("prometheus") is None and not os.environ.get("CI"),
+        reason="prometheus not installed (`make tools`); CI requires it",
+    ),
+]
+
+
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.read().decode()
+
+
+def _query(port: int, promql: str) -> float:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    body = json.loads(_get(url))
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    return float(result[0]["value"][1]) if result else math.nan
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("promql")
+    env = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
+        "BENTOML_HOME": str(tmp / "bentoml"),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    from shipyard import bento
+    from shipyard.config import load_policy
+    from shipyard.deploy.canary import start_service
+
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    versions = {"stable": register(tmp), "canary": register(tmp, seed=1, fault="collapsed")}
+    services = {
+        role: start_service(NAME, v, bento.package(NAME, v, policy), role)
+        for role, v in versions.items()
+    }
+    prom_port = processes.free_port()
+    targets = [f"127.0.0.1:{s['port']}" for s in services.values()]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "shipyard", "static_configs": [{"targets": targets}]}],
+    }
+    (tmp / "prometheus.yml").write_text(json.dumps(config))
+    prom = processes.start(
+        [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        tmp / "prometheus.log",
+    )
+    try:
+        for s in services.values():
+            processes.wait_ready(f"http://127.0.0.1:{s['port']}/readyz", s["pid"], Path(s["log"]))
+        processes.wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, tmp / "prometheus.log")
+        yield {"versions": versions, "services": services, "prom": prom_port, "policy": policy}
+    finally:
+        for pid in [prom, *(s["pid"] for s in services.values())]:
+            processes.stop(pid)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _wait_for_scrapes(port: int, n_targets: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if _query(port, f'count(shipyard_predictions_total{{model_name="{NAME}"}})') == n_targets:
+            return
+        time.sleep(0.5)
+    raise AssertionError("Prometheus never scraped both services")
+
+
+def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> None:
+    from shipyard.deploy.analysis import judge, parse_metrics, window
+    from shipyard.deploy.promql import gate_queries
+
+    services, prom = served["services"], served["prom"]
+    _wait_for_scrapes(prom, 2)
+    time.sleep(2)  # a zero-traffic sample first, so `increase` starts from it
+    before = {r: _get(f"http://127.0.0.1:{s['port']}/metrics") for r, s in services.items()}
+    rows = frame(n=400, seed=5).drop(columns=TARGET).to_dict("records")
+    for row in rows:
+        for s in services.values():
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{s['port']}/predict",
+                json.dumps({"features": row}).encode(),
+                {"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.status == 200
+    after = {r: _get(f"http://127.0.0.1:{s['port']}/metrics") for r, s in services.items()}
+    time.sleep(3)  # the last counts scraped
+    windows = {r: window(parse_metrics(before[r]), parse_metrics(after[r])) for r in services}
+    gates = served["policy"].canary.gates
+    local = {r.gate: r.value for r in judge(windows["stable"], windows["canary"], gates)}
+    local["min_requests"] = windows["canary"].requests
+
+    versions = served["versions"]
+    found, mismatched = {}, []
+    for gate in gate_queries(NAME, "2m", gates, 1):
+        promql = gate["query"].replace("{{args.canary-version}}", versions["canary"])
+        promql = promql.replace("{{args.stable-version}}", versions["stable"])
+        name = gate["name"].replace("-", "_")
+        found[name] = _query(prom, promql)
+        # `increase` extrapolates counts towards the window's edges, which a count shows
+        # (min_requests) and a ratio of two counts over the same window mostly cancels.
+        rel = 0.15 if name == "min_requests" else 0.05
+        if found[name] != pytest.approx(local[name], rel=rel, abs=0.01):
+            mismatched.append(name)
+    assert not mismatched, {"prometheus": found, "local": local}
+    assert local["max_score_psi"] > gates.max_score_psi  # the collapsed canary really fails
