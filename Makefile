@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv tools demo test lint typecheck unit lock benchmarks clean
+.PHONY: help venv tools demo test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -72,6 +72,22 @@ benchmarks: $(STAMP) ## print each measured claim next to its baseline (installs
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.canary
+	$(BIN)/python -m benchmarks.drift
+	$(BIN)/python -m benchmarks.drift_policy
+
+dvc-remote: ## make DVC_REMOTE_URL the default DVC remote (local config, never committed)
+	@test -n "$(DVC_REMOTE_URL)" || { echo "DVC_REMOTE_URL is not set" >&2; exit 1; }
+	$(BIN)/dvc remote add --local --force --default live "$(DVC_REMOTE_URL)"
+
+retrain-pr: ## after `shipyard retrain`: branch, commit data.dvc + dvc.lock, open a PR (CI)
+	@test -n "$(BRANCH)" || { echo "BRANCH is not set" >&2; exit 1; }
+	git switch -c "$(BRANCH)"
+	git add data.dvc dvc.lock
+	git -c user.name=shipyard -c user.email=shipyard@users.noreply.github.com \
+	  commit -m "Retrain on labelled live data after drift"
+	{ echo "### dvc metrics diff (retrained vs main)"; $(BIN)/dvc metrics diff main --md; } > .retrain-pr.md
+	@git push "https://x-access-token:$(GH_TOKEN)@github.com/$(GITHUB_REPOSITORY).git" "$(BRANCH)"
+	gh pr create --head "$(BRANCH)" --title "Retrain after drift ($(BRANCH))" --body-file .retrain-pr.md
 
 lock: ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

@@ -104,26 +104,22 @@ def first_delivery(delivery_id: str, folder: Path | None = None) -> bool:
 
 def repository_dispatch(event: AliasEvent, extra: dict[str, Any] | None = None) -> int:
     """Ask GitHub Actions to deliver this version; repository and token come from the env."""
+    payload = {"model": event.model, "alias": event.alias, "version": event.version}
+    return dispatch(DISPATCH_EVENT, {**payload, **(extra or {})})
+
+
+def dispatch(event_type: str, payload: dict[str, Any]) -> int:
+    """A `repository_dispatch` to GITHUB_REPOSITORY with GITHUB_TOKEN (GITHUB_API_URL)."""
     repo = os.environ.get("GITHUB_REPOSITORY")
     token = os.environ.get("GITHUB_TOKEN")
     if not repo or not token:
-        raise ShipyardError("webhook: GITHUB_REPOSITORY and GITHUB_TOKEN must be set for dispatch")
+        raise ShipyardError("dispatch: GITHUB_REPOSITORY and GITHUB_TOKEN must be set")
     api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
     if not api.startswith(("https://", "http://127.0.0.1", "http://localhost")):
         raise ShipyardError(
-            f"webhook: GITHUB_API_URL {api!r} must be https (or a loopback stand-in)"
+            f"dispatch: GITHUB_API_URL {api!r} must be https (or a loopback stand-in)"
         )
-    body = json.dumps(
-        {
-            "event_type": DISPATCH_EVENT,
-            "client_payload": {
-                "model": event.model,
-                "alias": event.alias,
-                "version": event.version,
-                **(extra or {}),
-            },
-        }
-    ).encode()
+    body = json.dumps({"event_type": event_type, "client_payload": payload}).encode()
     request = urllib.request.Request(  # noqa: S310 (scheme checked above)
         f"{api}/repos/{repo}/dispatches",
         data=body,

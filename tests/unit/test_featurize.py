@@ -134,3 +134,24 @@ def test_empty_split_is_a_clear_error() -> None:
     frame = pd.DataFrame({TS: pd.date_range("2025-01-01", periods=10, freq="D")})
     with pytest.raises(ShipyardError, match=r"featurize\.split: split 'validation' is empty"):
         split_by_time(frame, TS, SplitConfig(validation=0.1, test=0.1, gap_days=3))
+
+
+def test_reference_skips_the_feature_warm_up(raw_params: dict[str, Any]) -> None:
+    """Drift compares serving rows (full history windows) with training rows that had them."""
+    from shipyard.pipeline.register import reference_sample, warm_up
+
+    params = parse_params(raw_params)
+    assert warm_up(params) == pd.Timedelta(days=37)  # 7 days of label delay + 30-day window
+    ts = params.data.timestamp
+    days = pd.date_range("2025-01-01", periods=60, freq="D")
+    train = pd.DataFrame({params.data.id: range(60), ts: days, params.data.target: 0})
+
+    class Constant:
+        def predict_proba(self, x: pd.DataFrame) -> np.ndarray:
+            return np.tile([0.9, 0.1], (len(x), 1))
+
+    from shipyard.pipeline.featurize import FeatureColumns
+
+    cols = FeatureColumns(numeric=[], categorical=[])
+    sample = reference_sample(train, cols, Constant(), params)
+    assert sample[ts].min() >= days[0] + pd.Timedelta(days=37) and len(sample) == 23

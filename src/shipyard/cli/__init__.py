@@ -10,6 +10,7 @@ import click
 
 from shipyard.cli.data import data
 from shipyard.cli.deploy import deploy
+from shipyard.cli.monitoring import drift, monitor, retrain
 from shipyard.cli.registry import promote, rollback
 from shipyard.cli.serving import package, serve
 from shipyard.cli.stage import stage
@@ -48,3 +49,6 @@ main.add_command(package)
 main.add_command(serve)
 main.add_command(webhook)
 main.add_command(deploy)
+main.add_command(drift)
+main.add_command(monitor)
+main.add_command(retrain)

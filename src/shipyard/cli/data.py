@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from shipyard.cli.options import params_option
+
 
 @click.group()
 def data() -> None:
@@ -84,3 +86,53 @@ def generate(
     write_csv(frame, str(partial))
     partial.rename(out)
     click.echo(f"{out}: {len(frame)} transactions, fraud rate {frame['tx_fraud'].mean():.3%}")
+
+
+@data.command("replay")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--url", required=True, help="Base URL of the service or router.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--history",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    multiple=True,
+    default=[Path("artifacts/validated/data.parquet")],
+    show_default=True,
+    help="Labelled data the history features look back on: the validated training data, "
+    "plus earlier replayed periods whose labels have arrived (repeat the option).",
+)
+@params_option
+def replay(
+    file: Path, url: str, concurrency: int, history: tuple[Path, ...], params_path: Path
+) -> None:
+    """Send FILE's transactions to URL as live traffic (request id = transaction id).
+
+    Labels in FILE are not sent; store them later with `shipyard monitor labels FILE`.
+    Uses SHIPYARD_API_KEY when set. Exit 1 if any request failed.
+    """
+    import os
+
+    import pandas as pd
+
+    from shipyard.config import load_params
+    from shipyard.data.replay import live_features, load_period
+    from shipyard.data.replay import replay as send
+    from shipyard.errors import ShipyardError
+
+    params = load_params(params_path)
+    live = load_period(file, params)
+    past = pd.concat(
+        [pd.read_parquet(h) if h.suffix == ".parquet" else load_period(h, params) for h in history],
+        ignore_index=True,
+    )
+    features = live_features(past, live, params)
+    result = send(
+        url,
+        features,
+        params.data.id,
+        concurrency=concurrency,
+        api_key=os.environ.get("SHIPYARD_API_KEY"),
+    )
+    click.echo(f"{result.sent} requests, {result.failed} failed, {result.seconds:.1f} s")
+    if result.failed:
+        raise ShipyardError(f"replay: {result.failed} requests failed, first: {result.first_error}")

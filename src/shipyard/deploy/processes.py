@@ -69,11 +69,18 @@ def stop(pid: int, timeout: float = 30) -> None:
             os.kill(p, signal.SIGKILL)
 
 
-def start(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> int:
+def start(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=out, env=env or dict(os.environ), start_new_session=True
+            cmd,
+            stdout=out,
+            stderr=out,
+            env=env or dict(os.environ),
+            cwd=cwd,
+            start_new_session=True,
         )
     return proc.pid
 

@@ -46,13 +46,31 @@ def gate(test_metrics: dict[str, float], params: Params) -> list[GateResult]:
 def reference_sample(
     train: pd.DataFrame, cols: FeatureColumns, model: Any, params: Params
 ) -> pd.DataFrame:
-    """What drift checks compare live traffic with: training rows, their labels and scores."""
+    """What drift checks compare live traffic with: training rows, their labels and scores.
+
+    Only rows whose history windows were already full: at serving time every window is, so
+    warm-up rows (short counts, no labelled history yet) would read as drift forever.
+    """
     data = params.data
-    n = min(params.register_.reference_rows, len(train))
-    sample = train.sample(n=n, random_state=params.base.seed).sort_values(data.timestamp)
+    steady = train[train[data.timestamp] >= train[data.timestamp].min() + warm_up(params)]
+    if steady.empty:
+        progress("register", "training data shorter than the feature warm-up; reference uses all")
+        steady = train
+    n = min(params.register_.reference_rows, len(steady))
+    sample = steady.sample(n=n, random_state=params.base.seed).sort_values(data.timestamp)
     sample = sample[[data.id, data.timestamp, *cols.all, data.target]].reset_index(drop=True)
     sample["score"] = model.predict_proba(sample[cols.all])[:, 1]
     return sample
+
+
+def warm_up(params: Params) -> pd.Timedelta:
+    """How far back the longest history feature looks."""
+    cfg, days = params.featurize, 0
+    if cfg.spending:
+        days = max(days, *cfg.spending.windows_days)
+    if cfg.risk:
+        days = max(days, cfg.risk.delay_days + max(cfg.risk.windows_days))
+    return pd.Timedelta(days=days)
 
 
 def reference_id(sample: pd.DataFrame) -> str:

@@ -1,0 +1,1 @@
+"""Drift monitoring: prediction-log reader, references, the drift job, trigger and retrain."""

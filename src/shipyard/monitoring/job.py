@@ -1,0 +1,133 @@
+"""`shipyard drift check`: read a window, judge it, decide, and write what the SRE reads.
+
+Every outcome, including "could not judge", leaves a JSON summary and an HTML page with the
+reason and the runbook step, and appends the decision to the model's decision log, which the
+trigger's hysteresis and cooldown read back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from shipyard.artifacts import progress
+from shipyard.errors import ShipyardError
+from shipyard.monitoring import labels, logreader, report
+from shipyard.monitoring.policy import MonitoringPolicy
+from shipyard.monitoring.trigger import Decision, Verdict, decide
+from shipyard.runtime import append_jsonl, runtime_dir
+
+
+def decisions_path(model: str) -> Path:
+    return runtime_dir() / "monitoring" / model / "decisions.jsonl"
+
+
+def prediction_log(model: str) -> Path:
+    return runtime_dir() / "predictions" / model
+
+
+def _history(model: str, version: str, label: str) -> list[dict[str, Any]]:
+    """Earlier decisions, one per (version, window). Other versions' windows count only for
+    the cooldown: they were judged against another reference."""
+    path = decisions_path(model)
+    if not path.exists():
+        return []
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        latest[(record["version"], record["window"])] = record
+    out = []
+    for (v, window), record in latest.items():
+        if v == version and window == label:
+            continue  # the window being re-judged replaces its old decision
+        out.append(record if v == version else {**record, "judged": False})
+    return sorted(out, key=lambda r: r["window_end"])
+
+
+def check(
+    name: str,
+    ref: str,
+    window: str,
+    policy: MonitoringPolicy,
+    *,
+    budget: float,
+    now: datetime | None = None,
+    log_folder: Path | None = None,
+) -> dict[str, Any]:
+    """Judge one window of `name`@`ref`; the summary's decision code is the exit code."""
+    from shipyard import registry
+    from shipyard.monitoring.reference import load_reference
+
+    try:
+        start, end = logreader.parse_window(window, now)
+    except ValueError as err:
+        raise ShipyardError(f"drift: {err}") from None
+    mv = registry.resolve(name, ref)
+    version, tags = str(mv.version), dict(mv.tags)
+    label = logreader.window_label(start, end)
+    progress("drift", f"{name} v{version}, window {start.isoformat()} to {end.isoformat()}")
+    log = logreader.read_window(log_folder or prediction_log(name), name, start, end, version)
+    summary: dict[str, Any] = {
+        "model": name,
+        "version": version,
+        "window": {"start": start.isoformat(), "end": end.isoformat(), "label": label},
+        "lineage": {
+            "bento_tag": tags.get("shipyard.bento_tag", "not packaged"),
+            "git_sha": tags.get("shipyard.git_sha", "unknown"),
+            "data_hash": tags.get("shipyard.data_hash", "unknown"),
+            "reference_id": tags.get("shipyard.reference_id", "unknown"),
+        },
+        "rows": len(log.frame),
+        "corrupt_lines": log.corrupt,
+    }
+    progress("drift", f"{len(log.frame)} rows in the window, {log.corrupt} corrupt lines skipped")
+    snapshot, reasons = None, []
+    try:
+        reference = load_reference(name, version)
+    except ShipyardError as err:
+        reference, reasons = None, [f"no reference: {err}"]
+    if reference is not None and len(log.frame) < policy.window.min_rows:
+        reasons = [f"{len(log.frame)} rows in the window; at least {policy.window.min_rows} needed"]
+    elif reference is not None:
+        added = sorted(set(log.features) - set(reference.features))
+        removed = sorted(set(reference.features) - set(log.features))
+        if added or removed:
+            reasons = [f"log schema differs from the reference: added {added}, removed {removed}"]
+    if reasons:
+        verdict = Verdict(end.isoformat(), judged=False, drifted=False, reasons=reasons)
+    else:
+        assert reference is not None
+        known = labels.load_labels(name)
+        labelled = log.frame.merge(known[["request_id", "label"]], on="request_id")
+        progress("drift", f"judging {len(log.frame)} rows ({len(labelled)} labelled)")
+        judgement = _judge(reference, log.frame, policy, labelled, budget)
+        summary.update(judgement.summary())
+        snapshot = judgement.snapshot
+        verdict = Verdict(end.isoformat(), True, judgement.drifted, judgement.reasons)
+    decision: Decision = decide(_history(name, version, label), verdict, policy.trigger)
+    summary["decision"] = decision.as_dict()
+    folder = Path(policy.reports) / name / version
+    summary["paths"] = report.paths(folder, label)
+    report.write(summary, snapshot, folder, label)
+    (Path(policy.reports) / name).mkdir(parents=True, exist_ok=True)
+    report._atomic_write(
+        Path(policy.reports) / name / "drift.prom", report.prometheus_text(summary)
+    )
+    if snapshot is not None:
+        report.add_to_workspace(Path(policy.workspace), name, snapshot)
+    append_jsonl(
+        str(decisions_path(name).relative_to(runtime_dir())),
+        {**decision.as_dict(), "version": version, "window": label, "report": summary["paths"]},
+    )
+    return summary
+
+
+def _judge(ref: Any, frame: Any, policy: MonitoringPolicy, labelled: Any, budget: float) -> Any:
+    from shipyard.monitoring.drift import judge
+
+    return judge(ref, frame, policy, labelled, budget)

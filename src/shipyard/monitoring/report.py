@@ -1,0 +1,123 @@
+"""What an SRE reads: the HTML report with a header and a runbook, the JSON summary, a
+Prometheus text file of the headline figures, and a snapshot in the Evidently workspace."""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from shipyard.monitoring.trigger import CANNOT_JUDGE, DRIFT, NO_DRIFT, TRIGGER
+
+RUNBOOK = {
+    NO_DRIFT: "No drift. Nothing to do; the next scheduled check runs as usual.",
+    DRIFT: (
+        "Drift, not yet sustained. Read the drifted features below: an upstream change "
+        "(new terminal ids, a unit change, a broken feed) is fixed at the source, not by "
+        "retraining. If it is real change in the traffic, the trigger retrains once it holds."
+    ),
+    TRIGGER: (
+        "Sustained drift: retraining was triggered. Watch the new @candidate through "
+        "`shipyard promote` and its canary (`shipyard deploy status`). If live quality dropped, "
+        "consider `shipyard rollback` to @previous while the retrain runs."
+    ),
+    CANNOT_JUDGE: (
+        "Could not judge this window (see the reason). Too few rows: check that traffic "
+        "reaches the service and that the log folder is right. Missing reference or a schema "
+        "change: the serving version and the log disagree; redeploy or re-register."
+    ),
+}
+OUTCOME = {
+    NO_DRIFT: "no drift",
+    DRIFT: "drift",
+    TRIGGER: "retrain triggered",
+    CANNOT_JUDGE: "not judged",
+}
+
+
+def header(summary: dict[str, Any]) -> str:
+    """An HTML block naming what the report describes, the decision and the runbook step."""
+    code = summary["decision"]["code"]
+    facts = {
+        "model": f"{summary['model']} version {summary['version']}",
+        "Bento": summary["lineage"].get("bento_tag", "not packaged"),
+        "git sha": summary["lineage"].get("git_sha", "unknown"),
+        "data hash": summary["lineage"].get("data_hash", "unknown"),
+        "window": f"{summary['window']['start']} to {summary['window']['end']}",
+        "rows": f"{summary['rows']} logged, {summary.get('sampled', 0)} judged, "
+        f"{summary['corrupt_lines']} corrupt lines skipped",
+        "outcome": OUTCOME[code],
+    }
+    rows = "".join(
+        f"<tr><th style='text-align:left;padding-right:1em'>{html.escape(k)}</th>"
+        f"<td>{html.escape(str(v))}</td></tr>"
+        for k, v in facts.items()
+    )
+    reasons = "".join(f"<li>{html.escape(r)}</li>" for r in summary["decision"]["reasons"])
+    problems = "".join(
+        f"<li>{html.escape(p)}</li>" for p in summary.get("data_quality_problems", [])
+    )
+    return (
+        "<section id='shipyard-header' style='font-family:sans-serif;margin:1em'>"
+        f"<h1>Drift report: {html.escape(summary['model'])} v{html.escape(summary['version'])}</h1>"
+        f"<table>{rows}</table><h2>Why</h2><ul>{reasons or '<li>no drift found</li>'}</ul>"
+        + (f"<h2>Data quality</h2><ul>{problems}</ul>" if problems else "")
+        + f"<h2>Runbook</h2><p>{html.escape(RUNBOOK[code])}</p></section>"
+    )
+
+
+def prometheus_text(summary: dict[str, Any]) -> str:
+    """Headline figures for node_exporter's textfile collector or a Pushgateway."""
+    labels = f'model_name="{summary["model"]}",model_version="{summary["version"]}"'
+    figures = {
+        "shipyard_drift_rows": summary["rows"],
+        "shipyard_drift_corrupt_lines": summary["corrupt_lines"],
+        "shipyard_drift_feature_share": summary.get("drift_share", 0.0),
+        "shipyard_drift_score": summary.get("score_drift", float("nan")),
+        "shipyard_drift_detected": int(summary["decision"]["drifted"]),
+        "shipyard_drift_retrain_triggered": int(summary["decision"]["triggered"]),
+        "shipyard_drift_exit_code": summary["decision"]["code"],
+    }
+    lines = []
+    for name, value in figures.items():
+        lines += [f"# TYPE {name} gauge", f"{name}{{{labels}}} {float(value)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def paths(folder: Path, label: str) -> dict[str, str]:
+    return {"html": str(folder / f"{label}.html"), "json": str(folder / f"{label}.json")}
+
+
+def write(summary: dict[str, Any], snapshot: Any, folder: Path, label: str) -> None:
+    """`folder/<label>.html` (Evidently's report under our header) and `.json`."""
+    page = (
+        snapshot.get_html_str(as_iframe=False)
+        if snapshot is not None
+        else "<html><body></body></html>"
+    )
+    marker = page.find("<body")
+    at = page.find(">", marker) + 1 if marker >= 0 else 0
+    page = page[:at] + header(summary) + page[at:]
+    out = paths(folder, label)
+    _atomic_write(Path(out["html"]), page)
+    _atomic_write(Path(out["json"]), json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def add_to_workspace(workspace: Path, model: str, snapshot: Any) -> str:
+    """The run goes to the Evidently workspace that `shipyard monitor ui` serves."""
+    from evidently.ui.workspace import Workspace
+
+    ws = Workspace.create(str(workspace))
+    found = ws.search_project(model)
+    project = found[0] if found else ws.create_project(model, description="shipyard drift checks")
+    ws.add_run(project.id, snapshot, include_data=False)
+    return str(project.id)
