@@ -16,12 +16,14 @@ Run with `make benchmarks` or `.venv/bin/python -m benchmarks.drift`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -110,14 +112,27 @@ def write_log(folder: Path, n: int, version: str, start: datetime) -> None:
 
 
 def measure(cmd: list[str], cwd: Path, run_env: dict[str, str]) -> tuple[float, float, str, int]:
-    """Wall seconds, peak RSS in MB, stdout and exit code of one process run alone."""
+    """Wall seconds, peak RSS in MB, stdout and exit code of one process run alone.
+
+    The peak is the kernel's VmHWM of the process after exec, polled until it exits:
+    `ru_maxrss` would also count the pages the child shared with this (large) process
+    between fork and exec.
+    """
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=cwd, env=run_env, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return time.monotonic() - start, usage.ru_maxrss / 1024, out, proc.returncode
+    chunks: list[str] = []
+    out = proc.stdout
+    assert out is not None
+    reader = threading.Thread(target=lambda: chunks.append(out.read()), daemon=True)
+    reader.start()
+    peak_kb = 0
+    status = Path(f"/proc/{proc.pid}/status")
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            peak_kb = max(peak_kb, int(status.read_text().split("VmHWM:")[1].split()[0]))
+        time.sleep(0.05)
+    reader.join()
+    return time.monotonic() - start, peak_kb / 1024, "".join(chunks), proc.returncode
 
 
 def main() -> None:

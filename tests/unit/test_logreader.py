@@ -95,3 +95,18 @@ def test_labels_keep_unknown_ids_and_name_a_missing_column(
     frame.assign(**{data.target: ["1", "yes", "0"]}).to_csv(tmp_path / "odd.csv", index=False)
     with pytest.raises(ValidationFailed, match="rule 'label'"):
         labels.ingest(tmp_path / "odd.csv", "fraud-detector", data, ids)
+
+
+def test_a_large_window_comes_back_as_a_seeded_uniform_sample(tmp_path: Path) -> None:
+    for f in range(3):  # several files: later ones are cut down before they become pandas
+        lines = [json.dumps(record(f * 400 + i, minutes=f * 400 + i)) for i in range(400)]
+        write(tmp_path / f"predictions-{f}.jsonl", lines)
+    write(tmp_path / "predictions-9.jsonl", [json.dumps(record(5000, minutes=5)), "{broken"])
+    end = T0 + timedelta(days=2)
+    got = read_window(tmp_path, "fraud-detector", T0, end, sample_rows=100, seed=1)
+    again = read_window(tmp_path, "fraud-detector", T0, end, sample_rows=100, seed=1)
+    assert got.rows == 1201 and len(got.frame) == 100 and got.corrupt == 1
+    assert list(got.frame["request_id"]) == list(again.frame["request_id"])
+    ids = got.frame["request_id"].str[1:].astype(int)
+    assert ids.min() < 200 and ids.max() > 1000 and ids.is_unique  # spread over all files
+    assert got.frame["timestamp"].is_monotonic_increasing

@@ -9,7 +9,7 @@ labels have arrived, are plain pandas and our own metrics, so each figure has on
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -147,13 +147,19 @@ def judge(
     policy: MonitoringPolicy,
     labelled: pd.DataFrame | None = None,
     budget: float = 0.01,
+    rows: int | None = None,
 ) -> Judgement:
-    """Drift, data quality and live quality of one window; `window` has at least min_rows."""
-    current = window
-    if len(current) > policy.window.sample_rows:
-        current = current.sample(n=policy.window.sample_rows, random_state=policy.window.seed)
-    j = Judgement(rows=len(window), sampled=len(current))
-    j.snapshot = _evidently(ref, current, policy)
+    """Drift, data quality and live quality of one window; `window` has at least min_rows.
+
+    `rows` is the window's size when `window` is already a sample of it.
+    """
+    cap, seed = policy.window.sample_rows, policy.window.seed
+    current = window if len(window) <= cap else window.sample(n=cap, random_state=seed)
+    sampled_ref = ref  # the same cap on both sides: more rows change no verdict
+    if len(ref.frame) > cap:
+        sampled_ref = replace(ref, frame=ref.frame.sample(n=cap, random_state=seed))
+    j = Judgement(rows=rows or len(window), sampled=len(current))
+    j.snapshot = _evidently(sampled_ref, current, policy)
     cfg = policy.drift
     numeric, _ = _kinds(ref)
     for metric in j.snapshot.dict()["metrics"]:

@@ -15,6 +15,7 @@ from typing import Any
 from shipyard.artifacts import progress
 from shipyard.errors import ShipyardError
 from shipyard.monitoring import labels, logreader, report
+from shipyard.monitoring.drift import judge
 from shipyard.monitoring.policy import MonitoringPolicy
 from shipyard.monitoring.trigger import Decision, Verdict, decide
 from shipyard.runtime import append_jsonl, runtime_dir
@@ -49,6 +50,14 @@ def _history(model: str, version: str, label: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: r["window_end"])
 
 
+def _warm_up_evidently() -> None:
+    """Import Evidently (seconds) on a second core while the log is read."""
+    import importlib
+    import threading
+
+    threading.Thread(target=importlib.import_module, args=("evidently",), daemon=True).start()
+
+
 def check(
     name: str,
     ref: str,
@@ -63,6 +72,7 @@ def check(
     from shipyard import registry
     from shipyard.monitoring.reference import load_reference
 
+    _warm_up_evidently()
     try:
         start, end = logreader.parse_window(window, now)
     except ValueError as err:
@@ -71,7 +81,9 @@ def check(
     version, tags = str(mv.version), dict(mv.tags)
     label = logreader.window_label(start, end)
     progress("drift", f"{name} v{version}, window {start.isoformat()} to {end.isoformat()}")
-    log = logreader.read_window(log_folder or prediction_log(name), name, start, end, version)
+    folder = log_folder or prediction_log(name)
+    cap, seed = policy.window.sample_rows, policy.window.seed
+    log = logreader.read_window(folder, name, start, end, version, sample_rows=cap, seed=seed)
     summary: dict[str, Any] = {
         "model": name,
         "version": version,
@@ -82,17 +94,17 @@ def check(
             "data_hash": tags.get("shipyard.data_hash", "unknown"),
             "reference_id": tags.get("shipyard.reference_id", "unknown"),
         },
-        "rows": len(log.frame),
+        "rows": log.rows,
         "corrupt_lines": log.corrupt,
     }
-    progress("drift", f"{len(log.frame)} rows in the window, {log.corrupt} corrupt lines skipped")
+    progress("drift", f"{log.rows} rows in the window, {log.corrupt} corrupt lines skipped")
     snapshot, reasons = None, []
     try:
         reference = load_reference(name, version)
     except ShipyardError as err:
         reference, reasons = None, [f"no reference: {err}"]
-    if reference is not None and len(log.frame) < policy.window.min_rows:
-        reasons = [f"{len(log.frame)} rows in the window; at least {policy.window.min_rows} needed"]
+    if reference is not None and log.rows < policy.window.min_rows:
+        reasons = [f"{log.rows} rows in the window; at least {policy.window.min_rows} needed"]
     elif reference is not None:
         added = sorted(set(log.features) - set(reference.features))
         removed = sorted(set(reference.features) - set(log.features))
@@ -105,7 +117,7 @@ def check(
         known = labels.load_labels(name)
         labelled = log.frame.merge(known[["request_id", "label"]], on="request_id")
         progress("drift", f"judging {len(log.frame)} rows ({len(labelled)} labelled)")
-        judgement = _judge(reference, log.frame, policy, labelled, budget)
+        judgement = judge(reference, log.frame, policy, labelled, budget, rows=log.rows)
         summary.update(judgement.summary())
         snapshot = judgement.snapshot
         verdict = Verdict(end.isoformat(), True, judgement.drifted, judgement.reasons)
@@ -113,21 +125,14 @@ def check(
     summary["decision"] = decision.as_dict()
     folder = Path(policy.reports) / name / version
     summary["paths"] = report.paths(folder, label)
+    progress("drift", f"decision: {report.OUTCOME[decision.code]}; writing the report")
     report.write(summary, snapshot, folder, label)
-    (Path(policy.reports) / name).mkdir(parents=True, exist_ok=True)
-    report._atomic_write(
-        Path(policy.reports) / name / "drift.prom", report.prometheus_text(summary)
-    )
+    report.write_atomic(Path(policy.reports) / name / "drift.prom", report.prometheus_text(summary))
     if snapshot is not None:
         report.add_to_workspace(Path(policy.workspace), name, snapshot)
+        progress("drift", f"snapshot added to the Evidently workspace {policy.workspace}")
     append_jsonl(
         str(decisions_path(name).relative_to(runtime_dir())),
         {**decision.as_dict(), "version": version, "window": label, "report": summary["paths"]},
     )
     return summary
-
-
-def _judge(ref: Any, frame: Any, policy: MonitoringPolicy, labelled: Any, budget: float) -> Any:
-    from shipyard.monitoring.drift import judge
-
-    return judge(ref, frame, policy, labelled, budget)

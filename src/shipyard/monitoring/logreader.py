@@ -13,17 +13,70 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+BLOCK_BYTES = 4 << 20  # one Arrow batch per block: fewer Python steps, bounded memory
 _META = ("request_id", "timestamp", "model_name", "model_version", "score", "decision")
 
 
 @dataclass(frozen=True)
 class LogWindow:
     frame: pd.DataFrame  # request_id, timestamp, model_version, score, decision, features...
+    rows: int  # records in the window; `frame` holds a uniform sample of them when capped
     corrupt: int  # lines that were not a whole, valid record
     files: int  # files read
     features: list[str]  # feature names the records carry (union)
+
+
+class _Fallback(Exception):
+    """This file needs the line-by-line reader."""
+
+
+class _Sample:
+    """A uniform sample of at most `k` rows from a stream: the rows with the k smallest random
+    keys. Rows whose key cannot make the cut are dropped before they become pandas rows, so
+    memory follows `k`, not the size of the window."""
+
+    def __init__(self, k: int | None, seed: int) -> None:
+        self.k, self.rng = k, np.random.default_rng(seed)
+        self.parts: list[pd.DataFrame] = []
+        self.size = self.seen = 0
+        self.cut: float | None = None
+
+    def mark(self) -> tuple[Any, ...]:
+        return (list(self.parts), self.size, self.seen, self.cut, self.rng.bit_generator.state)
+
+    def restore(self, mark: tuple[Any, ...]) -> None:
+        self.parts, self.size, self.seen, self.cut, state = mark
+        self.rng.bit_generator.state = state
+
+    def add(self, rows: Any, convert: Any) -> None:
+        """`rows` is an Arrow table or a DataFrame; `convert` turns the kept ones into pandas."""
+        n = len(rows)
+        if n == 0:
+            return
+        self.seen += n
+        keys = self.rng.random(n)
+        if self.cut is not None:
+            keep = keys < self.cut
+            rows = rows.filter(keep) if not isinstance(rows, pd.DataFrame) else rows[keep]
+            keys = keys[keep]
+        if len(keys) == 0:
+            return
+        self.parts.append(convert(rows).assign(_key=keys))
+        self.size += len(keys)
+        if self.k is not None and self.size > 2 * self.k:
+            merged = pd.concat(self.parts, ignore_index=True).nsmallest(self.k, "_key")
+            self.parts, self.size, self.cut = [merged], len(merged), float(merged["_key"].max())
+
+    def result(self) -> pd.DataFrame:
+        if not self.parts:
+            return pd.DataFrame()
+        frame = pd.concat(self.parts, ignore_index=True)
+        if self.k is not None and len(frame) > self.k:
+            frame = frame.nsmallest(self.k, "_key")
+        return frame.drop(columns="_key").sort_values("timestamp", kind="stable")
 
 
 def _valid(record: Any) -> bool:
@@ -52,20 +105,7 @@ def _read_slow(path: Path) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(rows), corrupt
 
 
-def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
-    """Arrow's JSON reader (C++, threaded) when every line parses; else line by line."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-
-    try:
-        table = pj.read_json(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
-        return _read_slow(path)
-    names = set(table.column_names)
-    if not set(_META) <= names or "features" not in names:
-        return _read_slow(path)
-    if not pa.types.is_struct(table.schema.field("features").type):
-        return _read_slow(path)
+def _arrow_to_pandas(table: Any) -> pd.DataFrame:
     features = table.column("features").combine_chunks()
     frame = pd.DataFrame(
         {
@@ -75,22 +115,84 @@ def _read_file(path: Path) -> tuple[pd.DataFrame, int]:
     )
     for key in _META:
         frame[key] = table.column(key).to_numpy(zero_copy_only=False)
-    bad = frame["score"].isna() | frame["request_id"].isna()
-    return frame[~bad].reset_index(drop=True), int(bad.sum())
+    return frame
+
+
+def _stream_file(
+    path: Path, model: str, version: str | None, lo: str, hi: str, sample: _Sample
+) -> int:
+    """Arrow's streaming JSON reader (C++), filtering and sampling batch by batch.
+
+    Timestamps are compared as strings: the service writes them in one fixed UTC format.
+    Returns the corrupt-line count (0); raises _Fallback if any line does not parse.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.json as pj
+
+    strings = pa.schema([(k, pa.string()) for k in ("request_id", "timestamp", "model_name")])
+    try:
+        reader = pj.open_json(
+            path,
+            read_options=pj.ReadOptions(block_size=BLOCK_BYTES),
+            parse_options=pj.ParseOptions(explicit_schema=strings),
+        )
+        for batch in reader:
+            table = pa.Table.from_batches([batch])
+            names = set(table.column_names)
+            if not set(_META) <= names or not pa.types.is_struct(
+                table.schema.field("features").type
+            ):
+                raise _Fallback
+            if table.column("score").null_count or table.column("request_id").null_count:
+                raise _Fallback
+            mask = pc.and_(
+                pc.equal(table.column("model_name"), model),
+                pc.and_(
+                    pc.greater_equal(table.column("timestamp"), lo),
+                    pc.less(table.column("timestamp"), hi),
+                ),
+            )
+            if version is not None:
+                mask = pc.and_(
+                    mask, pc.equal(pc.cast(table.column("model_version"), pa.string()), version)
+                )
+            sample.add(table.filter(mask), _arrow_to_pandas)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        raise _Fallback from None
+    return 0
 
 
 def read_window(
-    folder: Path, model: str, start: datetime, end: datetime, version: str | None = None
+    folder: Path,
+    model: str,
+    start: datetime,
+    end: datetime,
+    version: str | None = None,
+    *,
+    sample_rows: int | None = None,
+    seed: int = 0,
 ) -> LogWindow:
-    """Records of `model` (and `version`, if given) logged in [start, end)."""
-    parts: list[pd.DataFrame] = []
+    """Records of `model` (and `version`, if given) logged in [start, end).
+
+    With `sample_rows`, a larger window comes back as a seeded uniform sample of that size;
+    `rows` still counts every record in the window.
+    """
+    sample = _Sample(sample_rows, seed)
     corrupt = files = 0
-    since = start.timestamp()
+    lo = start.astimezone(UTC).isoformat(timespec="milliseconds")
+    hi = end.astimezone(UTC).isoformat(timespec="milliseconds")
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        if path.stat().st_mtime < since:
+        if path.stat().st_mtime < start.timestamp():
             continue  # every record in it was written before the window
-        part, bad = _read_file(path)
         files += 1
+        mark = sample.mark()
+        try:
+            corrupt += _stream_file(path, model, version, lo, hi, sample)
+            continue
+        except _Fallback:
+            sample.restore(mark)
+        part, bad = _read_slow(path)
         corrupt += bad
         if part.empty:
             continue
@@ -99,10 +201,10 @@ def read_window(
             keep &= part["model_version"].astype(str) == version
         stamps = pd.to_datetime(part["timestamp"], utc=True, format="ISO8601")
         keep &= (stamps >= start) & (stamps < end)
-        parts.append(part[keep])
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        sample.add(part[keep].reset_index(drop=True), lambda f: f)
+    frame = sample.result().reset_index(drop=True)
     features = [c for c in frame.columns if c not in _META]
-    return LogWindow(frame, corrupt, files, features)
+    return LogWindow(frame, sample.seen, corrupt, files, features)
 
 
 def parse_window(text: str, now: datetime | None = None) -> tuple[datetime, datetime]:
@@ -133,9 +235,16 @@ def window_label(start: datetime, end: datetime) -> str:
 
 def logged_request_ids(folder: Path) -> set[str]:
     """Every request id in the log, to tell labels for served requests from strays."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
     ids: set[str] = set()
     for path in sorted(folder.glob("*.jsonl")) if folder.is_dir() else []:
-        frame, _ = _read_file(path)
-        if not frame.empty:
-            ids.update(frame["request_id"].astype(str))
+        try:
+            table = pj.read_json(path)
+            ids.update(str(i) for i in table.column("request_id").to_pylist() if i is not None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError):
+            frame, _ = _read_slow(path)
+            if not frame.empty:
+                ids.update(frame["request_id"].astype(str))
     return ids

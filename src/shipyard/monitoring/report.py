@@ -86,7 +86,7 @@ def prometheus_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text)
@@ -108,8 +108,8 @@ def write(summary: dict[str, Any], snapshot: Any, folder: Path, label: str) -> N
     at = page.find(">", marker) + 1 if marker >= 0 else 0
     page = page[:at] + header(summary) + page[at:]
     out = paths(folder, label)
-    _atomic_write(Path(out["html"]), page)
-    _atomic_write(Path(out["json"]), json.dumps(summary, indent=2, default=str) + "\n")
+    write_atomic(Path(out["html"]), page)
+    write_atomic(Path(out["json"]), json.dumps(summary, indent=2, default=str) + "\n")
 
 
 def add_to_workspace(workspace: Path, model: str, snapshot: Any) -> str:
