@@ -73,6 +73,11 @@ def main() -> None:
     )
     delay = f"{first + 1} windows" if first is not None else f"no trigger in {len(drift)}"
     print(f"detection delay: trigger at drifted window {delay} (policy: 2 of 3)")
+    drift_triggers = sum(r[5] == TRIGGER for r in drift)
+    print(
+        f"triggers during the {len(drift)}-window drift: {drift_triggers} "
+        f"(cooldown {policy.trigger.cooldown} of window time; these windows are a day apart)"
+    )
 
 
 if __name__ == "__main__":
