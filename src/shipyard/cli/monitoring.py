@@ -76,6 +76,7 @@ def check(
     from shipyard.config import load_params, load_policy
     from shipyard.monitoring import job
     from shipyard.monitoring.policy import load_monitoring_policy
+    from shipyard.monitoring.report import OUTCOME
     from shipyard.monitoring.trigger import DRIFT, TRIGGER
 
     params = load_params(params_path)
@@ -87,18 +88,7 @@ def check(
     for reason in decision["reasons"]:
         click.echo(f"  {reason}")
     click.echo(f"report: {summary['paths']['html']}")
-    click.echo(
-        f"{model} v{summary['version']}: "
-        + (
-            "retrain triggered"
-            if decision["triggered"]
-            else "drift"
-            if decision["drifted"]
-            else "no drift"
-            if decision["judged"]
-            else "could not judge"
-        )
-    )
+    click.echo(f"{model} v{summary['version']}: {OUTCOME[decision['code']]}")
     if decision["code"] == TRIGGER and dispatch_retrain:
         from shipyard.webhook import dispatch
 
