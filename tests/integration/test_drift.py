@@ -140,6 +140,26 @@ def test_too_few_rows_cannot_be_judged(loop: dict[str, Any]) -> None:
     assert "0 rows in the window; at least 500 needed" in result.stdout
 
 
+def test_a_log_whose_schema_differs_cannot_be_judged(loop: dict[str, Any]) -> None:
+    """Records with a feature the reference does not have: exit 5, naming the column."""
+    folder = loop["repo"] / ".shipyard" / "predictions" / NAME
+    served = next(folder.glob("*.jsonl")).read_text().splitlines()[:400]
+    lines = []
+    for i, line in enumerate(served):
+        record = json.loads(line)
+        record["timestamp"] = f"2021-01-01T00:{i // 60:02d}:{i % 60:02d}.000+00:00"
+        record["features"]["channel_score"] = 0.5
+        lines.append(json.dumps(record))
+    (folder / "predictions-schema-test.jsonl").write_text("\n".join(lines) + "\n")
+    window = "2021-01-01T00:00/2021-01-01T01:00"
+    policy = "monitoring/test-policy.yaml"
+    result = shipyard(
+        loop["repo"], "drift", "check", NAME, "--window", window, "--monitoring-policy", policy
+    )
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "added ['channel_score'], removed []" in result.stdout
+
+
 def test_retrain_adds_a_data_version_and_registers_a_candidate(loop: dict[str, Any]) -> None:
     repo = loop["repo"]
     before = (repo / "data.dvc").read_text()
