@@ -263,7 +263,11 @@ def promote(
         # The record goes first: the champion guard checks it when the alias event arrives.
         _store(name, version, mv.run_id, record)
         if to == "challenger":
-            registry.set_alias(name, registry.CHALLENGER, version)
+            held = registry.version_by_alias(name, registry.CHALLENGER)
+            # Setting it again would fire another alias webhook, and deploy.yml, which
+            # re-judges the gates, would dispatch itself forever.
+            if held is None or str(held.version) != version:
+                registry.set_alias(name, registry.CHALLENGER, version)
         else:
             if champion is not None:
                 registry.set_alias(name, registry.PREVIOUS, champion)

@@ -207,6 +207,16 @@ def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:
         "alias": "challenger",
         "version": version,
     }
+    # deploy.yml re-judges the gates with `promote --to challenger`: that must not fire the
+    # alias event again, or every deployment would dispatch the next one.
+    from shipyard import promotion
+    from shipyard.config import load_policy
+
+    promotion.promote(
+        NAME, version, "challenger", load_policy(REPO / "registry/policy.yaml"), TARGET
+    )
+    time.sleep(4)
+    assert len(github.calls) == 1
 
 
 def test_forged_and_replayed_deliveries(stack: dict[str, Any]) -> None:
