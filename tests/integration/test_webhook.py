@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,18 +20,13 @@ from typing import Any
 import pytest
 import yaml
 
+from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
 from tests.integration.traffic import Clients
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def until(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:

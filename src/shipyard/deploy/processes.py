@@ -19,11 +19,20 @@ from pathlib import Path
 
 from shipyard.errors import ShipyardError
 
+_ISSUED: set[int] = set()
+
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never the same one twice in this process: the server meant to
+    bind the last one may not have bound it yet when the next one is asked for."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
+    raise ShipyardError("no free loopback port")
 
 
 def tree(pid: int) -> list[int]:
