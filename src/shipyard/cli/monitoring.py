@@ -7,16 +7,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option, policy_option
-
-monitoring_policy_option = click.option(
-    "--monitoring-policy",
-    "monitoring_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("monitoring/policy.yaml"),
-    show_default=True,
-    help="Drift policy file.",
-)
+from shipyard.cli.options import monitoring_policy_option, params_option, policy_option
 
 
 @click.group()

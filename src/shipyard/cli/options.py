@@ -23,3 +23,12 @@ policy_option = click.option(
     show_default=True,
     help="Promotion and deployment policy file.",
 )
+
+monitoring_policy_option = click.option(
+    "--monitoring-policy",
+    "monitoring_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("monitoring/policy.yaml"),
+    show_default=True,
+    help="Drift policy file.",
+)

@@ -138,26 +138,19 @@ def deploy(
     router_port: int = 3000,
 ) -> dict[str, Any]:
     """Start stable + canary + router and step through the policy; returns the final state."""
-    from shipyard import bento, registry
+    from shipyard import bento
 
-    challenger = registry.resolve(name, ref)
-    champion = registry.version_by_alias(name, registry.CHAMPION)
-    if champion is None:
-        raise ShipyardError(f"deploy: {name} has no @champion; promote the first model directly")
-    if str(champion.version) == str(challenger.version):
-        raise ShipyardError(f"deploy: version {challenger.version} is already @champion")
+    challenger, champion = outcome.versions(name, ref)
     path = state_path(name)
     if path.exists() and json.loads(path.read_text()).get("status") == "running":
         raise ShipyardError(f"deploy: a deployment of {name} is running; resume or stop it first")
     stop_all(name)  # a finished deployment's stable and router make way for the new one
-    tags = {
-        v: bento.package(name, v, policy) for v in (str(champion.version), str(challenger.version))
-    }
-    stable = start_service(name, str(champion.version), tags[str(champion.version)], "stable")
-    canary = start_service(name, str(challenger.version), tags[str(challenger.version)], "canary")
+    tags = {v: bento.package(name, v, policy) for v in (champion, challenger)}
+    stable = start_service(name, champion, tags[champion], "stable")
+    canary = start_service(name, challenger, tags[challenger], "canary")
     state: dict[str, Any] = {
         "model": name,
-        "version": str(challenger.version),
+        "version": challenger,
         "strategy": strategy,
         "status": "starting",
         "target": target,

@@ -11,6 +11,20 @@ from shipyard.promotion import CANARY_TAG
 RESULT_TAG = CANARY_TAG  # read by the champion gate in promotion.py
 
 
+def versions(name: str, ref: str) -> tuple[str, str]:
+    """(challenger, champion) version numbers for a canary of REF, or a one-line refusal."""
+    from shipyard import registry
+    from shipyard.errors import ShipyardError
+
+    challenger = str(registry.resolve(name, ref).version)
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None:
+        raise ShipyardError(f"deploy: {name} has no @champion; promote the first model directly")
+    if str(champion.version) == challenger:
+        raise ShipyardError(f"deploy: version {challenger} is already @champion")
+    return challenger, str(champion.version)
+
+
 def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy, target: str) -> None:
     """Tag the version, keep the analysis, and promote it to champion with it as evidence."""
     from shipyard import promotion, registry

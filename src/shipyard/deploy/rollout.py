@@ -20,19 +20,10 @@ from shipyard.errors import ShipyardError
 
 def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[str, str]:
     """Manifests for canarying version REF against the champion, validated, in `out`."""
-    from shipyard import registry
-
-    challenger = registry.resolve(name, ref)
-    champion = registry.version_by_alias(name, registry.CHAMPION)
-    if champion is None:
-        raise ShipyardError(f"deploy: {name} has no @champion; promote the first model directly")
-    if str(champion.version) == str(challenger.version):
-        raise ShipyardError(f"deploy: version {challenger.version} is already @champion")
-    manifests = kubernetes.render(
-        name, str(challenger.version), str(champion.version), image, policy
-    )
+    challenger, champion = outcome.versions(name, ref)
+    manifests = kubernetes.render(name, challenger, champion, image, policy)
     kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
-    return {"version": str(challenger.version), "stable_version": str(champion.version)}
+    return {"version": challenger, "stable_version": champion}
 
 
 def _apply(out: Path, namespace: str) -> None:
