@@ -14,7 +14,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv tools demo test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr
+.PHONY: help venv tools demo pipeline screenshot test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -44,7 +44,11 @@ $(PROMETHEUS):
 
 tools: $(NODE_TOOLS) $(PROMETHEUS) ## node manifest validator and Prometheus (Debian packages)
 
-demo: $(STAMP) ## data -> dvc repro -> registered @candidate, on embedded defaults
+# The whole loop in a scratch copy under .shipyard/demo (IN_PLACE=1: in this working tree).
+demo: $(STAMP) ## data, pipeline, champion, drift, retrain, canary, a rejected bad version
+	$(BIN)/shipyard demo $(if $(IN_PLACE),--in-place)
+
+pipeline: $(STAMP) ## data -> dvc repro -> registered @candidate, in this working tree
 	$(BIN)/shipyard data bootstrap
 	$(BIN)/dvc repro
 	$(BIN)/shipyard summary
@@ -64,7 +68,7 @@ test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones inc
 unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
-benchmarks: $(STAMP) ## print each measured claim next to its baseline (installs wrk)
+benchmarks: pipeline ## print each measured claim next to its baseline (installs wrk)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
@@ -88,6 +92,16 @@ retrain-pr: ## after `shipyard retrain`: branch, commit data.dvc + dvc.lock, ope
 	{ echo "### dvc metrics diff (retrained vs main)"; $(BIN)/dvc metrics diff main --md; } > .retrain-pr.md
 	@git push "https://x-access-token:$(GH_TOKEN)@github.com/$(GITHUB_REPOSITORY).git" "$(BRANCH)"
 	gh pr create --head "$(BRANCH)" --title "Retrain after drift ($(BRANCH))" --body-file .retrain-pr.md
+
+# The README's drift report picture: the last report of the last `make demo`, through headless
+# Chromium (a Debian package; only this target needs it).
+REPORT ?= $(lastword $(sort $(wildcard .shipyard/demo/repo/monitoring/reports/fraud-detector/1/*.html)))
+screenshot: ## docs/drift-report.png from the last make demo's last drift report
+	@test -n "$(REPORT)" || { echo "no drift report; run make demo first" >&2; exit 1; }
+	command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium)
+	mkdir -p docs
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,1400 \
+	  --virtual-time-budget=10000 --screenshot=docs/drift-report.png "file://$(abspath $(REPORT))"
 
 lock: ## re-resolve requirements.in into requirements.lock
 	rm -rf .lockvenv && $(PYTHON) -m venv .lockvenv

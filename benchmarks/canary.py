@@ -27,6 +27,7 @@ from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 
 from benchmarks._timing import env
 from benchmarks.serving import wrk
+from shipyard.demo.traffic import Clients
 from shipyard.deploy.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,9 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_canary(
     tmp: Path, run_env: dict[str, str], version: str, policy: Path
-) -> tuple[subprocess.CompletedProcess[str], traffic.Clients, float]:
+) -> tuple[subprocess.CompletedProcess[str], Clients, float]:
     port = free_port()
-    clients = traffic.Clients(port)
+    clients = traffic.router_clients(port)
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--port", str(port)]
     start = time.monotonic()
     result = subprocess.run(

@@ -6,7 +6,7 @@
 
 Each window is judged as `shipyard drift check` judges it (live features with history, the
 registered model's scores, Evidently on the window against the version's reference), in one
-process and without HTTP, so many windows take seconds. Run after `make demo`, which
+process and without HTTP, so many windows take seconds. Run after `make pipeline`, which
 registers the version judged here: `.venv/bin/python -m benchmarks.drift_policy`.
 """
 

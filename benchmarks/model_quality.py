@@ -1,7 +1,7 @@
 """Claim: the default models reach the Fraud Detection Handbook's baseline quality.
 
 Prints this run's test ROC AUC and average precision (artifacts/eval/candidates.json, so run
-`make demo` first) next to the handbook's published chapter 3.4 test figures for the same
+`make pipeline` first) next to the handbook's published chapter 3.4 test figures for the same
 model family. The settings differ: the handbook trains on one week and tests on the week after
 a one-week delay, on its own simulated data; we train on ~12 weeks of our smaller simulated
 world. Read the comparison as "same ballpark or better", not as a like-for-like replication.
@@ -24,7 +24,7 @@ def main() -> None:
     root = Path(__file__).resolve().parents[1]
     path = root / "artifacts" / "eval" / "candidates.json"
     if not path.exists():
-        sys.exit(f"model_quality: {path} not found; run `make demo` first")
+        sys.exit(f"model_quality: {path} not found; run `make pipeline` first")
     scores = json.loads(path.read_text())
     runs = json.loads((root / "artifacts" / "models" / "runs.json").read_text())
     print("\nModel quality on the test split  (handbook chapter 3.4 baseline alongside)")

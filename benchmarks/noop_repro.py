@@ -1,6 +1,6 @@
 """Claim: `dvc repro` with nothing changed finishes in under 3 s and reruns nothing.
 
-Run it after `make demo` (the pipeline must be up to date). Baseline, same run: `dvc --version`,
+Run it after `make pipeline` (the pipeline must be up to date). Baseline, same run: `dvc --version`,
 the floor any dvc command pays to start.
 """
 
@@ -20,7 +20,7 @@ def main() -> None:
     dvc = str(VENV_BIN / "dvc")
     status = subprocess.run([dvc, "status"], cwd=root, env=env(), capture_output=True, text=True)
     if "up to date" not in status.stdout:
-        sys.exit("noop_repro: the pipeline is not up to date; run `make demo` first")
+        sys.exit("noop_repro: the pipeline is not up to date; run `make pipeline` first")
     repro = subprocess.run([dvc, "repro"], cwd=root, env=env(), capture_output=True, text=True)
     if "Running stage" in repro.stdout:
         sys.exit("noop_repro: dvc repro reran a stage; the no-op claim does not hold")

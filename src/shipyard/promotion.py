@@ -23,6 +23,8 @@ from shipyard.gates import GateResult, check_thresholds
 AUDIT_LOG = "audit/promotions.jsonl"
 TARGETS = ("challenger", "champion")
 CANARY_TAG = "shipyard.canary.result"
+STRATEGY_TAG = "shipyard.deploy.strategy"  # how the local deployment exposes a challenger
+STRATEGIES = ("canary", "shadow")
 
 
 @dataclass
@@ -197,10 +199,12 @@ def promote(
     reason: str | None = None,
     allow_schema_change: bool = False,
     evidence: dict[str, Any] | None = None,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
     """Run the gates; on pass move the aliases. Raises GateFailed naming the first failed gate.
 
     `evidence` (e.g. the canary analysis) is attached to the decision record as it is.
+    `strategy` (to challenger only) is how the deployment that follows should expose it.
     """
     from shipyard import registry, runtime
     from shipyard.errors import GateFailed, ShipyardError
@@ -209,6 +213,10 @@ def promote(
         raise ShipyardError(f"promote: --to must be one of {TARGETS}, not {to!r}")
     if force and not reason:
         raise ShipyardError("promote: --force needs --reason, which is recorded")
+    if strategy is not None and strategy not in STRATEGIES:
+        raise ShipyardError(f"promote: --strategy must be one of {STRATEGIES}, not {strategy!r}")
+    if strategy is not None and to != "challenger":
+        raise ShipyardError(f"promote: --strategy {strategy} needs --to challenger")
     mv = registry.resolve(name, ref)
     version, tags = str(mv.version), dict(mv.tags)
     holder = registry.version_by_alias(name, registry.CHAMPION)
@@ -239,6 +247,8 @@ def promote(
     if to == "champion":
         decision.gates.append(canary_gate(tags, champion is None, force, reason))
     extra = {"forced": force, "reason": reason, **({"evidence": evidence} if evidence else {})}
+    if strategy is not None:
+        extra["strategy"] = strategy
     record = decision.record(tags, actor(), extra)
 
     failed = decision.failed_gate()
@@ -263,6 +273,8 @@ def promote(
         # The record goes first: the champion guard checks it when the alias event arrives.
         _store(name, version, mv.run_id, record)
         if to == "challenger":
+            # Before the alias: its webhook starts the deployment, which reads this tag.
+            registry.set_version_tags(name, version, {STRATEGY_TAG: strategy or "canary"})
             held = registry.version_by_alias(name, registry.CHALLENGER)
             # Setting it again would fire another alias webhook, and deploy.yml, which
             # re-judges the gates, would dispatch itself forever.

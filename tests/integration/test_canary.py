@@ -127,7 +127,7 @@ def test_killed_controller_resumes_at_a_known_weight(
         monkeypatch.setenv(key, world["env"][key])  # the module's store, not this test's own
     newer = register(world["tmp"], seed=3)
     port = free_port()
-    clients = traffic.Clients(port)
+    clients = traffic.router_clients(port)
     controller = subprocess.Popen(
         [
             "shipyard",
@@ -162,7 +162,8 @@ def test_killed_controller_resumes_at_a_known_weight(
             timeout=600,
         )
     finally:
-        seen = clients.close()
+        clients.close()
+    seen = clients.seen()
     assert result.returncode == 0, result.stderr[-3000:]
     assert "resuming at step 1 (weight 50%)" in result.stderr
     assert f"{NAME}: promoted" in result.stdout

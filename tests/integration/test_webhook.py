@@ -23,7 +23,6 @@ import yaml
 from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
-from tests.integration.traffic import Clients
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-secret"
@@ -270,32 +269,3 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
     report = f"unapproved champion {v2}: reverted to version {v1}"
     until(lambda: report in stack["log"].read_text(), 30, "the guard's report")
     assert f"champion {v1} approved by a promotion decision" in stack["log"].read_text()
-
-
-@pytest.mark.parametrize("stack", ["local"], indirect=True)
-def test_local_mode_canaries_the_challenger_to_champion(stack: dict[str, Any]) -> None:
-    """No GitHub: the receiver packages the new @challenger and runs the canary itself."""
-    from shipyard import promotion, registry
-    from shipyard.config import load_policy
-
-    v1 = register(stack["tmp"])
-    promotion.promote(NAME, v1, "champion", load_policy(stack["tmp"] / "policy.yaml"), TARGET)
-    v2 = register(stack["tmp"], seed=1)
-    clients = Clients(stack["deploy_port"])  # callers of the router the canary will start
-    try:
-        registry.set_alias(NAME, "challenger", v2)
-
-        def settled() -> str:
-            text = stack["log"].read_text()
-            return next((ln for ln in text.splitlines() if f"webhook: version {v2}:" in ln), "")
-
-        line = until(settled, 420, "the local canary to finish")
-    finally:
-        seen = clients.close()
-    assert line.endswith(f"webhook: version {v2}: promoted"), stack["log"].read_text()[-3000:]
-    champion = registry.version_by_alias(NAME, "champion")
-    previous = registry.version_by_alias(NAME, "previous")
-    assert champion is not None and str(champion.version) == v2
-    assert previous is not None and str(previous.version) == v1
-    assert stack["github"].calls == []
-    assert seen and {s for s, _ in seen} == {200}

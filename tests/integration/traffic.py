@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shipyard.demo import traffic
 from shipyard.deploy.processes import free_port
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 
 
-class Clients:
-    """Callers of the router: what they got back, from which variant, and when."""
-
-    def __init__(self, port: int, threads: int = 4, pause: float = 0.02) -> None:
-        self.url = f"http://127.0.0.1:{port}/predict"
-        self.pause = pause
-        self.events: list[tuple[float, int, str]] = []  # (monotonic time, status, variant)
-        self.stop = threading.Event()
-        rows = frame(n=4000, seed=9).drop(columns=TARGET).to_dict("records")
-        self.bodies = [
-            json.dumps({"features": r, "request_id": f"c-{i}"}).encode() for i, r in enumerate(rows)
-        ]
-        self.threads = [
-            threading.Thread(target=self.loop, args=(k, threads), daemon=True)
-            for k in range(threads)
-        ]
-        for t in self.threads:
-            t.start()
-
-    def loop(self, k: int, stride: int) -> None:
-        i = k
-        while not self.stop.is_set():
-            req = urllib.request.Request(
-                self.url, self.bodies[i % len(self.bodies)], {"content-type": "application/json"}
-            )
-            i += stride
-            try:
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    status, variant = resp.status, resp.headers.get("x-shipyard-variant", "")
-            except urllib.error.HTTPError as err:
-                status, variant = err.code, err.headers.get("x-shipyard-variant", "")
-            except (urllib.error.URLError, ConnectionError):
-                time.sleep(0.5)  # router not up yet
-                continue
-            self.events.append((time.monotonic(), status, variant))
-            time.sleep(self.pause)
-
-    def close(self) -> list[tuple[int, str]]:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=40)
-        return [(status, variant) for _, status, variant in self.events]
+def router_clients(port: int, threads: int = 4, pause: float = 0.02) -> traffic.Clients:
+    """Callers of the router on port, round and round until closed."""
+    rows = frame(n=4000, seed=9).drop(columns=TARGET)
+    rows.insert(0, "request_id", [f"c-{i}" for i in range(len(rows))])
+    payloads = traffic.bodies(rows, "request_id")
+    url = f"http://127.0.0.1:{port}"
+    return traffic.Clients(url, payloads, threads=threads, repeat=True, pause=pause)
 
 
 def deploy(
@@ -66,7 +27,7 @@ def deploy(
     port = free_port()
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--strategy", strategy]
     cmd += ["--port", str(port), "--policy", str(policy)]
-    clients = Clients(port)
+    clients = router_clients(port)
     try:
         result = subprocess.run(
             cmd,
@@ -77,8 +38,8 @@ def deploy(
             timeout=600,
         )
     finally:
-        seen = clients.close()
-    return result, seen
+        clients.close()
+    return result, clients.seen()
 
 
 def failed_gates(state: dict[str, Any]) -> set[str]:

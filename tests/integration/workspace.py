@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,15 @@ from typing import Any
 
 import yaml
 
+from shipyard.demo import scratch
+from shipyard.demo.config import merge
 from tests.conftest import REPO
-
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "shipyard-tests",
-    "GIT_AUTHOR_EMAIL": "tests@shipyard.invalid",
-    "GIT_COMMITTER_NAME": "shipyard-tests",
-    "GIT_COMMITTER_EMAIL": "tests@shipyard.invalid",
-}
 
 
 def env() -> dict[str, str]:
     """The real environment, on embedded defaults: no tracking server, our venv first on PATH."""
     out = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-    out.update(GIT_ENV)
+    out.update(scratch.GIT_IDENTITY)
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
     out["MLFLOW_DISABLE_TELEMETRY"] = "true"
     out["DVC_NO_ANALYTICS"] = "1"
@@ -42,41 +36,19 @@ def sh(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[
 
 def copy_repo(dest: Path) -> Path:
     """Tracked and new-but-not-ignored files only, as a fresh clone would have them."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    sh(dest, "git", "init", "-q", "-b", "main")
-    commit(dest, "copy of shipyard")
-    return dest
+    return scratch.copy_repo(REPO, dest)
 
 
 def commit(repo: Path, message: str) -> None:
-    sh(repo, "git", "add", "-A")
-    sh(repo, "git", "commit", "-q", "--allow-empty", "-m", message)
+    scratch.commit(repo, message)
 
 
 def edit_params(repo: Path, changes: dict[str, Any], replace: tuple[str, ...] = ()) -> None:
     """Deep-merge `changes` into params.yaml; sections named in `replace` are swapped whole."""
     path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-
-    def merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = value
-
-    merge(params, {k: v for k, v in changes.items() if k not in replace})
+    params = merge(
+        yaml.safe_load(path.read_text()), {k: v for k, v in changes.items() if k not in replace}
+    )
     params.update({k: changes[k] for k in replace})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 

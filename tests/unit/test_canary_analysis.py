@@ -132,3 +132,22 @@ def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
     assert not _erroring(w(10, 1), cfg)  # one transient error waits for the full window
     assert not _erroring(w(5000, 5), cfg)  # 0.1 % is inside the 1 % gate
     assert not _erroring(w(0, 0), cfg)
+
+
+def test_a_step_ends_early_only_on_scores_far_off_a_full_sample() -> None:
+    from shipyard.config import load_policy
+    from shipyard.deploy.analysis import Window
+    from shipyard.deploy.canary import _clearly_off
+    from tests.conftest import REPO
+
+    cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 500 requests, diff <= 0.02
+    stable = Window(600, 0, [], [], 600, 6.0)  # 1 % positive
+
+    def canary(requests: float, positive_share: float) -> Window:
+        return Window(requests, 0, [], [], requests, requests * positive_share)
+
+    off = _clearly_off(stable, canary(600, 0.98), cfg)  # a unit bug: everything is fraud
+    assert off is not None and off.gate == "max_positive_rate_diff"
+    assert _clearly_off(stable, canary(100, 0.98), cfg) is None  # too few requests to judge
+    assert _clearly_off(stable, canary(600, 0.035), cfg) is None  # failing, but close: wait
+    assert _clearly_off(Window(100, 0, [], [], 100, 1.0), canary(600, 0.98), cfg) is None

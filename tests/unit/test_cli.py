@@ -24,6 +24,8 @@ COMMANDS = [
     ["package"],
     ["serve"],
     ["rollback"],
+    ["deploy", "start"],
+    ["demo"],
 ]
 
 PROBE = """

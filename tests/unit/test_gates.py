@@ -62,3 +62,16 @@ def test_precision_at_budget() -> None:
 def test_quality_refuses_one_class_labels() -> None:
     with pytest.raises(ValueError, match="both classes"):
         metrics.quality(np.zeros(5), np.linspace(0, 1, 5), 0.1)
+
+
+def test_a_strategy_belongs_to_the_challenger_promotion_only() -> None:
+    """Refused before the registry is touched: the deployment reads it from the version."""
+    from shipyard.config import load_policy
+    from shipyard.errors import ShipyardError
+    from shipyard.promotion import promote
+
+    policy = load_policy("registry/policy.yaml")
+    with pytest.raises(ShipyardError, match="--strategy shadow needs --to challenger"):
+        promote("m", "1", "champion", policy, "y", strategy="shadow")
+    with pytest.raises(ShipyardError, match="--strategy must be one of"):
+        promote("m", "1", "challenger", policy, "y", strategy="mirror")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from shipyard.cli.data import data
+from shipyard.cli.demo import demo
 from shipyard.cli.deploy import deploy
 from shipyard.cli.monitoring import drift, monitor, retrain
 from shipyard.cli.registry import promote, rollback
@@ -52,3 +53,4 @@ main.add_command(deploy)
 main.add_command(drift)
 main.add_command(monitor)
 main.add_command(retrain)
+main.add_command(demo)

@@ -28,7 +28,9 @@ def deploy() -> None:
 @deploy.command("run")
 @click.argument("model_ref", metavar="MODEL@ALIAS|MODEL@VERSION")
 @click.option(
-    "--strategy", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
+    "--strategy",
+    type=click.Choice(["canary", "shadow"]),
+    help="Default: what `promote --strategy` recorded on the version, else canary.",
 )
 @click.option(
     "--target",
@@ -68,7 +70,7 @@ def deploy() -> None:
 @policy_option
 def run(
     model_ref: str,
-    strategy: str,
+    strategy: str | None,
     target: str,
     port: int,
     image: str | None,
@@ -115,6 +117,33 @@ def run(
 
 @deploy.command()
 @click.argument("model")
+@click.option(
+    "--port",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Router port clients call.",
+)
+@params_option
+@policy_option
+def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
+    """Serve MODEL's @champion behind the router, with no canary.
+
+    Later canaries (`shipyard deploy MODEL@challenger --port PORT`) join this stable and
+    router, so clients keep calling one address throughout.
+    """
+    from shipyard import tracking
+    from shipyard.config import load_params, load_policy
+    from shipyard.deploy import canary
+
+    params = load_params(params_path)
+    tracking.configure(params.base)
+    state = canary.start(model, load_policy(policy_path), params.data.target, router_port=port)
+    click.echo(f"{model} version {state['version']}: {state['status']} on port {port}")
+
+
+@deploy.command()
+@click.argument("model")
 @params_option
 @policy_option
 def resume(model: str, params_path: Path, policy_path: Path) -> None:
@@ -138,7 +167,8 @@ def status(model: str) -> None:
 
     state = canary.load_state(model)
     click.echo(
-        f"{model}: {state['status']} ({state['strategy']}), canary weight {state['weight']}%"
+        f"{model}: {state['status']} ({state['strategy'] or 'no canary'}), "
+        f"canary weight {state['weight']}%"
     )
     for role in ("stable", "canary"):
         v = state.get(role)

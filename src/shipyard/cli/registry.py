@@ -26,6 +26,12 @@ from shipyard.cli.options import params_option, policy_option
     is_flag=True,
     help="Accept a signature that differs from the champion's.",
 )
+@click.option(
+    "--strategy",
+    type=click.Choice(["canary", "shadow"]),
+    help="--to challenger: how the local deployment exposes it (default canary). "
+    "shadow: clients only get stable's answers while it is judged.",
+)
 @params_option
 @policy_option
 def promote(
@@ -35,6 +41,7 @@ def promote(
     force: bool,
     reason: str | None,
     allow_schema_change: bool,
+    strategy: str | None,
     params_path: Path,
     policy_path: Path,
 ) -> None:
@@ -57,6 +64,7 @@ def promote(
         force=force,
         reason=reason,
         allow_schema_change=allow_schema_change,
+        strategy=strategy,
     )
     from shipyard.gates import GateResult
 

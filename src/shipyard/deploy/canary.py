@@ -25,6 +25,8 @@ from shipyard.gates import GateResult
 from shipyard.runtime import runtime_dir
 
 EARLY_ERRORS = 5  # server errors that end a step early when the error rate is past its gate
+SCORE_GATES = ("max_score_psi", "max_score_ks", "max_positive_rate_diff")
+CLEAR_MARGIN = 2.0  # a score gate failed by this factor, on enough requests, ends a step early
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 
 
@@ -101,31 +103,102 @@ def start_service(model: str, version: str, tag: str, role: str) -> dict[str, An
 
 
 def _start_router(
-    model: str, stable: dict[str, Any], canary: dict[str, Any], mode: str, port: int
+    model: str, stable: dict[str, Any], canary: dict[str, Any] | None, mode: str, port: int
 ) -> dict[str, Any]:
     token = secrets.token_urlsafe(24)
     log = runtime_dir() / "deploy" / model / "router.log"
     env = {**os.environ, "SHIPYARD_ROUTER_TOKEN": token}
-    pid = processes.start(
-        [
-            processes.bin_path("shipyard"),
-            "deploy",
-            "router",
-            "--port",
-            str(port),
-            "--stable",
-            f"http://127.0.0.1:{stable['port']}",
-            "--canary",
-            f"http://127.0.0.1:{canary['port']}",
-            "--weight",
-            "0",
-            "--mode",
-            mode,
-        ],
-        log,
-        env,
-    )
+    cmd = [processes.bin_path("shipyard"), "deploy", "router", "--port", str(port)]
+    cmd += ["--stable", _url(stable), "--weight", "0", "--mode", mode]
+    if canary is not None:
+        cmd += ["--canary", _url(canary)]
+    pid = processes.start(cmd, log, env)
     return {"port": port, "pid": pid, "token": token, "log": str(log)}
+
+
+def _url(variant: dict[str, Any]) -> str:
+    return f"http://127.0.0.1:{variant['port']}"
+
+
+def _wait_ready(variant: dict[str, Any], path: str = "/readyz") -> None:
+    processes.wait_ready(f"{_url(variant)}{path}", variant["pid"], Path(variant["log"]))
+
+
+def _serving(name: str, champion: str, router_port: int) -> dict[str, Any] | None:
+    """The finished deployment whose stable serves `champion` on `router_port`, if still up.
+
+    A new canary joins it: clients keep calling the same router and stable answers them
+    throughout, with no restart between deployments.
+    """
+    path = state_path(name)
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    stable, router = state.get("stable"), state.get("router")
+    if state.get("status") == "running" or not stable or not router:
+        return None
+    if str(stable["version"]) != champion or router["port"] != router_port:
+        return None
+    alive = processes.alive(stable["pid"]) and processes.alive(router["pid"])
+    return state if alive else None
+
+
+def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) -> dict[str, Any]:
+    """Serve @champion behind the router with no canary: the stable later canaries join."""
+    from shipyard import bento, registry
+
+    holder = registry.version_by_alias(name, registry.CHAMPION)
+    if holder is None:
+        raise ShipyardError(f"deploy: {name} has no @champion to serve")
+    champion = str(holder.version)
+    if _serving(name, champion, router_port):
+        progress("deploy", f"v{champion} is already served on http://127.0.0.1:{router_port}")
+        return load_state(name)
+    _refuse_if_running(name)
+    stop_all(name)
+    stable = start_service(name, champion, bento.package(name, champion, policy), "stable")
+    state: dict[str, Any] = {
+        "model": name,
+        "version": champion,
+        "strategy": None,
+        "status": "starting",
+        "target": target,
+        "stable": stable,
+        "canary": None,
+        "step": 0,
+        "weight": 0,
+        "failures": 0,
+        "history": [],
+    }
+    save_state(state)
+    try:
+        _wait_ready(stable)
+        state["router"] = _start_router(name, stable, None, "canary", router_port)
+        save_state(state)
+        _wait_ready(state["router"], "/livez")
+    except Exception:
+        stop_all(name)
+        state["status"] = "failed to start"
+        save_state(state)
+        raise
+    state["status"] = "serving"
+    save_state(state)
+    progress("deploy", f"v{champion} serving on http://127.0.0.1:{router_port}")
+    return state
+
+
+def _refuse_if_running(name: str) -> None:
+    path = state_path(name)
+    if path.exists() and json.loads(path.read_text()).get("status") == "running":
+        raise ShipyardError(f"deploy: a deployment of {name} is running; resume or stop it first")
+
+
+def strategy_of(name: str, version: str) -> str:
+    """The strategy `promote --strategy` recorded on the version, else canary."""
+    from shipyard import registry
+    from shipyard.promotion import STRATEGY_TAG
+
+    return str(registry.resolve(name, version).tags.get(STRATEGY_TAG, "canary"))
 
 
 def deploy(
@@ -134,20 +207,26 @@ def deploy(
     policy: Policy,
     target: str,
     *,
-    strategy: str = "canary",
+    strategy: str | None = None,
     router_port: int = 3000,
 ) -> dict[str, Any]:
-    """Start stable + canary + router and step through the policy; returns the final state."""
+    """Start the canary beside stable and step through the policy; returns the final state.
+
+    The strategy defaults to what promotion recorded on the version. A stable already
+    serving the champion on `router_port` is kept, and so is its router.
+    """
     from shipyard import bento
 
     challenger, champion = outcome.versions(name, ref)
-    path = state_path(name)
-    if path.exists() and json.loads(path.read_text()).get("status") == "running":
-        raise ShipyardError(f"deploy: a deployment of {name} is running; resume or stop it first")
-    stop_all(name)  # a finished deployment's stable and router make way for the new one
-    tags = {v: bento.package(name, v, policy) for v in (champion, challenger)}
-    stable = start_service(name, champion, tags[champion], "stable")
-    canary = start_service(name, challenger, tags[challenger], "canary")
+    strategy = strategy or strategy_of(name, challenger)
+    _refuse_if_running(name)
+    serving = _serving(name, champion, router_port)
+    if serving is None:
+        stop_all(name)  # a finished deployment's stable and router make way for the new one
+        stable = start_service(name, champion, bento.package(name, champion, policy), "stable")
+    else:
+        stable = serving["stable"]
+    canary = start_service(name, challenger, bento.package(name, challenger, policy), "canary")
     state: dict[str, Any] = {
         "model": name,
         "version": challenger,
@@ -161,22 +240,25 @@ def deploy(
         "failures": 0,
         "history": [],
     }
+    if serving is not None:
+        state["router"] = serving["router"]
     save_state(state)
     try:
         for variant in (stable, canary):
-            processes.wait_ready(
-                f"http://127.0.0.1:{variant['port']}/readyz", variant["pid"], Path(variant["log"])
-            )
-        # Clients reach the router only once both variants can answer.
-        state["router"] = _start_router(name, stable, canary, strategy, router_port)
-        save_state(state)
-        processes.wait_ready(
-            f"http://127.0.0.1:{router_port}/livez",
-            state["router"]["pid"],
-            Path(state["router"]["log"]),
-        )
+            _wait_ready(variant)
+        # Clients reach the canary only once both variants can answer.
+        if serving is None:
+            state["router"] = _start_router(name, stable, canary, strategy, router_port)
+            save_state(state)
+            _wait_ready(state["router"], "/livez")
+        else:
+            _admin(state, weight=0, mode=strategy, canary=_url(canary))
     except Exception:
-        stop_all(name)
+        if serving is None:
+            stop_all(name)
+        else:  # stable keeps serving; only the canary goes
+            processes.stop(canary["pid"])
+            state["canary"] = None
         state["status"] = "failed to start"
         save_state(state)
         raise
@@ -209,6 +291,10 @@ def _wait_for_traffic(
         if _erroring(canary, cfg):
             progress("deploy", f"canary errors ({canary.server_errors:.0f}): judging now")
             return stable, canary
+        off = _clearly_off(stable, canary, cfg)
+        if off is not None:
+            progress("deploy", f"canary scores far off ({off.describe()}): judging now")
+            return stable, canary
         if elapsed >= cfg.step_seconds and (
             canary.requests >= cfg.min_requests or elapsed > 5 * cfg.step_seconds
         ):
@@ -220,6 +306,24 @@ def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
         canary.server_errors >= EARLY_ERRORS
         and canary.server_errors / canary.requests > cfg.gates.max_error_rate
     )
+
+
+def _clearly_off(stable: Window, canary: Window, cfg: CanaryPolicy) -> GateResult | None:
+    """A score gate failed CLEAR_MARGIN times over, with `min_requests` on both sides.
+
+    That many requests is the sample the policy judges scores on; past it, a canary whose
+    scores are far off only exposes more clients (or, shadowed, waits longer to go) until the
+    window ends. A canary that is close to a bound still gets its whole window.
+    """
+    if min(stable.requests, canary.requests) < cfg.min_requests:
+        return None
+    for result in judge(stable, canary, cfg.gates):
+        value, bound = result.value, result.threshold
+        if value is None or bound is None or result.gate not in SCORE_GATES:
+            continue
+        if value > CLEAR_MARGIN * bound:  # NaN (nothing to compare yet) never is
+            return result
+    return None
 
 
 def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
@@ -278,14 +382,17 @@ def _analysis(state: dict[str, Any]) -> dict[str, Any]:
 
 def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
     failed = next(r for r in results if not r.passed)
-    state.update(weight=0, status="rejected")
+    state.update(weight=0, status="rolling back")
     save_state(state)
     _admin(state, weight=0, mode="canary", canary=None)
     time.sleep(DRAIN_SECONDS)
     processes.stop(state["canary"]["pid"])
-    raise outcome.rejected(
+    error = outcome.rejected(
         state["model"], state["canary"]["version"], failed.describe(), _analysis(state)
     )
+    state["status"] = "rejected"  # only once the registry says so too
+    save_state(state)
+    raise error
 
 
 def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
@@ -295,7 +402,7 @@ def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         state,
         weight=0,
         mode="canary",
-        stable=f"http://127.0.0.1:{state['canary']['port']}",
+        stable=_url(state["canary"]),
         canary=None,
     )
     time.sleep(DRAIN_SECONDS)

@@ -1,0 +1,49 @@
+"""`shipyard demo`: the whole loop on embedded defaults (what `make demo` runs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option(
+    "--in-place",
+    is_flag=True,
+    help="Run in this working tree instead of a scratch copy (needs a store with no @champion).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".shipyard/demo"),
+    show_default=True,
+    help="Where the scratch copy, the logs and summary.json go.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A smaller world or other policies (YAML, shipyard.demo.config); default: none.",
+)
+def demo(in_place: bool, workdir: Path, config_path: Path | None) -> None:
+    """Data, pipeline, first champion, live traffic, drift, retraining, a canary to a new
+    champion, and a bad version the canary rejects; then a summary. Stops what it started.
+    """
+    import json
+
+    from shipyard.demo.config import load_demo_config
+    from shipyard.demo.loop import Demo
+    from shipyard.demo.summary import render
+    from shipyard.errors import ShipyardError
+
+    config = load_demo_config(config_path)
+    if in_place and (config.world or any(config.overrides.values())):
+        raise ShipyardError("demo: --in-place runs your own files; a --config may not change them")
+    run = Demo(Path.cwd(), workdir, config, in_place=in_place)
+    try:
+        run.run()
+    finally:
+        summary = run.workdir / "summary.json"
+        if summary.exists():
+            click.echo(render(json.loads(summary.read_text()), run.name))

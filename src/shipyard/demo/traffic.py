@@ -1,0 +1,117 @@
+"""Live clients: simulated periods sent over HTTP, with what each request got back.
+
+The router marks every answer with the variant that gave it, so the demo can say how many
+requests failed during a canary and whether a shadowed version ever answered a client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+
+@dataclass
+class Tally:
+    """(status, variant) of every answer; `unreachable` counts connections that failed."""
+
+    answers: Counter[tuple[int, str]] = field(default_factory=Counter)
+    unreachable: int = 0
+
+    @property
+    def sent(self) -> int:
+        return sum(self.answers.values()) + self.unreachable
+
+    @property
+    def failed(self) -> int:
+        return self.unreachable + sum(n for (s, _), n in self.answers.items() if s >= 400)
+
+    def by_variant(self) -> dict[str, int]:
+        out: Counter[str] = Counter()
+        for (_, variant), n in self.answers.items():
+            out[variant or "direct"] += n
+        return dict(out)
+
+
+def bodies(features: pd.DataFrame, id_column: str) -> list[bytes]:
+    """One /predict body per row; the request id is the row's id, so labels join back."""
+    names = [c for c in features.columns if c != id_column]
+    out = []
+    for row in features.itertuples(index=False):
+        record = dict(zip(features.columns, row, strict=True))
+        payload = {"features": {n: record[n] for n in names}, "request_id": str(record[id_column])}
+        out.append(json.dumps(payload, default=float).encode())
+    return out
+
+
+class Clients:
+    """`threads` clients POSTing `bodies` to `url`: once each, or round and round until closed."""
+
+    def __init__(
+        self,
+        url: str,
+        payloads: list[bytes],
+        *,
+        threads: int = 8,
+        repeat: bool = False,
+        pause: float = 0.0,
+    ) -> None:
+        self.url = url.rstrip("/") + "/predict"
+        self.payloads = payloads
+        self.repeat = repeat
+        self.pause = pause
+        self.tally = Tally()
+        self.events: list[tuple[float, int, str]] = []  # (monotonic time, status, variant)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(k, threads), daemon=True)
+            for k in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _loop(self, k: int, stride: int) -> None:
+        i = k
+        while not self._stop.is_set() and (self.repeat or i < len(self.payloads)):
+            body = self.payloads[i % len(self.payloads)]
+            i += stride
+            headers = {"content-type": "application/json"}
+            request = urllib.request.Request(self.url, body, headers)  # noqa: S310 (loopback)
+            try:
+                with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
+                    status, variant = resp.status, resp.headers.get("x-shipyard-variant", "")
+            except urllib.error.HTTPError as err:
+                status, variant = err.code, err.headers.get("x-shipyard-variant", "")
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                with self._lock:
+                    self.tally.unreachable += 1
+                time.sleep(0.5)
+                continue
+            with self._lock:
+                self.tally.answers[(status, variant)] += 1
+                self.events.append((time.monotonic(), status, variant))
+            if self.pause:
+                time.sleep(self.pause)
+
+    def wait(self) -> Tally:
+        """Until every body was sent once (repeat=False)."""
+        for t in self._threads:
+            t.join()
+        return self.tally
+
+    def close(self) -> Tally:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=40)
+        return self.tally
+
+    def seen(self) -> list[tuple[int, str]]:
+        """(status, variant) of every answer, in order."""
+        return [(status, variant) for _, status, variant in self.events]
