@@ -1,8 +1,8 @@
 """Claim: Shipyard's service serves single records at many times the throughput of
 `mlflow models serve` on the same model version, with a lower p99.
 
-Run after `make pipeline` (`make benchmarks` installs wrk). Each server runs alone on a free loopback
-port with one worker and OMP_NUM_THREADS=1 and takes the same wrk load: CONNECTIONS
+Run after `make pipeline` (`make benchmarks` installs wrk). Each server runs alone on a free
+loopback port with one worker and OMP_NUM_THREADS=1 and takes the same wrk load: CONNECTIONS
 connections for DURATION seconds, cycling over the same 500 records, one record per request
 and then 100 per request. The floor is in-process predict on the same rows.
 """
