@@ -121,7 +121,7 @@ def test_killed_controller_resumes_at_a_known_weight(
 ) -> None:
     """SIGKILL the controller mid-step: the state names the weight, and resume finishes."""
     from shipyard import registry
-    from shipyard.deploy.canary import load_state
+    from shipyard.deploy.deployment import load_state
 
     for key in ("MLFLOW_TRACKING_URI", "SHIPYARD_RUNTIME_DIR", "BENTOML_HOME"):
         monkeypatch.setenv(key, world["env"][key])  # the module's store, not this test's own

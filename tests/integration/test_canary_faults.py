@@ -71,7 +71,7 @@ FAULTS = {
 @pytest.mark.parametrize("fault", list(FAULTS))
 def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault: str) -> None:
     from shipyard import registry
-    from shipyard.deploy.canary import load_state
+    from shipyard.deploy.deployment import load_state
 
     version = world["versions"][fault]
     result, seen = traffic.deploy(

@@ -60,7 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     os.environ.update(env)
     from shipyard import bento
     from shipyard.config import load_policy
-    from shipyard.deploy.canary import start_service
+    from shipyard.deploy.deployment import start_service
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     versions = {"stable": register(tmp), "canary": register(tmp, seed=1, fault="collapsed")}

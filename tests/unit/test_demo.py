@@ -89,3 +89,13 @@ def test_the_summary_names_each_versions_outcome() -> None:
     assert rows["3"][7] == "rejected: max_score_psi"
     text = render(FIGURES, "fraud-detector")
     assert "calm-1 -> 0" in text and "total" in text and "shipyard deploy status" in text
+
+
+def test_in_place_refuses_a_config_that_would_rewrite_your_files() -> None:
+    from click.testing import CliRunner
+
+    from shipyard.cli import main
+
+    result = CliRunner().invoke(main, ["demo", "--in-place", "--config", str(TINY)])
+    assert result.exit_code == 1
+    assert "--in-place runs your own files; a --config may not change them" in result.output

@@ -162,10 +162,10 @@ def resume(model: str, params_path: Path, policy_path: Path) -> None:
 @click.argument("model")
 def status(model: str) -> None:
     """Variants, weights and the gate values of every step so far."""
-    from shipyard.deploy import canary
+    from shipyard.deploy import deployment
     from shipyard.gates import GateResult
 
-    state = canary.load_state(model)
+    state = deployment.load_state(model)
     click.echo(
         f"{model}: {state['status']} ({state['strategy'] or 'no canary'}), "
         f"canary weight {state['weight']}%"
@@ -188,9 +188,9 @@ def status(model: str) -> None:
 @click.argument("model")
 def stop(model: str) -> None:
     """Stop every process of MODEL's local deployment."""
-    from shipyard.deploy import canary
+    from shipyard.deploy import deployment
 
-    canary.stop_all(model)
+    deployment.stop_all(model)
     click.echo(f"{model}: stopped")
 
 

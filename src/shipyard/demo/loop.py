@@ -1,21 +1,12 @@
-"""The demo's steps in order. Each one runs the commands a user or CI would, logs their output
-to a file named after the step, and, when it fails, says which step and where the log is."""
+"""The demo's steps in order: the commands a data scientist, CI and an SRE would run, from raw
+data to a retrained champion and a bad version the canary turns away."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import shutil
-import subprocess
-import sys
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,143 +16,19 @@ import yaml
 from shipyard.artifacts import progress
 from shipyard.demo import scratch, services, skew, traffic
 from shipyard.demo.config import DemoConfig, merge
-from shipyard.deploy import processes
-from shipyard.errors import ShipyardError
-
-STEPS = ("pipeline", "first champion", "live traffic", "retrain", "canary", "bad version")
-FINAL = ("promoted", "rejected", "failed to start", "rolled back after restart", "stopped")
-# Lines worth echoing from a step's output: our progress lines and DVC's stage headers.
-_ECHO = re.compile(r"^\[\s*\d+\.\ds\]|^Running stage|^error:")
+from shipyard.demo.runner import Background, DemoFailed, Runner, StepTime, traffic_figures
 
 
-class DemoFailed(ShipyardError):
-    pass
+class Demo(Runner):
+    """The loop's six steps, in order, then the stop; figures go to `summary.json`."""
 
-
-@dataclass
-class StepTime:
-    name: str
-    seconds: float
-
-
-class Demo:
     def __init__(
         self, source: Path, workdir: Path, config: DemoConfig, *, in_place: bool = False
     ) -> None:
-        self.config = config
-        self.source = source.resolve()
-        self.workdir = workdir.resolve()
-        self.logs = self.workdir / "logs"
-        self.repo = self.source if in_place else self.workdir / "repo"
-        self.in_place = in_place
-        self.run_id = uuid.uuid4().hex
-        self.times: list[StepTime] = []
-        self.services: list[services.Service] = []
-        self.router_port = processes.free_port()
-        self.figures: dict[str, Any] = {"traffic": {}, "drift": [], "versions": {}}
-        self.env = self._env()
-        self._step = ""
+        super().__init__(source, workdir, config, in_place=in_place)
         self.history: Any = None  # raw rows whose outcomes are known: features' history
         self.canary_bodies: list[bytes] = []
-        self._bad_version = _Background(self.train_bad_version)
-
-    def _env(self) -> dict[str, str]:
-        drop = ("MLFLOW_TRACKING", "MLFLOW_REGISTRY", "SHIPYARD_RUNTIME_DIR", "BENTOML_HOME")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-        env.update(scratch.GIT_IDENTITY)
-        env.update(
-            {
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                "PYTHONPATH": str(self.repo / "src"),
-                "BENTOML_HOME": str(self.repo / ".shipyard" / "bentoml"),
-                "SHIPYARD_ACTOR": "shipyard demo",
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DVC_NO_ANALYTICS": "1",
-                services.MARK: self.run_id,
-            }
-        )
-        return env
-
-    @property
-    def name(self) -> str:
-        return str(self.params["base"]["model_name"])
-
-    @property
-    def params(self) -> dict[str, Any]:
-        loaded: dict[str, Any] = yaml.safe_load((self.repo / "params.yaml").read_text())
-        return loaded
-
-    # --- running things ------------------------------------------------------------------
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        number = STEPS.index(name) + 1 if name in STEPS else len(STEPS) + 1
-        progress("demo", f"step {number}/{len(STEPS)}: {name}")
-        self._step = name
-        started = time.monotonic()
-        try:
-            yield
-        except DemoFailed:
-            raise
-        except Exception as err:
-            raise DemoFailed(f"demo: step '{name}' failed: {err}; logs in {self.logs}") from err
-        seconds = time.monotonic() - started
-        self.times.append(StepTime(name, seconds))
-        progress("demo", f"step {number}/{len(STEPS)}: {name} done in {seconds:.0f} s")
-
-    def sh(
-        self,
-        *cmd: str,
-        codes: tuple[int, ...] = (0,),
-        cwd: Path | None = None,
-        step: str | None = None,
-    ) -> int:
-        """Run a command in the copy, its output in the step's log; progress lines echoed."""
-        step = step or self._step
-        log = self.logs / f"{STEPS.index(step) + 1}-{step.replace(' ', '-')}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        progress("demo", f"$ {' '.join(cmd)}")
-        last = ""
-        with log.open("a") as out:
-            out.write(f"$ {' '.join(cmd)}\n")
-            proc = subprocess.Popen(
-                cmd,
-                cwd=cwd or self.repo,
-                env=self.env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                out.write(line)
-                if line.strip():
-                    last = line.strip()
-                if _ECHO.search(line):
-                    print(f"    {line.rstrip()}", file=sys.stderr, flush=True)
-            code = proc.wait()
-        if code not in codes:
-            raise DemoFailed(
-                f"demo: step '{step}' failed: `{' '.join(cmd[:4])}` exited {code}: "
-                f"{last}; log: {log}"
-            )
-        return code
-
-    def client(self) -> Any:
-        from mlflow import MlflowClient
-
-        uri = self.env["MLFLOW_TRACKING_URI"]
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-    def alias(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return str(self.client().get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
-
-    # --- the steps -----------------------------------------------------------------------
+        self._bad_version = Background(self.train_bad_version)
 
     def run(self) -> dict[str, Any]:
         shutil.rmtree(self.logs, ignore_errors=True)  # this run's logs only
@@ -295,7 +162,7 @@ class Demo:
                 url, traffic.bodies(features, id_column), threads=cfg.concurrency
             )
             tally = sent.wait()
-            self.figures["traffic"][label] = _tally(tally)
+            self.figures["traffic"][label] = traffic_figures(tally)
             progress("demo", f"{label}: {tally.sent} requests, {tally.failed} failed")
             time.sleep(1.5)  # the prediction log flushes every second
             window = f"{start.isoformat()}/{datetime.now(UTC).isoformat()}"
@@ -330,41 +197,6 @@ class Demo:
             url, self.canary_bodies, threads=self.config.concurrency, repeat=True
         )
 
-    def _await_deployment(
-        self, version: str, past_first_step: Callable[[], None] | None = None
-    ) -> dict[str, Any]:
-        """Until the canary the webhook started for `version` has an outcome.
-
-        `past_first_step` runs once when the canary reaches its second step.
-        """
-        path = self.repo / ".shipyard" / "deploy" / f"{self.name}.json"
-        receiver = next(s for s in self.services if s.name == "webhook receiver")
-        deadline = time.monotonic() + self.config.step_timeout
-        echoed = receiver.log.stat().st_size if receiver.log.exists() else 0
-        while time.monotonic() < deadline:
-            time.sleep(1)
-            with receiver.log.open() as log:  # the receiver runs the canary: relay its progress
-                log.seek(echoed)
-                for line in log:
-                    if "deploy:" in line or "webhook:" in line:
-                        print(f"    {line.rstrip()}", file=sys.stderr, flush=True)
-                echoed = log.tell()
-            if not processes.alive(receiver.pid):
-                raise DemoFailed(f"demo: the webhook receiver exited; log: {receiver.log}")
-            if path.exists():
-                state: dict[str, Any] = json.loads(path.read_text())
-                if str(state.get("version")) != version:
-                    continue
-                if state.get("status") in FINAL:
-                    return state
-                if past_first_step and state.get("status") == "running" and state["step"] >= 1:
-                    past_first_step()
-                    past_first_step = None
-        raise DemoFailed(
-            f"demo: step '{self._step}': no canary outcome for version {version} after "
-            f"{self.config.step_timeout:.0f} s; log: {receiver.log}"
-        )
-
     def canary(self) -> None:
         version = self.figures["v2"]
         clients = self._canary_clients()
@@ -372,10 +204,10 @@ class Demo:
             self.sh("shipyard", "promote", self.name, "@candidate", "--to", "challenger")
             # Past its first step the canary's windows are bound by time, not by requests:
             # the bad version trains on the spare minutes instead of after them.
-            state = self._await_deployment(version, past_first_step=self._bad_version.start)
+            state = self.await_deployment(version, past_first_step=self._bad_version.start)
         finally:
             tally = clients.close()
-        self.figures["traffic"]["canary"] = _tally(tally)
+        self.figures["traffic"]["canary"] = traffic_figures(tally)
         self.figures["canary"] = {"version": version, "status": state["status"]}
         progress(
             "demo",
@@ -424,10 +256,10 @@ class Demo:
                 "--strategy",
                 "shadow",
             )
-            state = self._await_deployment(version)
+            state = self.await_deployment(version)
         finally:
             tally = clients.close()
-        self.figures["traffic"]["bad version"] = _tally(tally)
+        self.figures["traffic"]["bad version"] = traffic_figures(tally)
         failed = [g["gate"] for g in state["history"][-1]["gates"] if not g["passed"]]
         self.figures["bad_version"] = {
             "version": version,
@@ -443,48 +275,3 @@ class Demo:
             raise DemoFailed(
                 f"demo: step 'bad version': version {version} ended {state['status']}, not rejected"
             )
-
-    def versions(self) -> dict[str, dict[str, Any]]:
-        client = self.client()
-        out = {}
-        for mv in client.search_model_versions(f"name='{self.name}'"):
-            detail = client.get_model_version(self.name, mv.version)
-            out[str(mv.version)] = {"tags": dict(detail.tags), "aliases": list(detail.aliases)}
-        return out
-
-    def stop(self) -> int:
-        """Receiver (no new canary can start), deployment, server; then sweep what escaped."""
-        for service in reversed(self.services):
-            if service.name != "mlflow server":
-                processes.stop(service.pid)
-        if (self.repo / ".shipyard" / "deploy" / f"{self.name}.json").exists():
-            subprocess.run(
-                [processes.bin_path("shipyard"), "deploy", "stop", self.name],
-                cwd=self.repo,
-                env=self.env,
-                capture_output=True,
-                check=False,
-            )
-        for service in self.services:
-            if service.name == "mlflow server":
-                processes.stop(service.pid)
-        return services.sweep(self.run_id)
-
-
-class _Background(threading.Thread):
-    """A step's work on another thread; its exception is kept for the step to raise."""
-
-    def __init__(self, work: Callable[[], None]) -> None:
-        super().__init__(name="demo-background", daemon=True)
-        self.work = work
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            self.work()
-        except BaseException as err:
-            self.error = err
-
-
-def _tally(t: traffic.Tally) -> dict[str, Any]:
-    return {"sent": t.sent, "failed": t.failed, "by_variant": t.by_variant()}
