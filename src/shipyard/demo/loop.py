@@ -122,7 +122,6 @@ class Demo(Runner):
         progress("demo", f"webhook receiver on {receiver.url}, registered with MLflow")
         time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL: the server sees the new webhook
         self.sh("shipyard", "promote", self.name, "@candidate", "--to", "champion")
-        self.sh("shipyard", "package", f"{self.name}@champion")
         self.sh("shipyard", "deploy", "start", self.name, "--port", str(self.router_port))
         progress("demo", f"clients call {router}")
 
@@ -204,7 +203,8 @@ class Demo(Runner):
             self.sh("shipyard", "promote", self.name, "@candidate", "--to", "challenger")
             # Past its first step the canary's windows are bound by time, not by requests:
             # the bad version trains on the spare minutes instead of after them.
-            state = self.await_deployment(version, past_first_step=self._bad_version.start)
+            during = (self.config.train_bad_version_at_step, self._bad_version.start)
+            state = self.await_deployment(version, at_step=during)
         finally:
             tally = clients.close()
         self.figures["traffic"]["canary"] = traffic_figures(tally)

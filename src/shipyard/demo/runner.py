@@ -161,11 +161,11 @@ class Runner:
     # --- the steps -----------------------------------------------------------------------
 
     def await_deployment(
-        self, version: str, past_first_step: Callable[[], None] | None = None
+        self, version: str, at_step: tuple[int, Callable[[], None]] | None = None
     ) -> dict[str, Any]:
         """Until the canary the webhook started for `version` has an outcome.
 
-        `past_first_step` runs once when the canary reaches its second step.
+        `at_step` (index, callback): the callback runs once when the canary reaches that step.
         """
         path = self.repo / ".shipyard" / "deploy" / f"{self.name}.json"
         receiver = next(s for s in self.services if s.name == "webhook receiver")
@@ -187,9 +187,9 @@ class Runner:
                     continue
                 if state.get("status") in FINAL:
                     return state
-                if past_first_step and state.get("status") == "running" and state["step"] >= 1:
-                    past_first_step()
-                    past_first_step = None
+                if at_step and state.get("status") == "running" and state["step"] >= at_step[0]:
+                    at_step[1]()
+                    at_step = None
         raise DemoFailed(
             f"demo: step '{self._step}': no canary outcome for version {version} after "
             f"{self.config.step_timeout:.0f} s; log: {receiver.log}"
