@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option, policy_option
+from shipyard.cli.options import params_option, policy_option, router_port_option
 
 
 class _DeployGroup(click.Group):
@@ -39,13 +39,7 @@ def deploy() -> None:
     show_default=True,
     help="local: processes on this machine. kubernetes: Argo Rollouts manifests.",
 )
-@click.option(
-    "--port",
-    default=3000,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="local: router port clients call.",
-)
+@router_port_option
 @click.option("--image", help="kubernetes: the image `bentoml containerize` built for the Bento.")
 @click.option(
     "--out",
@@ -117,13 +111,7 @@ def run(
 
 @deploy.command()
 @click.argument("model")
-@click.option(
-    "--port",
-    default=3000,
-    show_default=True,
-    type=click.IntRange(1, 65535),
-    help="Router port clients call.",
-)
+@router_port_option
 @params_option
 @policy_option
 def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:

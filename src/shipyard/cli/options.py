@@ -32,3 +32,11 @@ monitoring_policy_option = click.option(
     show_default=True,
     help="Drift policy file.",
 )
+
+router_port_option = click.option(
+    "--port",
+    default=3000,
+    show_default=True,
+    type=click.IntRange(1, 65535),
+    help="Local target: the router port clients call.",
+)

@@ -40,19 +40,7 @@ def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) ->
     stable = deployment.start_service(
         name, champion, bento.package(name, champion, policy), "stable"
     )
-    state: dict[str, Any] = {
-        "model": name,
-        "version": champion,
-        "strategy": None,
-        "status": "starting",
-        "target": target,
-        "stable": stable,
-        "canary": None,
-        "step": 0,
-        "weight": 0,
-        "failures": 0,
-        "history": [],
-    }
+    state = deployment.new_state(name, champion, target, stable)
     deployment.save_state(state)
     try:
         deployment.wait_ready(stable)
@@ -109,19 +97,7 @@ def deploy(
     canary = deployment.start_service(
         name, challenger, bento.package(name, challenger, policy), "canary"
     )
-    state: dict[str, Any] = {
-        "model": name,
-        "version": challenger,
-        "strategy": strategy,
-        "status": "starting",
-        "target": target,
-        "stable": stable,
-        "canary": canary,
-        "step": 0,
-        "weight": 0,
-        "failures": 0,
-        "history": [],
-    }
+    state = deployment.new_state(name, challenger, target, stable, canary, strategy)
     if serving is not None:
         state["router"] = serving["router"]
     deployment.save_state(state)

@@ -18,6 +18,30 @@ from shipyard.errors import ShipyardError
 from shipyard.runtime import runtime_dir
 
 
+def new_state(
+    model: str,
+    version: str,
+    target: str,
+    stable: dict[str, Any],
+    canary: dict[str, Any] | None = None,
+    strategy: str | None = None,
+) -> dict[str, Any]:
+    """A deployment before its first step: `version` is the one being deployed."""
+    return {
+        "model": model,
+        "version": version,
+        "strategy": strategy,
+        "status": "starting",
+        "target": target,
+        "stable": stable,
+        "canary": canary,
+        "step": 0,
+        "weight": 0,
+        "failures": 0,
+        "history": [],
+    }
+
+
 def state_path(model: str) -> Path:
     return runtime_dir() / "deploy" / f"{model}.json"
 
