@@ -66,16 +66,16 @@ def webhook_receiver(
     cmd += ["--port", str(port), "--deploy-port", str(router_port)]
     log = logs / "webhook.log"
     pid = processes.start(cmd, log, {**env, "SHIPYARD_WEBHOOK_SECRET": secret}, cwd=repo)
-    url = f"http://127.0.0.1:{port}"
-    processes.wait_ready(f"{url}/livez", pid, log)
+    receiver = Service("webhook receiver", pid, f"http://127.0.0.1:{port}", log)
+    ready(receiver, "/livez")
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     client.create_webhook(
         name="shipyard-demo",
-        url=f"{url}/webhook",
+        url=f"{receiver.url}/webhook",
         events=["model_version_alias.created"],
         secret=secret,
     )
-    return Service("webhook receiver", pid, url, log)
+    return receiver
 
 
 MARK = "SHIPYARD_DEMO_RUN"  # in the environment of every process the demo starts
