@@ -16,6 +16,12 @@ from typing import Any
 from shipyard.artifacts import progress
 from shipyard.config import Policy
 from shipyard.runtime import runtime_dir
+from shipyard.serving.buckets import (
+    SCORE_BUCKETS_TAG,
+    SERVED_BUCKETS_TAG,
+    dump_bounds,
+    load_bounds,
+)
 from shipyard.serving.spec import SPEC_FILE, ServingSpec
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -30,6 +36,7 @@ os.environ["SHIPYARD_SERVING_SPEC"] = str(Path(__file__).with_name("serving_spec
 
 from shipyard.serving.service import PredictionService  # noqa: E402,F401
 '''
+THRESHOLD_TAG = "shipyard.threshold_at_budget"
 # Development tools in the lock that a serving image does not need.
 DEV_ONLY = ("mypy", "mypy_extensions", "pytest", "pytest-timeout", "ruff", "types-", "pandas-stubs")
 
@@ -51,14 +58,56 @@ def serving_requirements(lock: str) -> str:
     return "\n".join(keep) + "\n"
 
 
-def _threshold(policy: Policy, tags: dict[str, str]) -> float:
+def decision_threshold(policy: Policy, tags: dict[str, str]) -> float:
+    """The score at and above which the served version alerts."""
+    from shipyard.errors import ShipyardError
+
     chosen = policy.serving.decision_threshold
-    if chosen == "at_budget":
-        return float(tags.get("shipyard.threshold_at_budget", 0.5))
-    return float(chosen)
+    if chosen != "at_budget":
+        return float(chosen)
+    if THRESHOLD_TAG not in tags:
+        raise ShipyardError(
+            f"serving.decision_threshold is at_budget, but the version has no tag {THRESHOLD_TAG}"
+        )
+    return float(tags[THRESHOLD_TAG])
 
 
-def spec_for(name: str, version: Any, policy: Policy) -> ServingSpec:
+def own_buckets(name: str, version: Any) -> tuple[float, ...]:
+    """The version's reference score quantiles, recorded at registration."""
+    from shipyard.errors import ShipyardError
+
+    text = dict(version.tags).get(SCORE_BUCKETS_TAG)
+    if text is None:
+        raise ShipyardError(
+            f"package: {name} version {version.version} has no tag {SCORE_BUCKETS_TAG} "
+            "(registered before score buckets existed; register it again)"
+        )
+    try:
+        return load_bounds(text)
+    except ValueError as err:
+        raise ShipyardError(
+            f"package: {name} version {version.version}: tag {SCORE_BUCKETS_TAG}: {err}"
+        ) from None
+
+
+def comparison_buckets(name: str, version: Any) -> tuple[float, ...]:
+    """Buckets a package of `version` is built with: those @champion is served with.
+
+    A canary and the stable it is judged against must count scores in the same buckets.
+    The champion itself, or a first model, gets its own reference quantiles.
+    """
+    from shipyard import registry
+
+    champion = registry.version_by_alias(name, registry.CHAMPION)
+    if champion is None or str(champion.version) == str(version.version):
+        return own_buckets(name, version)
+    served = dict(champion.tags).get(SERVED_BUCKETS_TAG)
+    return load_bounds(served) if served else own_buckets(name, champion)
+
+
+def spec_for(
+    name: str, version: Any, policy: Policy, score_buckets: tuple[float, ...] | None = None
+) -> ServingSpec:
     from shipyard import registry
 
     tags = dict(version.tags)
@@ -68,7 +117,7 @@ def spec_for(name: str, version: Any, policy: Policy) -> ServingSpec:
         model_version=number,
         bento_model=f"{name}:v{number}",
         fields=registry.signature(name, number),
-        threshold=_threshold(policy, tags),
+        threshold=decision_threshold(policy, tags),
         labels={
             "model_name": name,
             "model_version": number,
@@ -79,6 +128,7 @@ def spec_for(name: str, version: Any, policy: Policy) -> ServingSpec:
         max_batch=policy.serving.max_batch,
         max_body_bytes=policy.serving.max_body_bytes,
         max_latency_ms=policy.serving.max_latency_ms,
+        score_buckets=score_buckets or comparison_buckets(name, version),
     )
 
 
@@ -114,15 +164,21 @@ def _context(spec: ServingSpec, ctx: Path) -> str:
 BENTO_TAG = "shipyard.bento_tag"
 
 
-def package(name: str, ref: str, policy: Policy) -> str:
-    """Import the version and build its Bento (or find the identical one); returns the tag."""
+def package(
+    name: str, ref: str, policy: Policy, score_buckets: tuple[float, ...] | None = None
+) -> str:
+    """Import the version and build its Bento (or find the identical one); returns the tag.
+
+    `score_buckets` defaults to `comparison_buckets`; a deployment passes the buckets its
+    running stable already counts in.
+    """
     import bentoml
 
     from shipyard import registry
 
     use_local_store()
     version = registry.resolve(name, ref)
-    spec = spec_for(name, version, policy)
+    spec = spec_for(name, version, policy, score_buckets)
     _import_model(spec)
     with tempfile.TemporaryDirectory(prefix="shipyard-bento-") as tmp:
         ctx = Path(tmp)
@@ -147,5 +203,19 @@ def package(name: str, ref: str, policy: Policy) -> str:
             build_ctx=str(ctx),
         )
     # Drift reports name the Bento that served the version they describe.
-    registry.set_version_tags(name, spec.model_version, {BENTO_TAG: tag})
+    registry.set_version_tags(
+        name,
+        spec.model_version,
+        {BENTO_TAG: tag, SERVED_BUCKETS_TAG: dump_bounds(spec.score_buckets)},
+    )
     return tag
+
+
+def served_buckets(tag: str) -> tuple[float, ...]:
+    """The score buckets a built Bento counts in, from the spec inside it."""
+    import bentoml
+
+    use_local_store()
+    path = Path(bentoml.get(tag).path) / "src" / SPEC_FILE
+    spec = ServingSpec.model_validate_json(path.read_text())
+    return spec.score_buckets

@@ -6,7 +6,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from shipyard.errors import ConfigError
 
@@ -248,10 +256,27 @@ class NoRegressionConfig(Strict):
     seed: int = 0
 
 
+class CalibrationConfig(Strict):
+    """A proper scoring rule, by the same paired bootstrap: ranking metrics cannot see a
+    challenger whose scores are shrunk or inflated while their order stays the same."""
+
+    metric: Literal["brier", "log_loss"]
+    # The lower end of the interval of (challenger - champion) / champion must stay below it.
+    max_relative_increase: float = Field(gt=0, lt=1)
+
+
+class AlertVolumeConfig(Strict):
+    """Alerts each model raises on the frozen test set at its own decision threshold."""
+
+    max_ratio: float = Field(gt=1)  # challenger / champion, either way
+
+
 class PromotionPolicy(Strict):
     min: dict[MetricName, float] = {}
     max: dict[MetricName, float] = {}
     no_regression: NoRegressionConfig
+    calibration: CalibrationConfig
+    alert_volume: AlertVolumeConfig
     alert_budget: float = Field(gt=0, lt=1)
 
 
@@ -272,7 +297,29 @@ class CanaryGates(Strict):
     max_p99_ratio: float = Field(gt=0)
     max_score_psi: float = Field(gt=0)
     max_score_ks: float = Field(gt=0, le=1)
-    max_positive_rate_diff: float = Field(gt=0, le=1)
+    # Alert rate, canary against stable: rejected once a one-sided test at `confidence` says
+    # it is more than `max_positive_rate_ratio` times stable's, or less than its inverse.
+    max_positive_rate_ratio: float = Field(gt=1)
+    confidence: float = Field(gt=0.5, lt=1)
+    # No canary passes before this many alerts were expected of it at stable's rate.
+    min_expected_positives: float = Field(gt=0)
+
+    @field_validator("min_expected_positives")
+    @classmethod
+    def _can_see_silence(cls, value: float, info: ValidationInfo) -> float:
+        """Below ratio * z**2 expected alerts, a canary that never alerts would pass."""
+        from statistics import NormalDist
+
+        ratio, confidence = info.data.get("max_positive_rate_ratio"), info.data.get("confidence")
+        if ratio is None or confidence is None:
+            return value
+        needed = ratio * NormalDist().inv_cdf(confidence) ** 2
+        if value < needed:
+            raise ValueError(
+                f"must be at least {needed:.1f} at max_positive_rate_ratio {ratio} and "
+                f"confidence {confidence}, or a canary that never alerts can pass"
+            )
+        return value
 
 
 class CanaryPolicy(Strict):
@@ -281,6 +328,17 @@ class CanaryPolicy(Strict):
     min_requests: int = Field(ge=1)
     failures_tolerated: int = Field(ge=0)
     gates: CanaryGates
+
+    @field_validator("failures_tolerated")
+    @classmethod
+    def _can_reject(cls, value: int, info: ValidationInfo) -> int:
+        steps = info.data.get("steps")
+        if steps is not None and value >= len(steps):
+            raise ValueError(
+                f"{value} failed steps tolerated out of {len(steps)}: no canary could ever be "
+                f"rejected; use at most {len(steps) - 1}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _steps_rise_to_100(self) -> CanaryPolicy:

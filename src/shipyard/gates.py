@@ -11,11 +11,13 @@ class GateResult:
     passed: bool
     value: float | None = None
     threshold: float | None = None
-    op: str = ""  # ">=" or "<=" for numeric gates
+    op: str = ""  # ">=" or "<=" for numeric gates, "test" for a statistical test
     detail: str = ""
 
     def describe(self) -> str:
         word = "passed" if self.passed else "failed"
+        if self.op == "test":  # a statistical test: its detail says what was compared
+            return f"{self.gate} {self.detail}: {word}"
         if self.value is None or self.threshold is None:
             return f"{self.gate} {self.detail}: {word}"
         return f"{self.gate} {self.value:.4f} {self.op} {self.threshold:.4f}: {word}"

@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
+    log_loss,
     precision_recall_curve,
     roc_auc_score,
     roc_curve,
@@ -16,6 +17,7 @@ HIGHER_IS_BETTER = {
     "average_precision": True,
     "precision_at_budget": True,
     "brier": False,
+    "log_loss": False,
     "latency_ms_p50": False,
 }
 
@@ -68,11 +70,23 @@ def confusion_rows(y: np.ndarray, scores: np.ndarray, threshold: float) -> list[
 
 
 def _metric(name: str, y: np.ndarray, p: np.ndarray, budget: float) -> float:
+    """Every metric a paired comparison may use; an unknown name is an error, never AP."""
     if name == "precision_at_budget":
         return precision_at_budget(y, p, budget)
     if name == "roc_auc":
         return float(roc_auc_score(y, p))
-    return float(average_precision_score(y, p))
+    if name == "average_precision":
+        return float(average_precision_score(y, p))
+    if name == "brier":
+        return float(brier_score_loss(y, p))
+    if name == "log_loss":
+        return float(log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=[0, 1]))
+    raise ValueError(f"no paired comparison for metric {name!r}")
+
+
+def alerts(scores: np.ndarray, threshold: float) -> int:
+    """Records a model alerts on at its decision threshold (as serving decides: >=)."""
+    return int(np.count_nonzero(scores >= threshold))
 
 
 def paired_bootstrap_delta(
@@ -85,12 +99,19 @@ def paired_bootstrap_delta(
     resamples: int,
     confidence: float,
     seed: int,
+    relative: bool = False,
 ) -> dict[str, float]:
     """metric(new) - metric(old) on the same rows, with a percentile bootstrap interval.
 
     Rows are resampled once per draw for both models, so the interval reflects the
-    difference between them, not the noise of each on its own.
+    difference between them, not the noise of each on its own. `relative` divides each
+    difference by the old model's figure on the same draw (for a loss, whose scale follows
+    the base rate).
     """
+
+    def change(new_value: float, old_value: float) -> float:
+        return (new_value - old_value) / old_value if relative else new_value - old_value
+
     rng = np.random.default_rng(seed)
     n = len(y)
     deltas = []
@@ -98,9 +119,8 @@ def paired_bootstrap_delta(
         idx = rng.integers(0, n, n)
         if y[idx].min() == y[idx].max():
             continue  # a draw without both classes has no ranking metric
-        deltas.append(
-            _metric(metric, y[idx], new[idx], budget) - _metric(metric, y[idx], old[idx], budget)
-        )
+        draw_new = _metric(metric, y[idx], new[idx], budget)
+        deltas.append(change(draw_new, _metric(metric, y[idx], old[idx], budget)))
     if len(deltas) < resamples // 2:
         raise ValueError("too few positives in the test set for a bootstrap interval")
     tail = (1 - confidence) / 2 * 100
@@ -109,7 +129,7 @@ def paired_bootstrap_delta(
     return {
         "challenger": new_value,
         "champion": old_value,
-        "delta": new_value - old_value,
+        "delta": change(new_value, old_value),
         "ci_low": float(lo),
         "ci_high": float(hi),
         "confidence": confidence,

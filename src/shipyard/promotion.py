@@ -17,7 +17,7 @@ import numpy as np
 
 from shipyard import metrics
 from shipyard.artifacts import progress
-from shipyard.config import NoRegressionConfig, Policy
+from shipyard.config import AlertVolumeConfig, CalibrationConfig, NoRegressionConfig, Policy
 from shipyard.gates import GateResult, check_thresholds
 
 AUDIT_LOG = "audit/promotions.jsonl"
@@ -124,6 +124,75 @@ def regression_gate(
     return gate, delta
 
 
+def calibration_gate(
+    y: np.ndarray, new: np.ndarray, old: np.ndarray, policy: Policy
+) -> tuple[GateResult, dict[str, float]]:
+    """A proper scoring rule sees scores shrunk or inflated with their order unchanged.
+
+    Same paired bootstrap as the ranking gate, on the relative change of the loss: pass
+    unless the interval says the challenger's loss is higher by more than the tolerance.
+    """
+    cfg: CalibrationConfig = policy.promotion.calibration
+    boot = policy.promotion.no_regression
+    delta = metrics.paired_bootstrap_delta(
+        y,
+        new,
+        old,
+        cfg.metric,
+        budget=policy.promotion.alert_budget,
+        resamples=boot.resamples,
+        confidence=boot.confidence,
+        seed=boot.seed,
+        relative=True,
+    )
+    bound = cfg.max_relative_increase
+    detail = (
+        f"{cfg.metric} {delta['champion']:.5f} -> {delta['challenger']:.5f} "
+        f"({delta['delta']:+.1%}), {boot.confidence:.0%} interval "
+        f"[{delta['ci_low']:+.1%}, {delta['ci_high']:+.1%}], lower end must be <= {bound:+.1%}"
+    )
+    gate = GateResult(
+        f"no_regression_{cfg.metric}",
+        bool(delta["ci_low"] <= bound),
+        delta["ci_low"],
+        bound,
+        "<=",
+        detail,
+    )
+    return gate, delta
+
+
+def alert_volume_gate(
+    new: np.ndarray,
+    old: np.ndarray,
+    thresholds: tuple[float, float],
+    cfg: AlertVolumeConfig,
+) -> tuple[GateResult, dict[str, float]]:
+    """Alerts each model raises on the same rows at its own threshold: the decisions users see.
+
+    A challenger that never alerts, or floods the analysts, fails here even when it ranks
+    rows well. The ratio must lie within [1/max_ratio, max_ratio].
+    """
+    n_new, n_old = metrics.alerts(new, thresholds[0]), metrics.alerts(old, thresholds[1])
+    ratio = n_new / n_old if n_old else (np.inf if n_new else np.nan)
+    low, high = 1 / cfg.max_ratio, cfg.max_ratio
+    detail = (
+        f"challenger {n_new} alerts at {thresholds[0]:.4g}, champion {n_old} at "
+        f"{thresholds[1]:.4g} on {len(new)} rows: ratio {ratio:.3g}, must be within "
+        f"[{low:.3g}, {high:.3g}]"
+    )
+    passed = bool(low <= ratio <= high)  # NaN (neither alerts) fails: nothing shows it works
+    record = {
+        "challenger": float(n_new),
+        "champion": float(n_old),
+        "ratio": float(ratio),
+        "challenger_threshold": thresholds[0],
+        "champion_threshold": thresholds[1],
+        "rows": float(len(new)),
+    }
+    return GateResult("alert_volume", passed, float(ratio), high, "test", detail), record
+
+
 def canary_gate(
     tags: dict[str, str], first_model: bool, force: bool, reason: str | None
 ) -> GateResult:
@@ -206,7 +275,7 @@ def promote(
     `evidence` (e.g. the canary analysis) is attached to the decision record as it is.
     `strategy` (to challenger only) is how the deployment that follows should expose it.
     """
-    from shipyard import registry, runtime
+    from shipyard import bento, registry, runtime
     from shipyard.errors import GateFailed, ShipyardError
 
     if to not in TARGETS:
@@ -244,6 +313,16 @@ def promote(
             gate, delta = regression_gate(y, new, old, cfg, policy.promotion.alert_budget)
             decision.gates.append(gate)
             decision.deltas[cfg.metric] = delta
+            loss, loss_delta = calibration_gate(y, new, old, policy)
+            decision.gates.append(loss)
+            decision.deltas[f"{policy.promotion.calibration.metric}_relative"] = loss_delta
+            thresholds = (
+                bento.decision_threshold(policy, tags),
+                bento.decision_threshold(policy, dict(holder.tags) if holder else {}),
+            )
+            volume, counts = alert_volume_gate(new, old, thresholds, policy.promotion.alert_volume)
+            decision.gates.append(volume)
+            decision.deltas["alert_volume"] = counts
     if to == "champion":
         decision.gates.append(canary_gate(tags, champion is None, force, reason))
     extra = {"forced": force, "reason": reason, **({"evidence": evidence} if evidence else {})}

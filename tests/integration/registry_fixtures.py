@@ -22,6 +22,74 @@ def frame(n: int = 3000, seed: int = 0, extra: bool = False) -> pd.DataFrame:
     return out
 
 
+# fault -> what it does to the model or its decisions (see `fit`)
+FAULTS = (
+    "diverged",
+    "collapsed",
+    "slow",
+    "shrunk",
+    "inflated",
+    "silent",
+    "noisy",
+    "segment",
+)
+BUDGET = 0.01  # alerts per scored record, as the pipeline's `evaluate.alert_budget`
+SEGMENT = 1.0  # `segment`: records with tx_amount above this are the ones it gets wrong
+
+
+def fit(
+    *, noise: bool = False, seed: int = 0, extra: bool = False, fault: str | None = None
+) -> tuple[Any, list[str], float]:
+    """A model, its features and its decision threshold, the way the pipeline makes them.
+
+    The threshold is the model's own at the alert budget on its training rows, as `evaluate`
+    computes it. `fault` breaks the model the way real ones break, to see which gate catches
+    it: `diverged` (NaN weights: every request a 500), `collapsed` (zero weights: one constant
+    score), `slow` (thousands of boosting rounds: tens of ms per call), `shrunk` and `inflated`
+    (the same ranking, scores pulled towards 0 or 1: a calibration bug), `silent` (never
+    alerts) and `noisy` (alerts ten times as often) with honest scores, and `segment` (trained
+    where the labels of one range of tx_amount were lost: wrong on that segment only).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from shipyard.metrics import budget_threshold
+
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}")
+    train = frame(seed=100 + seed, extra=extra)
+    features = [c for c in train.columns if c != TARGET]
+    y = train[TARGET].to_numpy()
+    if noise:  # a model that learned nothing useful
+        y = np.random.default_rng(seed).permutation(y)
+    model: Any = make_pipeline(StandardScaler(), LogisticRegression())
+    if fault == "slow":
+        model = make_pipeline(
+            StandardScaler(),
+            HistGradientBoostingClassifier(
+                max_iter=6000, learning_rate=0.002, max_leaf_nodes=4, early_stopping=False
+            ),
+        )
+    elif fault == "segment":
+        y = np.where(train["tx_amount"].to_numpy() > SEGMENT, 0, y)
+        model = HistGradientBoostingClassifier(max_iter=100, random_state=seed)
+    model.fit(train[features], y)
+    if fault == "diverged":
+        model[-1].coef_[:] = np.nan
+    elif fault == "collapsed":
+        model[-1].coef_[:] = 0.0
+    elif fault in ("shrunk", "inflated"):
+        model[-1].intercept_ += -1.5 if fault == "shrunk" else 1.5
+    scores = model.predict_proba(train[features])[:, 1]
+    budget = 10 * BUDGET if fault == "noisy" else BUDGET
+    threshold = 1.0 if fault == "silent" else budget_threshold(scores, budget)
+    if fault in ("diverged", "collapsed"):
+        threshold = 0.5
+    return model, features, threshold
+
+
 def register(
     tmp: Path,
     *,
@@ -32,40 +100,18 @@ def register(
     test: pd.DataFrame | None = None,
     fault: str | None = None,
 ) -> str:
-    """Fit, log and register one version the way the pipeline does; returns its number.
-
-    `fault` breaks the model the way real ones break, to see which canary gate catches it:
-    `diverged` (NaN weights: every request a 500), `collapsed` (zero weights: one constant
-    score) or `slow` (thousands of boosting rounds: each model call costs tens of ms).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    """Fit (see `fit`), log and register one version the way the pipeline does."""
     from shipyard import registry, tracking
     from shipyard.config import BaseSection, TrackingConfig
     from shipyard.models import storage
+    from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
 
     tracking.configure(BaseSection(seed=0, model_name=NAME, tracking=TrackingConfig()))
+    model, features, threshold = fit(noise=noise, seed=seed, extra=extra, fault=fault)
     train = frame(seed=100 + seed, extra=extra)
-    features = [c for c in train.columns if c != TARGET]
-    y = train[TARGET].to_numpy()
-    if noise:  # a model that learned nothing useful
-        y = np.random.default_rng(seed).permutation(y)
-    model = make_pipeline(StandardScaler(), LogisticRegression()).fit(train[features], y)
-    if fault == "diverged":
-        model[-1].coef_[:] = np.nan
-    elif fault == "collapsed":
-        model[-1].coef_[:] = 0.0
-    elif fault == "slow":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
-        slow = HistGradientBoostingClassifier(
-            max_iter=6000, learning_rate=0.002, max_leaf_nodes=4, early_stopping=False
-        )
-        model = make_pipeline(StandardScaler(), slow).fit(train[features], y)
-    elif fault is not None:
-        raise ValueError(f"unknown fault {fault!r}")
+    with np.errstate(all="ignore"):
+        reference = model.predict_proba(train[features])[:, 1]
+    bounds = reference_bounds(reference) if np.isfinite(reference).all() else (0.5, 1.0)
     test = frame(seed=7, extra=extra) if test is None else test
     path = tmp / f"test-{seed}-{noise}-{extra}-{fault}.parquet"
     test.to_parquet(path, index=False)
@@ -82,6 +128,8 @@ def register(
         "shipyard.test_uri": f"runs:/{run_id}/evaluation/{path.name}",
         "shipyard.data_hash": "md5:test",
         "shipyard.git_sha": "abc123",
+        "shipyard.threshold_at_budget": f"{threshold:.6g}",
+        SCORE_BUCKETS_TAG: dump_bounds(bounds),
     }
     all_tags.update(tags or {})
     return registry.register_version(logged["model_uri"], NAME, run_id, all_tags)

@@ -162,6 +162,12 @@ def status(model: str) -> None:
         v = state.get(role)
         if v:
             click.echo(f"  {role:<7} version {v['version']}  {v['tag']}  port {v['port']}")
+    if "failures_tolerated" in state:
+        left = max(state["failures_tolerated"] - state["failures"], 0)
+        click.echo(
+            f"  failed steps: {state['failures']}; {left} more tolerated before rollback "
+            "(a failed last step always rolls back)"
+        )
     for step in state["history"]:
         word = "passed" if step["passed"] else "FAILED"
         click.echo(

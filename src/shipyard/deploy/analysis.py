@@ -1,9 +1,9 @@
 """Canary analysis: canary against stable over the same window, from their /metrics.
 
 HTTP gates (error rate, p99 latency absolute and relative to stable) and ML gates (drift
-between the two prediction-score distributions, PSI and KS, and the gap in positive-decision
-rate). Every figure comes from differences of two Prometheus scrapes, so a window is exactly
-the traffic between them.
+between the two prediction-score distributions, PSI and KS over buckets at the stable's
+reference quantiles, and a test of the alert-rate ratio). Every figure comes from differences
+of two Prometheus scrapes, so a window is exactly the traffic between them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from shipyard.config import CanaryGates
 from shipyard.gates import GateResult
@@ -129,22 +130,42 @@ def _shares(buckets: list[tuple[float, float]], smoothing: float = 0.0) -> list[
     return [(c + smoothing) / (total + smoothing * len(counts)) for c in counts]
 
 
+def _same_bounds(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> bool:
+    return [bound for bound, _ in a] == [bound for bound, _ in b]
+
+
 def psi(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) -> float:
     """Population stability index between two histograms with the same buckets.
 
     Half a count is added to every bucket, so the sparse buckets of a short window do not
-    turn sampling noise into a huge index.
+    turn sampling noise into a huge index. Different bounds cannot be compared: NaN.
     """
     e, a = _shares(expected, 0.5), _shares(actual, 0.5)
-    if not e or not a or len(e) != len(a):
+    if not e or not a or not _same_bounds(expected, actual):
         return math.nan
     return sum((ai - ei) * math.log(ai / ei) for ei, ai in zip(e, a, strict=True))
+
+
+def ks_excess(
+    expected: list[tuple[float, float]], actual: list[tuple[float, float]], confidence: float
+) -> float:
+    """KS beyond what sampling explains at `confidence`: the statistic minus the two-sample
+    critical value c(alpha) * sqrt((n + m) / (n m)).
+
+    A bound on this is a tolerance that holds at every sample size: a short window's noise
+    does not fail an honest canary, and a long one's power is not thrown away.
+    """
+    n, m = (b[-1][1] if b else 0.0 for b in (expected, actual))
+    if n <= 0 or m <= 0:
+        return math.nan
+    critical = math.sqrt(-math.log((1 - confidence) / 2) / 2)
+    return ks(expected, actual) - critical * math.sqrt((n + m) / (n * m))
 
 
 def ks(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) -> float:
     """Largest gap between the two cumulative distributions, at the bucket bounds."""
     e, a = _shares(expected), _shares(actual)
-    if not e or not a or len(e) != len(a):
+    if not e or not a or not _same_bounds(expected, actual):
         return math.nan
     gap, ce, ca = 0.0, 0.0, 0.0
     for ei, ai in zip(e, a, strict=True):
@@ -153,30 +174,116 @@ def ks(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) -
     return gap
 
 
-def judge(stable: Window, canary: Window, gates: CanaryGates) -> list[GateResult]:
-    """Every gate for one step; NaN (no traffic to judge) fails, it never passes silently."""
+@dataclass(frozen=True)
+class Alerts:
+    """Records one variant scored and how many of them it alerted on."""
+
+    predictions: float
+    positives: float
+
+    @classmethod
+    def of(cls, w: Window) -> Alerts:
+        return cls(w.predictions, w.positives)
+
+
+@dataclass(frozen=True)
+class AlertRateTest:
+    """Canary's alert rate against stable's, conditional on the alerts both raised.
+
+    Given k alerts in all, the canary's share of them is binomial with
+    pi = nc*theta / (nc*theta + ns) when its rate is theta times stable's. `z_more` is the
+    score statistic at theta = max_ratio (large: it alerts more than that), `z_fewer` at
+    1/max_ratio (very negative: it alerts less). The same formula is the PromQL's.
+    """
+
+    ratio: float  # observed canary rate / stable rate
+    expected: float  # canary alerts expected at stable's rate
+    z_more: float
+    z_fewer: float
+
+    @classmethod
+    def of(cls, stable: Alerts, canary: Alerts, max_ratio: float) -> AlertRateTest:
+        ns, xs, nc, xc = stable.predictions, stable.positives, canary.predictions, canary.positives
+        if ns <= 0 or nc <= 0:
+            return cls(math.nan, 0.0, math.nan, math.nan)
+        rate_s = xs / ns
+        ratio = (xc / nc) / rate_s if rate_s > 0 else (math.inf if xc else math.nan)
+        k = xc + xs
+        return cls(
+            ratio, nc * rate_s, _z(xc, k, nc, ns, max_ratio), _z(xc, k, nc, ns, 1 / max_ratio)
+        )
+
+    def rejects(self, confidence: float) -> bool:
+        critical = NormalDist().inv_cdf(confidence)
+        return self.z_more > critical or self.z_fewer < -critical
+
+
+def _z(xc: float, k: float, nc: float, ns: float, theta: float) -> float:
+    if k <= 0:
+        return 0.0  # no alert anywhere yet: no evidence either way
+    pi = nc * theta / (nc * theta + ns)
+    return (xc - k * pi) / math.sqrt(k * pi * (1 - pi))
+
+
+def alert_rate_gates(
+    stable: Alerts, canary: Alerts, gates: CanaryGates, *, final: bool
+) -> list[GateResult]:
+    """The ratio test, and on the last step the sample it needs before a canary may pass."""
+    test = AlertRateTest.of(stable, canary, gates.max_positive_rate_ratio)
+    r = gates.max_positive_rate_ratio
+    detail = (
+        f"canary {canary.positives:.0f}/{canary.predictions:.0f} alerts, stable "
+        f"{stable.positives:.0f}/{stable.predictions:.0f}: ratio {test.ratio:.3g}, "
+        f"{gates.confidence:.0%} test against [{1 / r:.3g}, {r:.3g}] "
+        f"(z {test.z_fewer:+.2f} / {test.z_more:+.2f})"
+    )
+    passed = not math.isnan(test.z_more) and not test.rejects(gates.confidence)
+    out = [GateResult("positive_rate_ratio", passed, test.ratio, r, "test", detail)]
+    if final:
+        need = gates.min_expected_positives
+        out.append(
+            GateResult(
+                "min_expected_positives", bool(test.expected >= need), test.expected, need, ">="
+            )
+        )
+    return out
+
+
+def judge(
+    stable: Window,
+    canary: Window,
+    gates: CanaryGates,
+    since: tuple[Window, Window] | None = None,
+    *,
+    final: bool = False,
+) -> list[GateResult]:
+    """Every gate for one step; NaN (no traffic to judge) fails, it never passes silently.
+
+    HTTP gates read the step's windows: load changes with the weight. Score and alert gates
+    read `since` (stable, canary), everything both served since the canary started: the
+    distributions do not depend on the weight, so their tests gather evidence across steps.
+    Without it the step's windows are used.
+    """
 
     def rate(w: Window) -> float:
         return w.server_errors / w.requests if w.requests else math.nan
 
-    def positive(w: Window) -> float:
-        return w.positives / w.predictions if w.predictions else math.nan
-
     p99_canary = quantile(canary.latency_buckets, 0.99) * 1000
     p99_stable = quantile(stable.latency_buckets, 0.99) * 1000
     ratio = p99_canary / p99_stable if p99_stable > 0 else math.nan
+    s, c = since or (stable, canary)
     checks = [
         ("max_error_rate", rate(canary), gates.max_error_rate),
         ("max_p99_ms", p99_canary, gates.max_p99_ms),
         ("max_p99_ratio", ratio, gates.max_p99_ratio),
-        ("max_score_psi", psi(stable.score_buckets, canary.score_buckets), gates.max_score_psi),
-        ("max_score_ks", ks(stable.score_buckets, canary.score_buckets), gates.max_score_ks),
+        ("max_score_psi", psi(s.score_buckets, c.score_buckets), gates.max_score_psi),
         (
-            "max_positive_rate_diff",
-            abs(positive(canary) - positive(stable)),
-            gates.max_positive_rate_diff,
+            "max_score_ks",
+            ks_excess(s.score_buckets, c.score_buckets, gates.confidence),
+            gates.max_score_ks,
         ),
     ]
-    return [
+    results = [
         GateResult(name, bool(value <= bound), value, bound, "<=") for name, value, bound in checks
     ]
+    return results + alert_rate_gates(Alerts.of(s), Alerts.of(c), gates, final=final)

@@ -14,14 +14,20 @@ from typing import Any
 from shipyard.artifacts import progress
 from shipyard.config import CanaryPolicy, Policy
 from shipyard.deploy import deployment, outcome, processes
-from shipyard.deploy.analysis import Window, judge, parse_metrics, window
+from shipyard.deploy.analysis import AlertRateTest, Alerts, Window, judge, parse_metrics, window
 from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
 
 EARLY_ERRORS = 5  # server errors that end a step early when the error rate is past its gate
-SCORE_GATES = ("max_score_psi", "max_score_ks", "max_positive_rate_diff")
 CLEAR_MARGIN = 2.0  # a score gate failed by this factor, on enough requests, ends a step early
+# The statistical gates (KS excess, alert-rate test) end a step early at twice their policy's
+# strictness: they are looked at every second, and each look is another chance for noise to
+# pass for a fault. Honest canaries sit well inside both bounds, where that chance is tiny.
+STATISTICAL_GATES = ("max_score_ks", "positive_rate_ratio")
+EARLY_ALPHA_SHARE = 0.5
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
+COMPLETE, TIME_UP = "complete", "step time is up"
+ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault seen early
 
 
 def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) -> dict[str, Any]:
@@ -94,8 +100,10 @@ def deploy(
         )
     else:
         stable = serving["stable"]
+    # The canary counts its scores in the buckets stable counts in, or PSI compares nothing.
+    buckets = bento.served_buckets(stable["tag"])
     canary = deployment.start_service(
-        name, challenger, bento.package(name, challenger, policy), "canary"
+        name, challenger, bento.package(name, challenger, policy, buckets), "canary"
     )
     state = deployment.new_state(name, challenger, target, stable, canary, strategy)
     if serving is not None:
@@ -131,32 +139,59 @@ def deploy(
 
 
 def _wait_for_traffic(
-    state: dict[str, Any], cfg: CanaryPolicy, before: tuple[str, str]
-) -> tuple[Window, Window]:
-    """At least `step_seconds`, then until the canary has `min_requests` (up to 5 steps' time).
+    state: dict[str, Any], cfg: CanaryPolicy, before: tuple[str, str], final: bool
+) -> tuple[Window, Window, tuple[Window, Window], bool]:
+    """Scrape once a second until `ready` says the step can be judged.
 
-    A canary answering with server errors is judged at once: every second of waiting is more
-    clients failing, and the error gate needs no large sample to see it.
+    Returns both step windows, both variants' windows since the canary started, and whether
+    the step ended early on a fault.
     """
     start = time.monotonic()
     parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
+    first = tuple(parse_metrics(text) for text in state["start_scrapes"])
     while True:
         time.sleep(min(1.0, cfg.step_seconds))
-        after = (deployment.scrape(state["stable"]), deployment.scrape(state["canary"]))
-        stable = window(parsed[0], parse_metrics(after[0]))
-        canary = window(parsed[1], parse_metrics(after[1]))
-        elapsed = time.monotonic() - start
-        if _erroring(canary, cfg):
-            progress("deploy", f"canary errors ({canary.server_errors:.0f}): judging now")
-            return stable, canary
-        off = _clearly_off(stable, canary, cfg)
-        if off is not None:
-            progress("deploy", f"canary scores far off ({off.describe()}): judging now")
-            return stable, canary
-        if elapsed >= cfg.step_seconds and (
-            canary.requests >= cfg.min_requests or elapsed > 5 * cfg.step_seconds
-        ):
-            return stable, canary
+        after = (
+            parse_metrics(deployment.scrape(state["stable"])),
+            parse_metrics(deployment.scrape(state["canary"])),
+        )
+        stable, canary = window(parsed[0], after[0]), window(parsed[1], after[1])
+        since = (window(first[0], after[0]), window(first[1], after[1]))
+        reason = ready(stable, canary, since, cfg, time.monotonic() - start, final)
+        if reason is not None:
+            if reason not in ON_TIME:
+                progress("deploy", f"{reason}: judging now")
+            return stable, canary, since, reason not in ON_TIME
+
+
+def ready(
+    stable: Window,
+    canary: Window,
+    since: tuple[Window, Window],
+    cfg: CanaryPolicy,
+    elapsed: float,
+    final: bool,
+) -> str | None:
+    """Why the step can be judged now, or None to keep waiting.
+
+    At least `step_seconds`, then until the canary has `min_requests` (and, on the last
+    step, the alerts a pass needs), for up to 5 steps' time. A canary answering with server
+    errors, or whose scores or alerts are clearly off, is judged at once: every second of
+    waiting is more clients exposed to it.
+    """
+    if _erroring(canary, cfg):
+        return f"canary errors ({canary.server_errors:.0f})"
+    off = _clearly_off(stable, canary, since, cfg)
+    if off is not None:
+        return f"canary far off ({off.describe()})"
+    if elapsed > 5 * cfg.step_seconds:
+        return TIME_UP
+    enough = canary.requests >= cfg.min_requests
+    if final:
+        alerts = (Alerts.of(since[0]), Alerts.of(since[1]))
+        test = AlertRateTest.of(*alerts, cfg.gates.max_positive_rate_ratio)
+        enough = enough and test.expected >= cfg.gates.min_expected_positives
+    return COMPLETE if elapsed >= cfg.step_seconds and enough else None
 
 
 def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
@@ -166,18 +201,25 @@ def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
     )
 
 
-def _clearly_off(stable: Window, canary: Window, cfg: CanaryPolicy) -> GateResult | None:
-    """A score gate failed CLEAR_MARGIN times over, with `min_requests` on both sides.
+def _clearly_off(
+    stable: Window, canary: Window, since: tuple[Window, Window], cfg: CanaryPolicy
+) -> GateResult | None:
+    """With `min_requests` on both sides since the start: PSI failed CLEAR_MARGIN times over,
+    or a statistical gate fails at half the policy's error rate.
 
     That many requests is the sample the policy judges scores on; past it, a canary whose
     scores are far off only exposes more clients (or, shadowed, waits longer to go) until the
     window ends. A canary that is close to a bound still gets its whole window.
     """
-    if min(stable.requests, canary.requests) < cfg.min_requests:
+    if min(since[0].requests, since[1].requests) < cfg.min_requests:
         return None
-    for result in judge(stable, canary, cfg.gates):
+    strict = 1 - (1 - cfg.gates.confidence) * EARLY_ALPHA_SHARE
+    gates = cfg.gates.model_copy(update={"confidence": strict})
+    for result in judge(stable, canary, gates, since):
         value, bound = result.value, result.threshold
-        if value is None or bound is None or result.gate not in SCORE_GATES:
+        if result.gate in STATISTICAL_GATES and not result.passed:
+            return result
+        if value is None or bound is None or result.gate != "max_score_psi":
             continue
         if value > CLEAR_MARGIN * bound:  # NaN (nothing to compare yet) never is
             return result
@@ -185,22 +227,28 @@ def _clearly_off(stable: Window, canary: Window, cfg: CanaryPolicy) -> GateResul
 
 
 def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
+    """Step through the weights; a failed last step always rejects, whatever was tolerated."""
     cfg = policy.canary
     saved = state.get("baseline")
     baseline: Window | None = Window(**saved) if saved else None
+    state["failures_tolerated"] = cfg.failures_tolerated
     for i in range(state["step"], len(cfg.steps)):
+        final = i == len(cfg.steps) - 1
         weight = 0 if state["strategy"] == "shadow" else cfg.steps[i]
         state.update(step=i, weight=weight)
         deployment.save_state(state)  # the intended weight is on disk before the router changes
         deployment.admin(state, weight=weight, mode=state["strategy"])
         progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
         before = (deployment.scrape(state["stable"]), deployment.scrape(state["canary"]))
-        stable, canary = _wait_for_traffic(state, cfg, before)
+        if "start_scrapes" not in state:  # score and alert gates count from here on
+            state["start_scrapes"] = list(before)
+            deployment.save_state(state)
+        stable, canary, since, early = _wait_for_traffic(state, cfg, before, final)
         if stable.requests >= cfg.min_requests or baseline is None:
             baseline = stable  # at 100% the last well-fed stable window stands in
             state["baseline"] = asdict(baseline)  # and survives a controller restart
-        results = judge(baseline, canary, cfg.gates)
-        if canary.requests < cfg.min_requests:
+        results = judge(baseline, canary, cfg.gates, since, final=final)
+        if canary.requests < cfg.min_requests and not early:  # a fault needs no more
             results = [*results, _too_little(canary.requests, cfg.min_requests)]
         passed = all(r.passed for r in results)
         state["history"].append(
@@ -210,20 +258,28 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
                 "passed": passed,
                 "stable_requests": stable.requests,
                 "canary_requests": canary.requests,
+                "canary_requests_total": since[1].requests,
                 "gates": [r.as_dict() for r in results],
             }
         )
         if not passed:
             state["failures"] += 1
         deployment.save_state(state)
+        left = cfg.failures_tolerated - state["failures"]
         progress(
             "deploy",
             f"step {i + 1}: {'passed' if passed else 'FAILED'} "
-            f"({canary.requests:.0f} canary requests)",
+            f"({canary.requests:.0f} canary requests; "
+            f"{max(left, 0)} more failed steps tolerated)",
         )
-        if state["failures"] > cfg.failures_tolerated:
+        if rejects(state["failures"], cfg, final=final, passed=passed):
             return _reject(state, results)
     return _promote(state, policy, target)
+
+
+def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> bool:
+    """More failed steps than tolerated, or a failed last step: nothing overrides that one."""
+    return failures > cfg.failures_tolerated or (final and not passed)
 
 
 def _too_little(seen: float, needed: int) -> GateResult:

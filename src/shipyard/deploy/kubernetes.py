@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,9 @@ def _service(model: str, role: str, policy: Policy) -> dict[str, Any]:
     }
 
 
-def _analysis_template(model: str, policy: Policy) -> dict[str, Any]:
+def _analysis_template(
+    model: str, policy: Policy, score_buckets: Sequence[float]
+) -> dict[str, Any]:
     window = f"{max(int(policy.canary.step_seconds), 1)}s"
     metrics = [
         {
@@ -57,7 +60,9 @@ def _analysis_template(model: str, policy: Policy) -> dict[str, Any]:
                 "prometheus": {"address": policy.kubernetes.prometheus, "query": gate["query"]}
             },
         }
-        for gate in gate_queries(model, window, policy.canary.gates, policy.canary.min_requests)
+        for gate in gate_queries(
+            model, window, policy.canary.gates, policy.canary.min_requests, score_buckets
+        )
     ]
     return {
         "apiVersion": "argoproj.io/v1alpha1",
@@ -157,12 +162,17 @@ def _rollout(
 
 
 def render(
-    model: str, version: str, stable_version: str, image: str, policy: Policy
+    model: str,
+    version: str,
+    stable_version: str,
+    image: str,
+    policy: Policy,
+    score_buckets: Sequence[float],
 ) -> dict[str, list[dict[str, Any]]]:
-    """File name -> the manifests it holds."""
+    """File name -> the manifests it holds; `score_buckets` are the ones both images count in."""
     return {
         "services.yaml": [_service(model, r, policy) for r in ("stable", "canary")],
-        "analysis-template.yaml": [_analysis_template(model, policy)],
+        "analysis-template.yaml": [_analysis_template(model, policy, score_buckets)],
         "rollout.yaml": [_rollout(model, version, stable_version, image, policy)],
     }
 

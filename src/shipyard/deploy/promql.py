@@ -6,19 +6,24 @@ step's window, so a cluster judges a canary by the same figures a laptop does.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from statistics import NormalDist
+
+from prometheus_client.utils import floatToGoString
+
 from shipyard.config import CanaryGates
-from shipyard.serving.buckets import SCORE_BUCKETS
 
 CANARY = "{{args.canary-version}}"
 STABLE = "{{args.stable-version}}"
-_LE = [repr(float(b)) for b in SCORE_BUCKETS] + ["+Inf"]  # as prometheus_client writes `le`
 
 
 class Queries:
-    """PromQL for one model over a window such as `30s`."""
+    """PromQL for one model over a window such as `30s`, with the stable's score buckets."""
 
-    def __init__(self, model: str, window: str) -> None:
+    def __init__(self, model: str, window: str, score_buckets: Sequence[float]) -> None:
         self.model, self.window = model, window
+        # `le` exactly as prometheus_client writes it
+        self._le = [floatToGoString(b) for b in score_buckets] + ["+Inf"]
 
     def _sum(self, metric: str, version: str, *matchers: str, by: str = "") -> str:
         labels = ",".join([f'model_name="{self.model}"', f'model_version="{version}"', *matchers])
@@ -52,33 +57,50 @@ class Queries:
     def _share(self, version: str, i: int) -> str:
         """Bucket i's half-count-smoothed share, as `analysis.psi` computes it."""
         metric = "shipyard_prediction_score_bucket"
-        count = self._sum(metric, version, f'le="{_LE[i]}"')
+        count = self._sum(metric, version, f'le="{self._le[i]}"')
         if i:
-            below = self._sum(metric, version, f'le="{_LE[i - 1]}"')
+            below = self._sum(metric, version, f'le="{self._le[i - 1]}"')
             count = f"({count} - {below})"
-        return f"(({count} + 0.5) / ({self._total(version)} + {0.5 * len(_LE)}))"
+        return f"(({count} + 0.5) / ({self._total(version)} + {0.5 * len(self._le)}))"
 
     def psi(self) -> str:
         """One term per bucket: PromQL cannot difference neighbouring `le` series otherwise."""
         terms = []
-        for i in range(len(_LE)):
+        for i in range(len(self._le)):
             c, s = self._share(CANARY, i), self._share(STABLE, i)
             terms.append(f"({c} - {s}) * ln({c} / {s})")
         return " + ".join(terms)
 
-    def positive_rate(self, version: str) -> str:
-        positives = self._sum("shipyard_positive_decisions_total", version)
-        scored = self._sum("shipyard_predictions_total", version)
-        return f"(({positives}) or vector(0)) / {scored}"
+    def _positives(self, version: str) -> str:
+        return f"(({self._sum('shipyard_positive_decisions_total', version)}) or vector(0))"
+
+    def _scored(self, version: str) -> str:
+        return self._sum("shipyard_predictions_total", version)
+
+    def alert_z(self, theta: float) -> str:
+        """`analysis.AlertRateTest`'s score statistic at rate ratio theta."""
+        xc, nc, ns = self._positives(CANARY), self._scored(CANARY), self._scored(STABLE)
+        k = f"clamp_min({xc} + {self._positives(STABLE)}, 1e-9)"  # no alert yet: z is 0
+        pi = f"({nc} * {theta!r} / ({nc} * {theta!r} + {ns}))"
+        return f"({xc} - {k} * {pi}) / sqrt({k} * {pi} * (1 - {pi}))"
+
+    def expected_positives(self) -> str:
+        """Canary alerts expected at stable's rate."""
+        return f"{self._scored(CANARY)} * {self._positives(STABLE)} / {self._scored(STABLE)}"
 
 
 def gate_queries(
-    model: str, window: str, gates: CanaryGates, min_requests: int
+    model: str,
+    window: str,
+    gates: CanaryGates,
+    min_requests: int,
+    score_buckets: Sequence[float],
 ) -> list[dict[str, str]]:
     """One entry per gate: its name, its PromQL, and Argo's success condition on it."""
-    q = Queries(model, window)
+    q = Queries(model, window, score_buckets)
     ratio = f"({q.p99_ms(CANARY)}) / ({q.p99_ms(STABLE)})"
-    diff = f"abs({q.positive_rate(CANARY)} - {q.positive_rate(STABLE)})"
+    critical = f"{NormalDist().inv_cdf(gates.confidence):.4f}"
+    r = gates.max_positive_rate_ratio
     checks = [
         ("min-requests", q.requests(CANARY), f">= {min_requests}"),
         ("max-error-rate", q.error_rate(CANARY), f"<= {gates.max_error_rate}"),
@@ -86,7 +108,9 @@ def gate_queries(
         ("max-p99-ratio", ratio, f"<= {gates.max_p99_ratio}"),
         ("max-score-psi", q.psi(), f"<= {gates.max_score_psi}"),
         ("max-score-ks", q.ks(), f"<= {gates.max_score_ks}"),
-        ("max-positive-rate-diff", diff, f"<= {gates.max_positive_rate_diff}"),
+        ("positive-rate-not-higher", q.alert_z(r), f"<= {critical}"),
+        ("positive-rate-not-lower", q.alert_z(1 / r), f">= -{critical}"),
+        ("min-expected-positives", q.expected_positives(), f">= {gates.min_expected_positives}"),
     ]
     # NaN (0/0, no traffic) and an empty answer fail: no gate passes for want of data.
     return [

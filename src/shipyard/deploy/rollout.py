@@ -21,9 +21,37 @@ from shipyard.errors import ShipyardError
 def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[str, str]:
     """Manifests for canarying version REF against the champion, validated, in `out`."""
     challenger, champion = outcome.versions(name, ref)
-    manifests = kubernetes.render(name, challenger, champion, image, policy)
+    manifests = kubernetes.render(
+        name, challenger, champion, image, policy, shared_buckets(name, challenger, champion)
+    )
     kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
     return {"version": challenger, "stable_version": champion}
+
+
+def shared_buckets(name: str, challenger: str, champion: str) -> tuple[float, ...]:
+    """The score buckets the champion's image counts in, which the challenger's must match.
+
+    Both come from the tag `shipyard package` leaves on a version; a challenger packaged
+    against another champion would make every score gate compare nothing.
+    """
+    from shipyard import registry
+    from shipyard.serving.buckets import SERVED_BUCKETS_TAG, load_bounds
+
+    served = {}
+    for version in (challenger, champion):
+        text = registry.resolve(name, version).tags.get(SERVED_BUCKETS_TAG)
+        if text is None:
+            raise ShipyardError(
+                f"deploy: {name} version {version} was never packaged "
+                f"(no tag {SERVED_BUCKETS_TAG}); run `shipyard package {name}@{version}`"
+            )
+        served[version] = load_bounds(text)
+    if served[challenger] != served[champion]:
+        raise ShipyardError(
+            f"deploy: {name} version {challenger} counts scores in other buckets than the "
+            f"champion v{champion}; package it again (`shipyard package {name}@{challenger}`)"
+        )
+    return served[champion]
 
 
 def _apply(out: Path, namespace: str) -> None:

@@ -25,6 +25,7 @@ from shipyard.gates import GateResult, check_thresholds, first_failure
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import RUNS_FILE
+from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
 
 REFERENCE_FILE = "reference.parquet"
 TEST_FILE = "test.parquet"  # the frozen test set promotion compares challenger and champion on
@@ -85,6 +86,7 @@ def version_tags(
     results: list[GateResult],
     ref_id: str,
     threshold: float,
+    reference_scores: pd.Series,
 ) -> dict[str, str]:
     tags = dict(runs["tags"])
     run_id = runs["candidates"][best]["run_id"]
@@ -99,6 +101,7 @@ def version_tags(
             "shipyard.reference_uri": f"runs:/{run_id}/reference/{REFERENCE_FILE}",
             "shipyard.test_uri": f"runs:/{run_id}/evaluation/{TEST_FILE}",
             "shipyard.threshold_at_budget": f"{threshold:.6g}",
+            SCORE_BUCKETS_TAG: dump_bounds(reference_bounds(reference_scores.to_numpy())),
         }
     )
     return tags
@@ -135,7 +138,9 @@ def register(params: Params, out: Path) -> dict[str, Any]:
     ):
         tracking.log_artifact(out / REFERENCE_FILE, "reference")
         tracking.log_artifact(FEATURES / TEST_FILE, "evaluation")
-    tags = version_tags(runs, best, test, results, ref_id, evaluation["threshold_at_budget"])
+    tags = version_tags(
+        runs, best, test, results, ref_id, evaluation["threshold_at_budget"], sample["score"]
+    )
     version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
     registry.set_alias(name, registry.CANDIDATE, version)
     record = {

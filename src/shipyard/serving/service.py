@@ -24,7 +24,7 @@ from bentoml.exceptions import InternalServerError, ServiceUnavailable
 
 from shipyard.models import storage
 from shipyard.runtime import runtime_dir
-from shipyard.serving.buckets import BATCH_BUCKETS, LATENCY_BUCKETS, SCORE_BUCKETS
+from shipyard.serving.buckets import BATCH_BUCKETS, LATENCY_BUCKETS
 from shipyard.serving.guard import Guard
 from shipyard.serving.predlog import PredictionLog
 from shipyard.serving.schema import BatchPrediction, Prediction, batch_type, record_model
@@ -46,7 +46,7 @@ SCORES = bentoml.metrics.Histogram(
     name="shipyard_prediction_score",
     documentation="Predicted scores, for canary and drift comparisons",
     labelnames=["model_name", "model_version"],
-    buckets=SCORE_BUCKETS,
+    buckets=SPEC.score_buckets,
 )
 DECISIONS = bentoml.metrics.Counter(
     name="shipyard_positive_decisions",

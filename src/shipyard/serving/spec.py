@@ -9,7 +9,9 @@ import json
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shipyard.serving.buckets import check_bounds
 
 SPEC_ENV = "SHIPYARD_SERVING_SPEC"
 SPEC_FILE = "serving_spec.json"
@@ -27,6 +29,13 @@ class ServingSpec(BaseModel):
     max_batch: int = Field(ge=1, default=1000)
     max_latency_ms: int = Field(ge=1, default=1000)
     max_body_bytes: int = Field(ge=1024, default=2_000_000)
+    # Shared with every variant this one is compared with (see `buckets`).
+    score_buckets: tuple[float, ...]
+
+    @field_validator("score_buckets")
+    @classmethod
+    def _rising(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        return check_bounds(value)
 
     def write(self, path: Path) -> None:
         path.write_text(self.model_dump_json(indent=2) + "\n")
