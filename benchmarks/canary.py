@@ -92,7 +92,6 @@ def main() -> None:
         raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=300)
         raw["canary"].update(failures_tolerated=0)
         raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
-        raw["canary"]["gates"].update(max_positive_rate_diff=0.08)
         short = tmp / "short.yaml"
         short.write_text(yaml.safe_dump(raw))
         print("\nbroken challengers, short policy (steps 50/100 %, 3 s, 300 requests)")

@@ -52,7 +52,7 @@ def test_versions_and_aliases(demo: dict[str, Any]) -> None:
     assert v3["shipyard.canary.failed_gate"].split()[0] in {
         "max_score_psi",
         "max_score_ks",
-        "max_positive_rate_diff",
+        "positive_rate_ratio",
     }
 
 

@@ -45,9 +45,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     bad = register(tmp, noise=True, seed=2)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
-    # Windows of a few hundred requests: loose enough for sampling noise between two equal
-    # models (base positive rate here is ~14%), far too tight for the broken one.
-    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=10, max_positive_rate_diff=0.08)
+    # Latency is noise on two shared cores; the score and alert gates keep their defaults.
+    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=10)
     (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
     try:

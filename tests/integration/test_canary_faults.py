@@ -44,9 +44,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     versions = {fault: register(tmp, seed=i + 1, fault=fault) for i, fault in enumerate(FAULTS)}
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=300, failures_tolerated=0)
-    # Loose where sampling noise lives (two equal models differ by a few points of positive
-    # rate over a few hundred requests); the faults below miss these by a wide margin.
-    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3, max_positive_rate_diff=0.08)
+    # Two cores run both services, the router and the clients: latency is loose here. The
+    # score and alert gates keep the repository's defaults.
+    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
     (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
     try:
@@ -60,11 +60,17 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 os.environ[k] = v
 
 
-# fault -> the gate that must catch it
+SCORES = {"max_score_psi", "max_score_ks"}
+# fault -> the gates that describe it (see `registry_fixtures.fit` for each fault)
 FAULTS = {
-    "diverged": "max_error_rate",
-    "slow": "max_p99_ratio",
-    "collapsed": "max_score_psi",
+    "diverged": {"max_error_rate"},
+    "slow": {"max_p99_ratio"},
+    "collapsed": SCORES,
+    "shrunk": SCORES,  # same ranking, same alert rate at its own threshold
+    "inflated": SCORES,
+    "silent": {"positive_rate_ratio"},  # honest scores, never alerts
+    "noisy": {"positive_rate_ratio"},  # honest scores, ten times the alerts
+    "segment": SCORES,  # wrong where tx_amount > 1 only
 }
 
 
@@ -82,7 +88,7 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     assert last.startswith(f"error: deploy: {NAME} version {version} rolled back: canary gate ")
     state = load_state(NAME)
     assert state["status"] == "rejected" and state["weight"] == 0
-    assert FAULTS[fault] in traffic.failed_gates(state)
+    assert FAULTS[fault] & traffic.failed_gates(state)
     # Stable's clients saw no error; only the canary's share can have failed.
     assert {s for s, v in seen if v == "stable"} == {200}
     assert {v for _, v in seen} <= {"stable", "canary"}
@@ -91,3 +97,22 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     assert tags["shipyard.canary.result"] == "rejected"
     champion = registry.version_by_alias(NAME, "champion")
     assert champion is not None and str(champion.version) == world["stable"]
+
+
+def test_an_honest_retrain_passes_and_becomes_champion(world: dict[str, Any]) -> None:
+    """Last in the module: it changes the champion the faults above were judged against."""
+    from shipyard import registry
+    from shipyard.deploy.deployment import load_state
+
+    honest = register(world["tmp"], seed=42)
+    result, seen = traffic.deploy(
+        world["tmp"], world["env"], honest, "canary", world["tmp"] / "policy.yaml"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = load_state(NAME)
+    assert state["status"] == "promoted"
+    last = {g["gate"]: g["passed"] for g in state["history"][-1]["gates"]}
+    assert last["min_expected_positives"] and last["positive_rate_ratio"]
+    assert {s for s, _ in seen} == {200}
+    champion = registry.version_by_alias(NAME, "champion")
+    assert champion is not None and str(champion.version) == honest

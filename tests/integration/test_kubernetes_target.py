@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from shipyard.serving.buckets import SERVED_BUCKETS_TAG
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
 
@@ -91,9 +92,12 @@ def cluster(tmp_path: Path) -> dict[str, Any]:
     from shipyard.config import load_policy
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
-    stable = register(tmp_path)
+    # As `shipyard package` leaves them: the challenger's image counts scores in the
+    # champion's buckets.
+    packaged = {SERVED_BUCKETS_TAG: "[0.01,0.1,0.5,1.0]"}
+    stable = register(tmp_path, tags=packaged)
     promotion.promote(NAME, stable, "champion", policy, TARGET)
-    challenger = register(tmp_path, seed=1)
+    challenger = register(tmp_path, seed=1, tags=packaged)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"]["step_seconds"] = 1
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(raw))
@@ -161,3 +165,15 @@ def test_argo_abort_rejects_the_challenger_naming_the_gate(cluster: dict[str, An
     assert registry.version_by_alias(NAME, "challenger") is None
     champion = registry.version_by_alias(NAME, "champion")
     assert champion is not None and str(champion.version) == cluster["stable"]
+
+
+def test_a_challenger_packaged_with_other_score_buckets_is_refused(
+    cluster: dict[str, Any],
+) -> None:
+    from shipyard import registry
+
+    registry.set_version_tags(NAME, cluster["challenger"], {SERVED_BUCKETS_TAG: "[0.2,1.0]"})
+    result = deploy(cluster, "passes")
+    assert result.returncode == 1
+    assert "counts scores in other buckets than the champion" in result.stderr
+    assert not (cluster["tmp"] / "calls.jsonl").exists()  # nothing reached the cluster

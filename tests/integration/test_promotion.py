@@ -218,3 +218,43 @@ def test_concurrent_promotions_do_not_both_win(
     assert "champion changed during promotion" in loser[-1]
     winner = contenders[codes.index(0)]
     assert alias("champion") == winner and alias("previous") == v1
+
+
+# fault -> the promotion gate that must name it (ranking is the same, or as good)
+PROMOTION_FAULTS = {
+    "shrunk": "no_regression_log_loss",
+    "inflated": "no_regression_log_loss",
+    "silent": "alert_volume",
+    "noisy": "alert_volume",
+}
+
+
+@pytest.mark.parametrize("fault", list(PROMOTION_FAULTS))
+def test_calibration_and_decision_faults_fail_promotion(
+    tmp_path: Path, policy: Policy, fault: str
+) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    bad = register(tmp_path, seed=1, fault=fault)
+    with pytest.raises(GateFailed, match=f"gate {PROMOTION_FAULTS[fault]} "):
+        promotion.promote(NAME, bad, "challenger", policy, TARGET)
+    record = json.loads((tmp_path / "runtime" / promotion.AUDIT_LOG).read_text().splitlines()[-1])
+    gates = {g["gate"]: g["passed"] for g in record["gates"]}
+    assert gates["no_regression_average_precision"] is True  # the ranking gate cannot see it
+    assert gates[PROMOTION_FAULTS[fault]] is False
+    assert {"log_loss_relative", "alert_volume"} <= set(record["deltas"])
+    assert alias("challenger") is None
+
+
+def test_an_honest_retrain_passes_the_calibration_and_alert_gates(
+    tmp_path: Path, policy: Policy
+) -> None:
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    for seed in (1, 2, 3):
+        record = promotion.promote(
+            NAME, register(tmp_path, seed=seed), "challenger", policy, TARGET
+        )
+        gates = {g["gate"]: g for g in record["gates"]}
+        assert gates["no_regression_log_loss"]["passed"] and gates["alert_volume"]["passed"]
+        assert 1 / 1.5 <= record["deltas"]["alert_volume"]["ratio"] <= 1.5

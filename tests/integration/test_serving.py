@@ -108,7 +108,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         from shipyard import registry
 
-        version = register(tmp)
+        version = register(tmp, tags={"shipyard.threshold_at_budget": "0.5"})
         registry.set_alias(NAME, "champion", version)
     finally:
         for k, v in saved.items():

@@ -81,13 +81,14 @@ def test_equal_variants_pass(gates: Any) -> None:
 
 def test_skewed_scores_fail_the_ml_gates(gates: Any) -> None:
     stable = window(
-        EMPTY, parse_metrics(scrape("1", 200, 0, [150, 40, 10, 0], [0, 120, 60, 16, 4], 4))
+        EMPTY, parse_metrics(scrape("1", 2000, 0, [1500, 400, 100, 0], [0, 1200, 600, 160, 40], 20))
     )
     canary = window(
-        EMPTY, parse_metrics(scrape("2", 200, 0, [150, 40, 10, 0], [0, 10, 40, 50, 100], 90))
+        EMPTY,
+        parse_metrics(scrape("2", 2000, 0, [1500, 400, 100, 0], [0, 100, 400, 500, 1000], 900)),
     )
     failed = {r.gate for r in judge(stable, canary, gates) if not r.passed}
-    assert failed == {"max_score_psi", "max_score_ks", "max_positive_rate_diff"}
+    assert failed == {"max_score_psi", "max_score_ks", "positive_rate_ratio"}
 
 
 def test_errors_and_slow_canary_fail_the_http_gates(gates: Any) -> None:
@@ -134,20 +135,113 @@ def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
     assert not _erroring(w(0, 0), cfg)
 
 
-def test_a_step_ends_early_only_on_scores_far_off_a_full_sample() -> None:
-    from shipyard.config import load_policy
+def _w(requests: float, positives: float) -> Any:
     from shipyard.deploy.analysis import Window
+
+    return Window(requests, 0, [], [], requests, positives)
+
+
+def test_a_step_ends_early_only_on_alerts_far_off_a_full_sample() -> None:
+    from shipyard.config import load_policy
     from shipyard.deploy.canary import _clearly_off
-    from tests.conftest import REPO
 
-    cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 500 requests, diff <= 0.02
-    stable = Window(600, 0, [], [], 600, 6.0)  # 1 % positive
+    cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 500 requests, ratio 2
+    stable = _w(20000, 200.0)  # 1 % positive
 
-    def canary(requests: float, positive_share: float) -> Window:
-        return Window(requests, 0, [], [], requests, requests * positive_share)
+    def off(canary: Any) -> Any:
+        return _clearly_off(stable, canary, (stable, canary), cfg)
 
-    off = _clearly_off(stable, canary(600, 0.98), cfg)  # a unit bug: everything is fraud
-    assert off is not None and off.gate == "max_positive_rate_diff"
-    assert _clearly_off(stable, canary(100, 0.98), cfg) is None  # too few requests to judge
-    assert _clearly_off(stable, canary(600, 0.035), cfg) is None  # failing, but close: wait
-    assert _clearly_off(Window(100, 0, [], [], 100, 1.0), canary(600, 0.98), cfg) is None
+    assert off(_w(600, 588)).gate == "positive_rate_ratio"  # a unit bug: everything is fraud
+    assert off(_w(100, 98)) is None  # too few requests to judge
+    assert off(_w(600, 9)) is None  # more alerts, but not clearly twice stable's: wait
+    assert off(_w(1500, 0)).gate == "positive_rate_ratio"  # silent for 15 expected alerts
+    assert off(_w(600, 0)) is None  # 6 expected: silence could still be chance
+
+
+def test_alert_rate_test_known_answer() -> None:
+    from shipyard.deploy.analysis import AlertRateTest, Alerts
+
+    # 100 alerts in all; at ratio 1/2 the canary's share is 500 / 10500 of them.
+    test = AlertRateTest.of(Alerts(10000, 100), Alerts(1000, 0), 2.0)
+    assert test.expected == pytest.approx(10)
+    assert test.z_fewer == pytest.approx(-2.2361, abs=1e-3)
+    assert test.rejects(0.95) and not test.rejects(0.99)
+    loud = AlertRateTest.of(Alerts(10000, 100), Alerts(1000, 100), 2.0)
+    assert loud.ratio == pytest.approx(10) and loud.z_more > 5 and loud.rejects(0.99)
+    same = AlertRateTest.of(Alerts(10000, 100), Alerts(1000, 10), 2.0)
+    assert not same.rejects(0.9)
+    assert math.isnan(AlertRateTest.of(Alerts(0, 0), Alerts(10, 1), 2.0).z_more)
+
+
+def test_a_canary_passes_only_with_the_alerts_expected_of_it(gates: Any) -> None:
+    from shipyard.deploy.analysis import Alerts, alert_rate_gates
+
+    def results(canary_n: float) -> dict[str, bool]:
+        got = alert_rate_gates(
+            Alerts(20000, 200), Alerts(canary_n, canary_n / 100), gates, final=True
+        )
+        return {r.gate: r.passed for r in got}
+
+    assert results(600) == {"positive_rate_ratio": True, "min_expected_positives": False}
+    assert results(1200) == {"positive_rate_ratio": True, "min_expected_positives": True}
+
+
+def test_ks_excess_allows_for_sampling_and_nothing_more() -> None:
+    from shipyard.deploy.analysis import ks_excess
+
+    same = [(0.1, 100.0), (0.5, 600.0), (1.0, 1000.0)]
+    allowance = math.sqrt(-math.log(0.01 / 2) / 2) * math.sqrt(2 / 1000)
+    assert ks_excess(same, same, 0.99) == pytest.approx(-allowance)
+    shifted = [(0.1, 400.0), (0.5, 900.0), (1.0, 1000.0)]
+    assert ks_excess(same, shifted, 0.99) == pytest.approx(0.3 - allowance)
+    other_bounds = [(0.2, 100.0), (0.5, 600.0), (1.0, 1000.0)]
+    assert math.isnan(ks_excess(same, other_bounds, 0.99))  # other buckets: nothing compared
+
+
+def test_a_failed_last_step_always_rolls_back() -> None:
+    from shipyard.config import load_policy
+    from shipyard.deploy.canary import rejects
+
+    cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 1 failure tolerated
+    assert not rejects(1, cfg, final=False, passed=False)
+    assert rejects(2, cfg, final=False, passed=False)
+    assert rejects(1, cfg, final=True, passed=False)
+    assert not rejects(1, cfg, final=True, passed=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        ({"steps": [50, 100], "failures_tolerated": 2}, "canary.failures_tolerated"),
+        ({"gates": {"min_expected_positives": 5}}, "canary.gates.min_expected_positives"),
+    ],
+)
+def test_a_policy_that_can_never_reject_is_refused(change: dict[str, Any], path: str) -> None:
+    import yaml
+
+    from shipyard.config import ConfigError, _parse
+
+    raw = yaml.safe_load((REPO / "registry/policy.yaml").read_text())
+    for key, value in change.items():
+        if isinstance(value, dict):
+            raw["canary"][key].update(value)
+        else:
+            raw["canary"][key] = value
+    with pytest.raises(ConfigError, match=f"policy.yaml: {path}: Value error"):
+        _parse(Policy, raw, "policy.yaml")
+
+
+def test_reference_buckets_hold_equal_shares_and_the_tail() -> None:
+    import numpy as np
+
+    from shipyard.serving.buckets import reference_bounds
+
+    scores = np.random.default_rng(0).beta(0.3, 30, size=20000)  # 99 % of scores below 0.05
+    bounds = reference_bounds(scores)
+    assert bounds[-1] == 1.0 and list(bounds) == sorted(set(bounds))
+    shares = np.bincount(np.searchsorted(bounds, scores)) / len(scores)
+    assert shares[:19] == pytest.approx(0.05, abs=0.002)  # each of the first 19 holds 5 %
+    assert sum(b < 0.05 for b in bounds) >= 19  # resolution where the scores are
+    assert reference_bounds([0.2] * 100) == (0.2, 1.0)  # ties merge, no empty buckets
+    with pytest.raises(ValueError, match="finite"):
+        reference_bounds([0.1, float("nan")])

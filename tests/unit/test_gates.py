@@ -75,3 +75,50 @@ def test_a_strategy_belongs_to_the_challenger_promotion_only() -> None:
         promote("m", "1", "champion", policy, "y", strategy="shadow")
     with pytest.raises(ShipyardError, match="--strategy must be one of"):
         promote("m", "1", "challenger", policy, "y", strategy="mirror")
+
+
+def test_paired_metrics_know_every_name_and_refuse_others() -> None:
+    import numpy as np
+
+    from shipyard import metrics
+
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.8, 0.9])
+    assert metrics._metric("brier", y, p, 0.5) == pytest.approx((0.01 + 0.04 + 0.04 + 0.01) / 4)
+    assert metrics._metric("log_loss", y, p, 0.5) > 0
+    with pytest.raises(ValueError, match="no paired comparison for metric 'f1'"):
+        metrics._metric("f1", y, p, 0.5)  # never silently average precision
+
+
+def test_alert_volume_gate_counts_each_model_at_its_own_threshold() -> None:
+    import numpy as np
+
+    from shipyard.config import AlertVolumeConfig
+    from shipyard.promotion import alert_volume_gate
+
+    old = np.linspace(0, 1, 1000)
+    cfg = AlertVolumeConfig(max_ratio=1.5)
+    same, counts = alert_volume_gate(old**2, old, (0.99**2, 0.99), cfg)
+    assert same.passed and counts["challenger"] == counts["champion"] == 10
+    silent, _ = alert_volume_gate(old, old, (1.0 + 1e-9, 0.99), cfg)
+    assert not silent.passed and silent.value == 0
+    loud, _ = alert_volume_gate(old, old, (0.9, 0.99), cfg)
+    assert not loud.passed and loud.value == pytest.approx(10.0)
+
+
+def test_calibration_gate_sees_scores_shrunk_with_the_same_ranking() -> None:
+    import numpy as np
+    import yaml
+
+    from shipyard.config import Policy
+    from shipyard.promotion import calibration_gate
+    from tests.conftest import REPO
+
+    policy = Policy.model_validate(yaml.safe_load((REPO / "registry/policy.yaml").read_text()))
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.5, 20, size=5000)
+    y = (rng.random(5000) < p).astype(int)  # p is calibrated by construction
+    ok, _ = calibration_gate(y, p, p, policy)
+    assert ok.passed
+    shrunk, delta = calibration_gate(y, p / 5, p, policy)  # same order, a fifth of the scores
+    assert not shrunk.passed and delta["delta"] > 0.1

@@ -21,8 +21,11 @@ def policy() -> Policy:
     return load_policy(REPO / "registry" / "policy.yaml")
 
 
+BUCKETS = (0.001, 0.01, 0.1, 0.5, 1.0)
+
+
 def rendered(policy: Policy) -> dict[str, list[dict[str, Any]]]:
-    return kubernetes.render("fraud-detector", "7", "5", IMAGE, policy)
+    return kubernetes.render("fraud-detector", "7", "5", IMAGE, policy, BUCKETS)
 
 
 def test_rollout_steps_follow_the_policy_with_analysis_after_each(policy: Policy) -> None:
@@ -39,12 +42,28 @@ def test_rollout_steps_follow_the_policy_with_analysis_after_each(policy: Policy
 def test_every_canary_gate_has_a_query_with_the_policy_bound(policy: Policy) -> None:
     template = rendered(policy)["analysis-template.yaml"][0]
     metrics = {m["name"]: m for m in template["spec"]["metrics"]}
-    for gate in CanaryGates.model_fields:
-        bound = getattr(policy.canary.gates, gate)
+    gates = policy.canary.gates
+    for gate in ("max_error_rate", "max_p99_ms", "max_p99_ratio", "max_score_psi", "max_score_ks"):
+        bound = getattr(gates, gate)
         metric = metrics[gate.replace("_", "-")]
         assert metric["successCondition"].endswith(f"result[0] <= {bound}")
+    for metric in metrics.values():
         assert "isNaN(result[0])" in metric["successCondition"]  # no data never passes
     assert metrics["min-requests"]["successCondition"].endswith(f">= {policy.canary.min_requests}")
+    # The alert-rate test at the policy's confidence, both ways, with its minimum sample.
+    assert metrics["positive-rate-not-higher"]["successCondition"].endswith("<= 2.3263")
+    assert metrics["positive-rate-not-lower"]["successCondition"].endswith(">= -2.3263")
+    assert metrics["min-expected-positives"]["successCondition"].endswith(
+        f">= {gates.min_expected_positives}"
+    )
+    assert set(CanaryGates.model_fields) == {
+        *(g for g in gates.model_fields if g.startswith("max_")),
+        "confidence",
+        "min_expected_positives",
+    }
+    # PSI reads exactly the stable's buckets, as prometheus_client writes `le`.
+    psi = metrics["max-score-psi"]["provider"]["prometheus"]["query"]
+    assert 'le="0.001"' in psi and 'le="+Inf"' in psi and 'le="0.05"' not in psi
 
 
 def test_rendered_manifests_validate_and_land_whole(policy: Policy, tmp_path: Path) -> None:

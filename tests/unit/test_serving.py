@@ -19,6 +19,7 @@ SPEC = ServingSpec(
     fields={"amount": "double", "n": "long", "channel": "string"},
     threshold=0.5,
     max_batch=3,
+    score_buckets=(0.1, 0.5, 1.0),
 )
 Record = record_model(SPEC)
 GOOD = {"amount": 3, "n": 2, "channel": "web"}

@@ -23,7 +23,7 @@ CLEAR_MARGIN = 2.0  # a score gate failed by this factor, on enough requests, en
 # The statistical gates (KS excess, alert-rate test) end a step early at twice their policy's
 # strictness: they are looked at every second, and each look is another chance for noise to
 # pass for a fault. Honest canaries sit well inside both bounds, where that chance is tiny.
-STATISTICAL_GATES = ("max_score_ks", "positive_rate_ratio")
+SCORE_GATES = ("max_score_psi", "max_score_ks")
 EARLY_ALPHA_SHARE = 0.5
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 COMPLETE, TIME_UP = "complete", "step time is up"
@@ -217,11 +217,12 @@ def _clearly_off(
     gates = cfg.gates.model_copy(update={"confidence": strict})
     for result in judge(stable, canary, gates, since):
         value, bound = result.value, result.threshold
-        if result.gate in STATISTICAL_GATES and not result.passed:
-            return result
-        if value is None or bound is None or result.gate != "max_score_psi":
+        if value is None or bound is None:
             continue
-        if value > CLEAR_MARGIN * bound:  # NaN (nothing to compare yet) never is
+        if result.gate == "positive_rate_ratio" and not result.passed:
+            return result  # NaN cannot fail it here: both sides have min_requests
+        margin = CLEAR_MARGIN if result.gate == "max_score_psi" else 1.0
+        if result.gate in SCORE_GATES and value > margin * bound:  # NaN never is
             return result
     return None
 
