@@ -64,10 +64,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     versions = {"stable": register(tmp), "canary": register(tmp, seed=1, fault="collapsed")}
-    services = {
-        role: start_service(NAME, v, bento.package(NAME, v, policy), role)
-        for role, v in versions.items()
-    }
+    # The canary counts its scores in the stable's buckets, as a deployment packages it.
+    tags = {"stable": bento.package(NAME, versions["stable"], policy)}
+    buckets = bento.served_buckets(tags["stable"])
+    tags["canary"] = bento.package(NAME, versions["canary"], policy, buckets)
+    services = {role: start_service(NAME, v, tags[role], role) for role, v in versions.items()}
     prom_port = processes.free_port()
     targets = [f"127.0.0.1:{s['port']}" for s in services.values()]
     config = {
@@ -88,7 +89,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         for s in services.values():
             processes.wait_ready(f"http://127.0.0.1:{s['port']}/readyz", s["pid"], Path(s["log"]))
         processes.wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, tmp / "prometheus.log")
-        yield {"versions": versions, "services": services, "prom": prom_port, "policy": policy}
+        yield {
+            "versions": versions,
+            "services": services,
+            "prom": prom_port,
+            "policy": policy,
+            "buckets": buckets,
+        }
     finally:
         for pid in [prom, *(s["pid"] for s in services.values())]:
             processes.stop(pid)
@@ -109,7 +116,7 @@ def _wait_for_scrapes(port: int, n_targets: int) -> None:
 
 
 def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> None:
-    from shipyard.deploy.analysis import judge, parse_metrics, window
+    from shipyard.deploy.analysis import AlertRateTest, Alerts, judge, parse_metrics, window
     from shipyard.deploy.promql import gate_queries
 
     services, prom = served["services"], served["prom"]
@@ -132,17 +139,24 @@ def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> N
     gates = served["policy"].canary.gates
     local = {r.gate: r.value for r in judge(windows["stable"], windows["canary"], gates)}
     local["min_requests"] = windows["canary"].requests
+    test = AlertRateTest.of(
+        Alerts.of(windows["stable"]), Alerts.of(windows["canary"]), gates.max_positive_rate_ratio
+    )
+    local["positive_rate_not_higher"] = test.z_more
+    local["positive_rate_not_lower"] = test.z_fewer
+    local["min_expected_positives"] = test.expected
 
     versions = served["versions"]
     found, mismatched = {}, []
-    for gate in gate_queries(NAME, "2m", gates, 1):
+    for gate in gate_queries(NAME, "2m", gates, 1, served["buckets"]):
         promql = gate["query"].replace("{{args.canary-version}}", versions["canary"])
         promql = promql.replace("{{args.stable-version}}", versions["stable"])
         name = gate["name"].replace("-", "_")
         found[name] = _query(prom, promql)
         # `increase` extrapolates counts towards the window's edges, which a count shows
         # (min_requests) and a ratio of two counts over the same window mostly cancels.
-        rel = 0.15 if name == "min_requests" else 0.05
+        counts = ("min_requests", "min_expected_positives", "positive_rate_not_higher")
+        rel = 0.15 if name in (*counts, "positive_rate_not_lower") else 0.05
         if found[name] != pytest.approx(local[name], rel=rel, abs=0.01):
             mismatched.append(name)
     assert not mismatched, {"prometheus": found, "local": local}

@@ -6,6 +6,7 @@ step's window, so a cluster judges a canary by the same figures a laptop does.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
@@ -45,14 +46,18 @@ class Queries:
     def _total(self, version: str) -> str:
         return self._sum("shipyard_prediction_score_count", version)
 
-    def ks(self) -> str:
-        """Largest gap between the two score CDFs at the bucket bounds."""
+    def ks(self, confidence: float) -> str:
+        """Largest gap between the two score CDFs at the bucket bounds, minus the two-sample
+        allowance at `confidence` (`analysis.ks_excess`)."""
 
         def cdf(version: str) -> str:
             counts = self._sum("shipyard_prediction_score_bucket", version, by=" by (le) ")
             return f"({counts} / on() group_left() {self._total(version)})"
 
-        return f"max(abs({cdf(CANARY)} - on(le) {cdf(STABLE)}))"
+        c = math.sqrt(-math.log((1 - confidence) / 2) / 2)
+        n, m = self._total(CANARY), self._total(STABLE)
+        allowance = f"{c!r} * sqrt(({n} + {m}) / ({n} * {m}))"
+        return f"max(abs({cdf(CANARY)} - on(le) {cdf(STABLE)})) - {allowance}"
 
     def _share(self, version: str, i: int) -> str:
         """Bucket i's half-count-smoothed share, as `analysis.psi` computes it."""
@@ -107,7 +112,7 @@ def gate_queries(
         ("max-p99-ms", q.p99_ms(CANARY), f"<= {gates.max_p99_ms}"),
         ("max-p99-ratio", ratio, f"<= {gates.max_p99_ratio}"),
         ("max-score-psi", q.psi(), f"<= {gates.max_score_psi}"),
-        ("max-score-ks", q.ks(), f"<= {gates.max_score_ks}"),
+        ("max-score-ks", q.ks(gates.confidence), f"<= {gates.max_score_ks}"),
         ("positive-rate-not-higher", q.alert_z(r), f"<= {critical}"),
         ("positive-rate-not-lower", q.alert_z(1 / r), f">= -{critical}"),
         ("min-expected-positives", q.expected_positives(), f">= {gates.min_expected_positives}"),
