@@ -167,25 +167,33 @@ def alert_volume_gate(
     old: np.ndarray,
     thresholds: tuple[float, float],
     cfg: AlertVolumeConfig,
+    budget: float,
 ) -> tuple[GateResult, dict[str, float]]:
     """Alerts each model raises on the same rows at its own threshold: the decisions users see.
 
     A challenger that never alerts, or floods the analysts, fails here even when it ranks
-    rows well. The ratio must lie within [1/max_ratio, max_ratio].
+    rows well. Its alerts must lie within [1/max_ratio, max_ratio] of the champion's, or of
+    the alert budget's share of the rows: on drifted data the champion itself can be off
+    budget, and a retrain that brings the volume back to the budget must not fail for it.
     """
     n_new, n_old = metrics.alerts(new, thresholds[0]), metrics.alerts(old, thresholds[1])
+    budgeted = budget * len(new)
     ratio = n_new / n_old if n_old else (np.inf if n_new else np.nan)
+    to_budget = n_new / budgeted
     low, high = 1 / cfg.max_ratio, cfg.max_ratio
     detail = (
         f"challenger {n_new} alerts at {thresholds[0]:.4g}, champion {n_old} at "
-        f"{thresholds[1]:.4g} on {len(new)} rows: ratio {ratio:.3g}, must be within "
+        f"{thresholds[1]:.4g}, budget {budgeted:.0f} on {len(new)} rows: ratio {ratio:.3g} "
+        f"to the champion, {to_budget:.3g} to the budget; one must be within "
         f"[{low:.3g}, {high:.3g}]"
     )
-    passed = bool(low <= ratio <= high)  # NaN (neither alerts) fails: nothing shows it works
+    # NaN (neither alerts) fails: nothing shows it works
+    passed = bool(low <= ratio <= high or low <= to_budget <= high)
     record = {
         "challenger": float(n_new),
         "champion": float(n_old),
         "ratio": float(ratio),
+        "ratio_to_budget": float(to_budget),
         "challenger_threshold": thresholds[0],
         "champion_threshold": thresholds[1],
         "rows": float(len(new)),
@@ -320,7 +328,9 @@ def promote(
                 bento.decision_threshold(policy, tags),
                 bento.decision_threshold(policy, dict(holder.tags) if holder else {}),
             )
-            volume, counts = alert_volume_gate(new, old, thresholds, policy.promotion.alert_volume)
+            volume, counts = alert_volume_gate(
+                new, old, thresholds, policy.promotion.alert_volume, policy.promotion.alert_budget
+            )
             decision.gates.append(volume)
             decision.deltas["alert_volume"] = counts
     if to == "champion":

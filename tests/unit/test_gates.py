@@ -98,12 +98,15 @@ def test_alert_volume_gate_counts_each_model_at_its_own_threshold() -> None:
 
     old = np.linspace(0, 1, 1000)
     cfg = AlertVolumeConfig(max_ratio=1.5)
-    same, counts = alert_volume_gate(old**2, old, (0.99**2, 0.99), cfg)
+    same, counts = alert_volume_gate(old**2, old, (0.99**2, 0.99), cfg, 0.01)
     assert same.passed and counts["challenger"] == counts["champion"] == 10
-    silent, _ = alert_volume_gate(old, old, (1.0 + 1e-9, 0.99), cfg)
+    silent, _ = alert_volume_gate(old, old, (1.0 + 1e-9, 0.99), cfg, 0.01)
     assert not silent.passed and silent.value == 0
-    loud, _ = alert_volume_gate(old, old, (0.9, 0.99), cfg)
+    loud, _ = alert_volume_gate(old, old, (0.9, 0.99), cfg, 0.01)
     assert not loud.passed and loud.value == pytest.approx(10.0)
+    # The champion alerts twice its budget on drifted rows; a retrain back on budget passes.
+    back, counts = alert_volume_gate(old, old, (0.99, 0.98), cfg, 0.01)
+    assert back.passed and counts["ratio"] == pytest.approx(0.5)
 
 
 def test_calibration_gate_sees_scores_shrunk_with_the_same_ranking() -> None:

@@ -20,10 +20,10 @@ from shipyard.gates import GateResult
 
 EARLY_ERRORS = 5  # server errors that end a step early when the error rate is past its gate
 CLEAR_MARGIN = 2.0  # a score gate failed by this factor, on enough requests, ends a step early
+SCORE_GATES = ("max_score_psi", "max_score_ks")
 # The statistical gates (KS excess, alert-rate test) end a step early at twice their policy's
 # strictness: they are looked at every second, and each look is another chance for noise to
 # pass for a fault. Honest canaries sit well inside both bounds, where that chance is tiny.
-SCORE_GATES = ("max_score_psi", "max_score_ks")
 EARLY_ALPHA_SHARE = 0.5
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
 COMPLETE, TIME_UP = "complete", "step time is up"
