@@ -168,14 +168,19 @@ def alert_volume_gate(
     thresholds: tuple[float, float],
     cfg: AlertVolumeConfig,
     budget: float,
+    confidence: float = 0.95,
 ) -> tuple[GateResult, dict[str, float]]:
     """Alerts each model raises on the same rows at its own threshold: the decisions users see.
 
     A challenger that never alerts, or floods the analysts, fails here even when it ranks
-    rows well. Its alerts must lie within [1/max_ratio, max_ratio] of the champion's, or of
-    the alert budget's share of the rows: on drifted data the champion itself can be off
-    budget, and a retrain that brings the volume back to the budget must not fail for it.
+    rows well. It fails when the canary's rate test (`AlertRateTest`, at `confidence`) says
+    its alerts lie outside [1/max_ratio, max_ratio] of the champion's and also of the alert
+    budget's share of the rows: on drifted data the champion itself can be off budget, and a
+    retrain that brings the volume back to the budget must not fail for it. A test, not a
+    band on the point ratio: a few dozen alerts on a small test set are noisy counts.
     """
+    from shipyard.deploy.analysis import AlertRateTest, Alerts
+
     n_new, n_old = metrics.alerts(new, thresholds[0]), metrics.alerts(old, thresholds[1])
     budgeted = budget * len(new)
     ratio = n_new / n_old if n_old else (np.inf if n_new else np.nan)
@@ -184,11 +189,15 @@ def alert_volume_gate(
     detail = (
         f"challenger {n_new} alerts at {thresholds[0]:.4g}, champion {n_old} at "
         f"{thresholds[1]:.4g}, budget {budgeted:.0f} on {len(new)} rows: ratio {ratio:.3g} "
-        f"to the champion, {to_budget:.3g} to the budget; one must be within "
-        f"[{low:.3g}, {high:.3g}]"
+        f"to the champion, {to_budget:.3g} to the budget; at {confidence:.0%} one must not be "
+        f"outside [{low:.3g}, {high:.3g}]"
     )
-    # NaN (neither alerts) fails: nothing shows it works
-    passed = bool(low <= ratio <= high or low <= to_budget <= high)
+    rows = float(len(new))
+    inside = [
+        not AlertRateTest.of(Alerts(rows, ref), Alerts(rows, n_new), high).rejects(confidence)
+        for ref in (float(n_old), budgeted)
+    ]
+    passed = any(inside) and n_new > 0  # a model that never alerts shows nothing works
     record = {
         "challenger": float(n_new),
         "champion": float(n_old),
@@ -329,7 +338,12 @@ def promote(
                 bento.decision_threshold(policy, dict(holder.tags) if holder else {}),
             )
             volume, counts = alert_volume_gate(
-                new, old, thresholds, policy.promotion.alert_volume, policy.promotion.alert_budget
+                new,
+                old,
+                thresholds,
+                policy.promotion.alert_volume,
+                policy.promotion.alert_budget,
+                policy.promotion.no_regression.confidence,
             )
             decision.gates.append(volume)
             decision.deltas["alert_volume"] = counts

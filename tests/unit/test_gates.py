@@ -107,6 +107,9 @@ def test_alert_volume_gate_counts_each_model_at_its_own_threshold() -> None:
     # The champion alerts twice its budget on drifted rows; a retrain back on budget passes.
     back, counts = alert_volume_gate(old, old, (0.99, 0.98), cfg, 0.01)
     assert back.passed and counts["ratio"] == pytest.approx(0.5)
+    # 17 against 10 alerts is noise in a count that small, not a change of volume.
+    noise, _ = alert_volume_gate(old, old, (0.983, 0.99), cfg, 0.01)
+    assert noise.passed
 
 
 def test_calibration_gate_sees_scores_shrunk_with_the_same_ranking() -> None:
