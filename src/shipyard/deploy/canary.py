@@ -271,7 +271,7 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
             "deploy",
             f"step {i + 1}: {'passed' if passed else 'FAILED'} "
             f"({canary.requests:.0f} canary requests; "
-            f"{max(left, 0)} more failed steps tolerated)",
+            f"{max(left, 0)} more failed step{'' if left == 1 else 's'} tolerated)",
         )
         if rejects(state["failures"], cfg, final=final, passed=passed):
             return _reject(state, results)
