@@ -20,12 +20,13 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from tests.integration.registry_fixtures import SEGMENT, TARGET, fit, frame
 
 from shipyard.config import CanaryPolicy, load_policy
-from shipyard.deploy import canary
+from shipyard.deploy import canary, paired
 from shipyard.deploy.analysis import Window, judge, ks, psi
 from shipyard.gates import GateResult
 from shipyard.serving.buckets import reference_bounds
@@ -36,6 +37,7 @@ LEGACY_BUCKETS = tuple(round(i * 0.05, 2) for i in range(21))
 LEGACY_DIFF = 0.02
 FAULT_CLASSES = ("collapsed", "shrunk", "inflated", "silent", "noisy", "segment")
 GOAL_REQUESTS = 2000
+PAIRS = 2000
 
 
 @dataclass
@@ -230,6 +232,33 @@ def main() -> None:
         f"goal: every fault {RUNS}/{RUNS} within {GOAL_REQUESTS} canary requests; "
         f"honest 0/{RUNS} rejected"
     )
+    shadow(stable, variant, load_policy("registry/policy.yaml"))
+
+
+def shadow(stable: Variant, variant: Callable[[int, str | None], Variant], policy: Any) -> None:
+    """Shadow mode: both variants score the same requests; the paired gates on N pairs."""
+    cfg, need = policy.canary.paired, policy.canary.gates.min_expected_positives
+    print(
+        f"\nshadow, paired on the same requests ({PAIRS} pairs; bounds: disagreement "
+        f"<= {cfg.max_alert_disagreement}, |logit shift| <= {cfg.max_logit_shift})"
+    )
+    print(f"  {'challenger':<10} {'rejected':>9} {'disagreement':>19} {'logit shift':>17}")
+    for cls in (*FAULT_CLASSES, "honest"):
+        found = []
+        for seed in range(1, RUNS + 1):
+            cand = variant(seed, None if cls == "honest" else cls)
+            idx = np.random.default_rng(2000 + seed).integers(0, len(stable.scores), PAIRS)
+            s, c = stable.scores[idx], cand.scores[idx]
+            p = paired.compare(s, s >= stable.threshold, c, c >= cand.threshold)
+            results = paired.gates(p, cfg, PAIRS, need, final=True)
+            found.append((not all(r.passed for r in results), p))
+        hits = sum(r for r, _ in found)
+        dis = [p.disagreement for _, p in found]
+        shift = [p.logit_shift for _, p in found]
+        print(
+            f"  {cls:<10} {hits:>5}/{RUNS}   {min(dis):8.2f} to {max(dis):5.2f} "
+            f"{min(shift):+8.2f} to {max(shift):+5.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -322,12 +322,25 @@ class CanaryGates(Strict):
         return value
 
 
+class PairedGates(Strict):
+    """Shadow mode only: both variants scored the same requests, joined by request id.
+
+    The most powerful comparison there is: no sampling difference between the two sides.
+    """
+
+    # Of the records either variant alerted on, the share on which they disagree.
+    max_alert_disagreement: float = Field(gt=0, le=1)
+    # |median of canary - stable log-odds| over the pairs: 1 is scores off by a factor e.
+    max_logit_shift: float = Field(gt=0)
+
+
 class CanaryPolicy(Strict):
     steps: list[int] = Field(min_length=1)  # canary weight in percent, ending at 100
     step_seconds: float = Field(gt=0)
     min_requests: int = Field(ge=1)
     failures_tolerated: int = Field(ge=0)
     gates: CanaryGates
+    paired: PairedGates
 
     @field_validator("failures_tolerated")
     @classmethod

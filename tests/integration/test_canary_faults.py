@@ -99,6 +99,23 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     assert champion is not None and str(champion.version) == world["stable"]
 
 
+def test_a_shadowed_calibration_fault_fails_the_paired_gates(world: dict[str, Any]) -> None:
+    """Shadow mode pairs both answers to each request by the id the router gave it."""
+    from shipyard.deploy.deployment import load_state
+
+    shrunk = register(world["tmp"], seed=50, fault="shrunk")
+    result, seen = traffic.deploy(
+        world["tmp"], world["env"], shrunk, "shadow", world["tmp"] / "policy.yaml"
+    )
+    assert result.returncode == 1, result.stderr[-3000:]
+    state = load_state(NAME)
+    assert state["status"] == "rejected"
+    assert "max_logit_shift" in traffic.failed_gates(state)
+    shift = next(g for g in state["history"][-1]["gates"] if g["gate"] == "max_logit_shift")
+    assert shift["value"] == pytest.approx(1.5, abs=0.3)  # the fault's own size, paired
+    assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
+
+
 def test_an_honest_retrain_passes_and_becomes_champion(world: dict[str, Any]) -> None:
     """Last in the module: it changes the champion the faults above were judged against."""
     from shipyard import registry
@@ -116,3 +133,17 @@ def test_an_honest_retrain_passes_and_becomes_champion(world: dict[str, Any]) ->
     assert {s for s, _ in seen} == {200}
     champion = registry.version_by_alias(NAME, "champion")
     assert champion is not None and str(champion.version) == honest
+
+
+def test_an_honest_shadow_passes_on_the_paired_gates(world: dict[str, Any]) -> None:
+    from shipyard.deploy.deployment import load_state
+
+    honest = register(world["tmp"], seed=43)
+    result, seen = traffic.deploy(
+        world["tmp"], world["env"], honest, "shadow", world["tmp"] / "policy.yaml"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = {g["gate"]: g for g in load_state(NAME)["history"][-1]["gates"]}
+    assert last["min_pairs"]["passed"] and last["max_logit_shift"]["passed"]
+    assert last["max_alert_disagreement"]["passed"]
+    assert {s for s, _ in seen} == {200}

@@ -245,3 +245,41 @@ def test_reference_buckets_hold_equal_shares_and_the_tail() -> None:
     assert reference_bounds([0.2] * 100) == (0.2, 1.0)  # ties merge, no empty buckets
     with pytest.raises(ValueError, match="finite"):
         reference_bounds([0.1, float("nan")])
+
+
+def test_paired_answers_join_by_request_id_and_only_since_the_start() -> None:
+    from shipyard.config import load_policy
+    from shipyard.deploy import paired
+
+    def rec(v: str, rid: str, score: float, decision: bool, t: str = "2026-12-03T10:00") -> Any:
+        return {
+            "model_version": v,
+            "request_id": rid,
+            "score": score,
+            "decision": decision,
+            "timestamp": t,
+        }
+
+    records = [
+        rec("1", "a", 0.5, True),
+        rec("2", "a", 0.5 / (0.5 + 0.5 * math.e), False),  # the same request, one logit lower
+        rec("1", "b", 0.1, False),
+        rec("2", "b", 0.1 / (0.1 + 0.9 * math.e), False),
+        rec("1", "c", 0.9, True),  # the canary never answered it: not a pair
+        rec("2", "old", 0.9, True, "2026-12-03T09:00"),  # before the canary started
+        rec("1", "old", 0.1, False, "2026-12-03T09:00"),
+        rec("3", "a", 0.9, True),  # another version
+    ]
+    found = paired.pair(records, "1", "2", "2026-12-03T09:30")
+    assert (found.pairs, found.either_alerted, found.disagreements) == (2, 1, 1)
+    assert found.logit_shift == pytest.approx(-1.0) and found.disagreement == 1.0
+    cfg = load_policy(REPO / "registry" / "policy.yaml").canary.paired
+    results = {r.gate: r.passed for r in paired.gates(found, cfg, 2, 1, final=True)}
+    assert results == {"min_pairs": True, "max_logit_shift": False, "max_alert_disagreement": False}
+    # Too few alerts: not judged before the last step, failed on it.
+    few = paired.Paired(500, 3, 0, 0.0)
+    assert "max_alert_disagreement" not in {
+        r.gate for r in paired.gates(few, cfg, 300, 12, final=False)
+    }
+    last = {r.gate: r.passed for r in paired.gates(few, cfg, 300, 12, final=True)}
+    assert last["max_alert_disagreement"] is False

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.artifacts import progress
 from shipyard.config import CanaryPolicy, Policy
-from shipyard.deploy import deployment, outcome, processes
+from shipyard.deploy import deployment, outcome, paired, processes
 from shipyard.deploy.analysis import AlertRateTest, Alerts, Window, judge, parse_metrics, window
 from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
@@ -26,6 +27,7 @@ SCORE_GATES = ("max_score_psi", "max_score_ks")
 # pass for a fault. Honest canaries sit well inside both bounds, where that chance is tiny.
 EARLY_ALPHA_SHARE = 0.5
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
+PREDICTION_LOG_FLUSH = 1.2  # seconds: a service flushes its prediction log every second
 COMPLETE, TIME_UP = "complete", "step time is up"
 ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault seen early
 
@@ -243,6 +245,7 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         before = (deployment.scrape(state["stable"]), deployment.scrape(state["canary"]))
         if "start_scrapes" not in state:  # score and alert gates count from here on
             state["start_scrapes"] = list(before)
+            state["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
             deployment.save_state(state)
         stable, canary, since, early = _wait_for_traffic(state, cfg, before, final)
         if stable.requests >= cfg.min_requests or baseline is None:
@@ -251,6 +254,8 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         results = judge(baseline, canary, cfg.gates, since, final=final)
         if canary.requests < cfg.min_requests and not early:  # a fault needs no more
             results = [*results, _too_little(canary.requests, cfg.min_requests)]
+        if state["strategy"] == "shadow":
+            results += _paired(state, cfg, final)
         passed = all(r.passed for r in results)
         state["history"].append(
             {
@@ -281,6 +286,19 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
 def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> bool:
     """More failed steps than tolerated, or a failed last step: nothing overrides that one."""
     return failures > cfg.failures_tolerated or (final and not passed)
+
+
+def _paired(state: dict[str, Any], cfg: CanaryPolicy, final: bool) -> list[GateResult]:
+    """Shadow only: stable's and the canary's answers to the same requests, side by side."""
+    time.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
+    found = paired.read(
+        deployment.prediction_log(state["model"]),
+        str(state["stable"]["version"]),
+        str(state["canary"]["version"]),
+        state.get("started_at", ""),  # a state from before pairing: every record
+    )
+    need = cfg.gates.min_expected_positives
+    return paired.gates(found, cfg.paired, cfg.min_requests, need, final=final)
 
 
 def _too_little(seen: float, needed: int) -> GateResult:

@@ -87,6 +87,11 @@ def scrape(variant: dict[str, Any]) -> str:
         return str(resp.read().decode())
 
 
+def prediction_log(model: str) -> Path:
+    """Where every variant of a deployment logs its predictions (the shadow pairs from it)."""
+    return runtime_dir() / "predictions" / model
+
+
 def start_service(model: str, version: str, tag: str, role: str) -> dict[str, Any]:
     """`bentoml serve TAG` on a free loopback port, in a BentoML home of its own."""
     port = processes.free_port()
@@ -102,7 +107,7 @@ def start_service(model: str, version: str, tag: str, role: str) -> dict[str, An
     env = {
         **os.environ,
         "BENTOML_HOME": str(home.resolve()),
-        "SHIPYARD_PREDICTION_LOG": str((runtime_dir() / "predictions" / model).resolve()),
+        "SHIPYARD_PREDICTION_LOG": str(prediction_log(model).resolve()),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
     log = folder / f"{role}-v{version}.log"

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-FORWARD_HEADERS = ("content-type", "x-api-key", "authorization", "x-request-key")
+FORWARD_HEADERS = ("content-type", "x-api-key", "authorization", "x-request-key", "x-request-id")
 
 
 @dataclass
@@ -64,6 +64,9 @@ def create_app(split: Split, admin_token: str) -> Starlette:
     async def proxy(request: Request) -> Response:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
+        # Stable and the shadow log the same id for the same request, as behind Envoy, so the
+        # controller can pair their answers.
+        headers.setdefault("x-request-id", uuid.uuid4().hex)
         variant = split.variant(request_key(body, headers))
         target = split.canary if variant == "canary" and split.canary else split.stable
         if split.mode == "shadow" and split.canary:

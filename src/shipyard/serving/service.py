@@ -10,6 +10,7 @@ while each endpoint keeps its own request shape.
 """
 
 import os
+import re
 import time
 import uuid
 from datetime import UTC, datetime
@@ -108,6 +109,15 @@ def _log_folder() -> Path:
     return Path(os.environ.get("SHIPYARD_PREDICTION_LOG", default))
 
 
+_PROXY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def _proxy_id(ctx: bentoml.Context) -> str | None:
+    """The proxy's `X-Request-Id` (Envoy's, or the router's): the same on a mirrored copy."""
+    value = ctx.request.headers.get("x-request-id", "")
+    return value if _PROXY_ID.fullmatch(value) else None
+
+
 def _overloaded() -> Any:
     raise ServiceUnavailable("overloaded: the batch queue is past its latency budget")
 
@@ -170,10 +180,12 @@ class PredictionService:
         result: np.ndarray = await self.dispatch(rows)
         return result
 
-    async def _score(self, records: list[Any], request_id: str | None) -> list[Prediction]:
+    async def _score(
+        self, records: list[Any], request_id: str | None, ctx: bentoml.Context
+    ) -> list[Prediction]:
         rows = [r.model_dump() for r in records]
         scores = await self._scores(rows)
-        base = request_id or uuid.uuid4().hex
+        base = request_id or _proxy_id(ctx) or uuid.uuid4().hex
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         out = []
         for i, (row, score) in enumerate(zip(rows, scores, strict=True)):
@@ -205,14 +217,24 @@ class PredictionService:
         return out
 
     @bentoml.api
-    async def predict(self, features: Record, request_id: str | None = None) -> Prediction:  # type: ignore[valid-type]
+    async def predict(
+        self,
+        features: Record,  # type: ignore[valid-type]
+        ctx: bentoml.Context,
+        request_id: str | None = None,
+    ) -> Prediction:
         """Score one record of named fields."""
-        return (await self._score([features], request_id))[0]
+        return (await self._score([features], request_id, ctx))[0]
 
     @bentoml.api
-    async def predict_batch(self, records: Batch, request_id: str | None = None) -> BatchPrediction:  # type: ignore[valid-type]
+    async def predict_batch(
+        self,
+        records: Batch,  # type: ignore[valid-type]
+        ctx: bentoml.Context,
+        request_id: str | None = None,
+    ) -> BatchPrediction:
         """Score a batch of records; request ids are `<request_id>-<index>`."""
-        return BatchPrediction(predictions=await self._score(records, request_id))
+        return BatchPrediction(predictions=await self._score(records, request_id, ctx))
 
 
 PredictionService.add_asgi_middleware(Metered)  # type: ignore[attr-defined]
