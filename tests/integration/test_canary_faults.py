@@ -89,8 +89,8 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     state = load_state(NAME)
     assert state["status"] == "rejected" and state["weight"] == 0
     assert FAULTS[fault] & traffic.failed_gates(state)
-    # Stable's clients saw no error; only the canary's share can have failed.
-    assert {s for s, v in seen if v == "stable"} == {200}
+    # No client saw an error: a canary's 5xx is retried on stable by the router.
+    assert {s for s, _ in seen} == {200}
     assert {v for _, v in seen} <= {"stable", "canary"}
     assert sum(v == "stable" for _, v in seen) > 100
     tags = registry.resolve(NAME, version).tags

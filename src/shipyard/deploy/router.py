@@ -2,6 +2,7 @@
 
 Splits by weight, sticky on the request key (`request_id` in the body, else the
 `X-Request-Key` header), or in shadow mode answers from stable and mirrors to the canary.
+A canary's 5xx or dead connection is retried once on stable.
 Counts per variant at `/router/metrics`; weights change only through the authenticated
 `POST /router/weights`. It is the local stand-in for what Argo Rollouts does in a cluster.
 """
@@ -83,6 +84,17 @@ def create_app(split: Split, admin_token: str) -> Starlette:
         try:
             answer = await forward(target, request.url.path, body, headers)
         except httpx.HTTPError:
+            answer = None
+        if variant == "canary" and (answer is None or answer.status_code >= 500):
+            # The canary's failure is counted (its own /metrics feed the error gate) and the
+            # client gets stable's answer: a broken canary costs clients nothing.
+            split.count("canary", 502 if answer is None else answer.status_code)
+            variant = "stable"
+            try:
+                answer = await forward(split.stable, request.url.path, body, headers)
+            except httpx.HTTPError:
+                answer = None
+        if answer is None:
             split.count(variant, 502)
             return JSONResponse({"error": f"{variant} upstream unavailable"}, status_code=502)
         split.count(variant, answer.status_code)
