@@ -289,16 +289,24 @@ def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> b
 
 
 def _paired(state: dict[str, Any], cfg: CanaryPolicy, final: bool) -> list[GateResult]:
-    """Shadow only: stable's and the canary's answers to the same requests, side by side."""
-    time.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
-    found = paired.read(
-        deployment.prediction_log(state["model"]),
-        str(state["stable"]["version"]),
-        str(state["canary"]["version"]),
-        state.get("started_at", ""),  # a state from before pairing: every record
-    )
+    """Shadow only: stable's and the canary's answers to the same requests, side by side.
+
+    On the last step it waits (up to 5 steps' time) for the alerted records the
+    disagreement gate needs, as the alert-rate test waits for its expected alerts.
+    """
     need = cfg.gates.min_expected_positives
-    return paired.gates(found, cfg.paired, cfg.min_requests, need, final=final)
+    start = time.monotonic()
+    while True:
+        time.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
+        found = paired.read(
+            deployment.prediction_log(state["model"]),
+            str(state["stable"]["version"]),
+            str(state["canary"]["version"]),
+            state.get("started_at", ""),  # a state from before pairing: every record
+        )
+        waited = time.monotonic() - start
+        if not final or found.either_alerted >= need or waited > 5 * cfg.step_seconds:
+            return paired.gates(found, cfg.paired, cfg.min_requests, need, final=final)
 
 
 def _too_little(seen: float, needed: int) -> GateResult:
