@@ -92,6 +92,7 @@ def main() -> None:
         raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=300)
         raw["canary"].update(failures_tolerated=0)
         raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
+        raw["canary"]["gates"].update(confidence=0.95, min_expected_positives=6)
         short = tmp / "short.yaml"
         short.write_text(yaml.safe_dump(raw))
         print("\nbroken challengers, short policy (steps 50/100 %, 3 s, 300 requests)")

@@ -45,8 +45,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     bad = register(tmp, noise=True, seed=2)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
-    # Latency is noise on two shared cores; the score and alert gates keep their defaults.
-    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=10)
+    # Latency is noise on two shared cores. At 100 % stable serves nothing, so its alert rate
+    # comes from step 1 alone: a looser alert test (95 %, its minimum of 6 expected alerts)
+    # keeps these wiring tests from waiting on a few alerts; the fault suite keeps 99 %.
+    raw["canary"]["gates"].update(
+        max_p99_ms=3000, max_p99_ratio=10, confidence=0.95, min_expected_positives=6
+    )
     (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
     try:

@@ -43,7 +43,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     promotion.promote(NAME, stable, "champion", load_policy(REPO / "registry/policy.yaml"), TARGET)
     versions = {fault: register(tmp, seed=i + 1, fault=fault) for i, fault in enumerate(FAULTS)}
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
-    raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=300, failures_tolerated=0)
+    # 25 % first: at 100 % stable serves nothing, and the alert test needs its rate.
+    raw["canary"].update(steps=[25, 100], step_seconds=4, min_requests=300, failures_tolerated=0)
     # Two cores run both services, the router and the clients: latency is loose here. The
     # score and alert gates keep the repository's defaults.
     raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
@@ -99,10 +100,19 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     assert champion is not None and str(champion.version) == world["stable"]
 
 
-def test_a_shadowed_calibration_fault_fails_the_paired_gates(world: dict[str, Any]) -> None:
+@pytest.fixture
+def in_world(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The module's store for this test's own registrations, not the per-test one."""
+    for key in ("MLFLOW_TRACKING_URI", "SHIPYARD_RUNTIME_DIR", "BENTOML_HOME"):
+        monkeypatch.setenv(key, world["env"][key])
+    return world
+
+
+def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str, Any]) -> None:
     """Shadow mode pairs both answers to each request by the id the router gave it."""
     from shipyard.deploy.deployment import load_state
 
+    world = in_world
     shrunk = register(world["tmp"], seed=50, fault="shrunk")
     result, seen = traffic.deploy(
         world["tmp"], world["env"], shrunk, "shadow", world["tmp"] / "policy.yaml"
@@ -116,11 +126,12 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(world: dict[str, An
     assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
 
 
-def test_an_honest_retrain_passes_and_becomes_champion(world: dict[str, Any]) -> None:
-    """Last in the module: it changes the champion the faults above were judged against."""
+def test_an_honest_retrain_passes_and_becomes_champion(in_world: dict[str, Any]) -> None:
+    """Late in the module: it changes the champion the faults above were judged against."""
     from shipyard import registry
     from shipyard.deploy.deployment import load_state
 
+    world = in_world
     honest = register(world["tmp"], seed=42)
     result, seen = traffic.deploy(
         world["tmp"], world["env"], honest, "canary", world["tmp"] / "policy.yaml"
@@ -135,9 +146,10 @@ def test_an_honest_retrain_passes_and_becomes_champion(world: dict[str, Any]) ->
     assert champion is not None and str(champion.version) == honest
 
 
-def test_an_honest_shadow_passes_on_the_paired_gates(world: dict[str, Any]) -> None:
+def test_an_honest_shadow_passes_on_the_paired_gates(in_world: dict[str, Any]) -> None:
     from shipyard.deploy.deployment import load_state
 
+    world = in_world
     honest = register(world["tmp"], seed=43)
     result, seen = traffic.deploy(
         world["tmp"], world["env"], honest, "shadow", world["tmp"] / "policy.yaml"

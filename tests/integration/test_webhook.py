@@ -119,7 +119,13 @@ def stack(
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
     # This test is about the wiring, not the gates: loose enough for two equal models.
-    raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=10, max_score_psi=0.5)
+    raw["canary"]["gates"].update(
+        max_p99_ms=3000,
+        max_p99_ratio=10,
+        max_score_psi=0.5,
+        confidence=0.95,
+        min_expected_positives=6,
+    )
     (tmp_path / "policy.yaml").write_text(yaml.safe_dump(raw))
     deploy_port = free_port()
     hook_env = {
