@@ -36,7 +36,10 @@ RATE = 200  # requests per second at the router, about what the demo's clients r
 LEGACY_BUCKETS = tuple(round(i * 0.05, 2) for i in range(21))
 LEGACY_DIFF = 0.02
 FAULT_CLASSES = ("collapsed", "shrunk", "inflated", "silent", "noisy", "segment")
+# Milder calibration faults, past what the score gates can tell from a retrain after drift.
+MILD = {"shrunk 1.5": ("shrunk", 1.5), "inflated 1.5": ("inflated", 1.5)}
 GOAL_REQUESTS = 2000
+POLICY = load_policy("registry/policy.yaml")
 PAIRS = 2000
 
 
@@ -100,10 +103,12 @@ def _ours(
 ) -> Verdict:
     s, c = stable.window(), cand.window()
     since = (total_s.window(), total_c.window())
-    reason = canary.ready(s, c, since, cfg, elapsed, final)
+    policy = POLICY
+    reason = canary.ready(s, c, since, policy, elapsed, final)
     if reason is None:
         return None, []
-    return reason, judge(s, c, cfg.gates, since, final=final)
+    budget = policy.promotion.alert_budget
+    return reason, judge(s, c, cfg.gates, since, final=final, budget=budget)
 
 
 def _legacy_judge(s: Window, c: Window) -> list[GateResult]:
@@ -194,8 +199,9 @@ def main() -> None:
     pool = frame(n=100_000, seed=9)
     features = [c for c in pool.columns if c != TARGET]
 
-    def variant(seed: int, fault: str | None) -> Variant:
-        model, cols, threshold = fit(seed=seed, fault=fault)
+    def variant(seed: int, cls: str | None) -> Variant:
+        fault, shift = MILD.get(cls or "", (cls, 2.0))
+        model, cols, threshold = fit(seed=seed, fault=fault, logit_shift=shift)
         return Variant(model.predict_proba(pool[cols])[:, 1], threshold)
 
     stable_model, cols, stable_threshold = fit(seed=0)
@@ -209,9 +215,9 @@ def main() -> None:
         f"on {np.mean(stable.scores >= stable.threshold):.2%} of traffic; {len(bounds)} score "
         f"buckets from stable's reference; segment = tx_amount > {SEGMENT}"
     )
-    header = f"  {'challenger':<16} {'detected':>9} {'median req':>10} {'max req':>8}  gates"
+    header = f"  {'challenger':<18} {'detected':>9} {'median req':>10} {'max req':>8}  gates"
     print(header)
-    for cls in (*FAULT_CLASSES, "honest"):
+    for cls in (*FAULT_CLASSES, *MILD, "honest"):
         variants = [variant(seed, None if cls == "honest" else cls) for seed in range(1, RUNS + 1)]
         for label, decide, legacy in (("ours", _ours, False), ("today", _legacy, True)):
             outcomes = [
@@ -225,12 +231,12 @@ def main() -> None:
             median = f"{statistics.median(needed):.0f}" if needed else "-"
             worst = f"{max(needed)}" if needed else "-"
             print(
-                f"  {cls:<10} {label:>5} {len(hits):>3}/{RUNS} {word[:3]} {median:>9} "
+                f"  {cls:<12} {label:>5} {len(hits):>3}/{RUNS} {word[:3]} {median:>9} "
                 f"{worst:>8}  {', '.join(gates)}"
             )
     print(
-        f"goal: every fault {RUNS}/{RUNS} within {GOAL_REQUESTS} canary requests; "
-        f"honest 0/{RUNS} rejected"
+        f"goal: every fault but the mild ones {RUNS}/{RUNS} within {GOAL_REQUESTS} canary "
+        f"requests; honest 0/{RUNS} rejected"
     )
     shadow(stable, variant, load_policy("registry/policy.yaml"))
 

@@ -38,7 +38,12 @@ SEGMENT = 1.0  # `segment`: records with tx_amount above this are the ones it ge
 
 
 def fit(
-    *, noise: bool = False, seed: int = 0, extra: bool = False, fault: str | None = None
+    *,
+    noise: bool = False,
+    seed: int = 0,
+    extra: bool = False,
+    fault: str | None = None,
+    logit_shift: float = 2.0,
 ) -> tuple[Any, list[str], float]:
     """A model, its features and its decision threshold, the way the pipeline makes them.
 
@@ -46,7 +51,7 @@ def fit(
     computes it. `fault` breaks the model the way real ones break, to see which gate catches
     it: `diverged` (NaN weights: every request a 500), `collapsed` (zero weights: one constant
     score), `slow` (thousands of boosting rounds: tens of ms per call), `shrunk` and `inflated`
-    (the same ranking, scores pulled towards 0 or 1: a calibration bug), `silent` (never
+    (the same ranking, log-odds moved by `logit_shift`: a calibration bug), `silent` (never
     alerts) and `noisy` (alerts ten times as often) with honest scores, and `segment` (trained
     where the labels of one range of tx_amount were lost: wrong on that segment only).
     """
@@ -81,7 +86,7 @@ def fit(
     elif fault == "collapsed":
         model[-1].coef_[:] = 0.0
     elif fault in ("shrunk", "inflated"):
-        model[-1].intercept_ += -1.5 if fault == "shrunk" else 1.5
+        model[-1].intercept_ += -logit_shift if fault == "shrunk" else logit_shift
     scores = model.predict_proba(train[features])[:, 1]
     budget = 10 * BUDGET if fault == "noisy" else BUDGET
     threshold = 1.0 if fault == "silent" else budget_threshold(scores, budget)

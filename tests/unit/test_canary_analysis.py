@@ -145,11 +145,11 @@ def test_a_step_ends_early_only_on_alerts_far_off_a_full_sample() -> None:
     from shipyard.config import load_policy
     from shipyard.deploy.canary import _clearly_off
 
-    cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 500 requests, ratio 2
-    stable = _w(20000, 200.0)  # 1 % positive
+    policy = load_policy(REPO / "registry" / "policy.yaml")  # 500 requests, ratio 2
+    stable = _w(20000, 200.0)  # 1 % positive, as the 1 % budget
 
     def off(canary: Any) -> Any:
-        return _clearly_off(stable, canary, (stable, canary), cfg)
+        return _clearly_off(stable, canary, (stable, canary), policy)
 
     assert off(_w(600, 588)).gate == "positive_rate_ratio"  # a unit bug: everything is fraud
     assert off(_w(100, 98)) is None  # too few requests to judge

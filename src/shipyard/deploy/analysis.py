@@ -146,6 +146,24 @@ def psi(expected: list[tuple[float, float]], actual: list[tuple[float, float]]) 
     return sum((ai - ei) * math.log(ai / ei) for ei, ai in zip(e, a, strict=True))
 
 
+def psi_excess(
+    expected: list[tuple[float, float]], actual: list[tuple[float, float]], confidence: float
+) -> float:
+    """PSI beyond what sampling explains at `confidence`.
+
+    PSI is a symmetric chi-square divergence: n m / (n + m) * PSI is about chi-square with one
+    degree of freedom less than there are buckets, so that quantile times (1/n + 1/m) is what
+    two samples of one distribution reach by chance.
+    """
+    from scipy.stats import chi2
+
+    n, m = (b[-1][1] if b else 0.0 for b in (expected, actual))
+    if n <= 0 or m <= 0:
+        return math.nan
+    critical = float(chi2.ppf(confidence, max(len(expected) - 1, 1)))
+    return psi(expected, actual) - critical * (1 / n + 1 / m)
+
+
 def ks_excess(
     expected: list[tuple[float, float]], actual: list[tuple[float, float]], confidence: float
 ) -> float:
@@ -225,10 +243,23 @@ def _z(xc: float, k: float, nc: float, ns: float, theta: float) -> float:
     return (xc - k * pi) / math.sqrt(k * pi * (1 - pi))
 
 
+BUDGET_WEIGHT = 1e9  # records standing for the alert budget: a rate known exactly
+
+
 def alert_rate_gates(
-    stable: Alerts, canary: Alerts, gates: CanaryGates, *, final: bool
+    stable: Alerts,
+    canary: Alerts,
+    gates: CanaryGates,
+    *,
+    final: bool,
+    budget: float | None = None,
 ) -> list[GateResult]:
-    """The ratio test, and on the last step the sample it needs before a canary may pass."""
+    """The ratio test, and on the last step the sample it needs before a canary may pass.
+
+    With the alert `budget`, a canary whose rate the test cannot tell from the budget also
+    passes: after drift the stable itself can alert far off budget, and a retrain that is
+    back on budget must not fail for it. A silent or flooding canary is off both.
+    """
     test = AlertRateTest.of(stable, canary, gates.max_positive_rate_ratio)
     r = gates.max_positive_rate_ratio
     detail = (
@@ -238,6 +269,12 @@ def alert_rate_gates(
         f"(z {test.z_fewer:+.2f} / {test.z_more:+.2f})"
     )
     passed = not math.isnan(test.z_more) and not test.rejects(gates.confidence)
+    if not passed and budget is not None and canary.predictions > 0:
+        known = Alerts(BUDGET_WEIGHT, BUDGET_WEIGHT * budget)
+        on_budget = AlertRateTest.of(known, canary, r)
+        if not on_budget.rejects(gates.confidence):
+            passed = True
+            detail += f"; but {on_budget.ratio:.3g} times the alert budget {budget:g}: on budget"
     out = [GateResult("positive_rate_ratio", passed, test.ratio, r, "test", detail)]
     if final:
         need = gates.min_expected_positives
@@ -256,6 +293,7 @@ def judge(
     since: tuple[Window, Window] | None = None,
     *,
     final: bool = False,
+    budget: float | None = None,
 ) -> list[GateResult]:
     """Every gate for one step; NaN (no traffic to judge) fails, it never passes silently.
 
@@ -276,7 +314,11 @@ def judge(
         ("max_error_rate", rate(canary), gates.max_error_rate),
         ("max_p99_ms", p99_canary, gates.max_p99_ms),
         ("max_p99_ratio", ratio, gates.max_p99_ratio),
-        ("max_score_psi", psi(s.score_buckets, c.score_buckets), gates.max_score_psi),
+        (
+            "max_score_psi",
+            psi_excess(s.score_buckets, c.score_buckets, gates.confidence),
+            gates.max_score_psi,
+        ),
         (
             "max_score_ks",
             ks_excess(s.score_buckets, c.score_buckets, gates.confidence),
@@ -286,4 +328,5 @@ def judge(
     results = [
         GateResult(name, bool(value <= bound), value, bound, "<=") for name, value, bound in checks
     ]
-    return results + alert_rate_gates(Alerts.of(s), Alerts.of(c), gates, final=final)
+    alerts = alert_rate_gates(Alerts.of(s), Alerts.of(c), gates, final=final, budget=budget)
+    return results + alerts

@@ -141,7 +141,7 @@ def deploy(
 
 
 def _wait_for_traffic(
-    state: dict[str, Any], cfg: CanaryPolicy, before: tuple[str, str], final: bool
+    state: dict[str, Any], policy: Policy, before: tuple[str, str], final: bool
 ) -> tuple[Window, Window, tuple[Window, Window], bool]:
     """Scrape once a second until `ready` says the step can be judged.
 
@@ -152,14 +152,15 @@ def _wait_for_traffic(
     parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
     first = tuple(parse_metrics(text) for text in state["start_scrapes"])
     while True:
-        time.sleep(min(1.0, cfg.step_seconds))
+        time.sleep(min(1.0, policy.canary.step_seconds))
         after = (
             parse_metrics(deployment.scrape(state["stable"])),
             parse_metrics(deployment.scrape(state["canary"])),
         )
         stable, canary = window(parsed[0], after[0]), window(parsed[1], after[1])
         since = (window(first[0], after[0]), window(first[1], after[1]))
-        reason = ready(stable, canary, since, cfg, time.monotonic() - start, final)
+        elapsed = time.monotonic() - start
+        reason = ready(stable, canary, since, policy, elapsed, final)
         if reason is not None:
             if reason not in ON_TIME:
                 progress("deploy", f"{reason}: judging now")
@@ -170,7 +171,7 @@ def ready(
     stable: Window,
     canary: Window,
     since: tuple[Window, Window],
-    cfg: CanaryPolicy,
+    policy: Policy,
     elapsed: float,
     final: bool,
 ) -> str | None:
@@ -181,9 +182,10 @@ def ready(
     errors, or whose scores or alerts are clearly off, is judged at once: every second of
     waiting is more clients exposed to it.
     """
+    cfg = policy.canary
     if _erroring(canary, cfg):
         return f"canary errors ({canary.server_errors:.0f})"
-    off = _clearly_off(stable, canary, since, cfg)
+    off = _clearly_off(stable, canary, since, policy)
     if off is not None:
         return f"canary far off ({off.describe()})"
     if elapsed > 5 * cfg.step_seconds:
@@ -204,7 +206,7 @@ def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
 
 
 def _clearly_off(
-    stable: Window, canary: Window, since: tuple[Window, Window], cfg: CanaryPolicy
+    stable: Window, canary: Window, since: tuple[Window, Window], policy: Policy
 ) -> GateResult | None:
     """With `min_requests` on both sides since the start: PSI failed CLEAR_MARGIN times over,
     or a statistical gate fails at half the policy's error rate.
@@ -213,11 +215,13 @@ def _clearly_off(
     scores are far off only exposes more clients (or, shadowed, waits longer to go) until the
     window ends. A canary that is close to a bound still gets its whole window.
     """
+    cfg = policy.canary
     if min(since[0].requests, since[1].requests) < cfg.min_requests:
         return None
     strict = 1 - (1 - cfg.gates.confidence) * EARLY_ALPHA_SHARE
     gates = cfg.gates.model_copy(update={"confidence": strict})
-    for result in judge(stable, canary, gates, since):
+    budget = policy.promotion.alert_budget
+    for result in judge(stable, canary, gates, since, budget=budget):
         value, bound = result.value, result.threshold
         if value is None or bound is None:
             continue
@@ -247,11 +251,12 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
             state["start_scrapes"] = list(before)
             state["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
             deployment.save_state(state)
-        stable, canary, since, early = _wait_for_traffic(state, cfg, before, final)
+        stable, canary, since, early = _wait_for_traffic(state, policy, before, final)
         if stable.requests >= cfg.min_requests or baseline is None:
             baseline = stable  # at 100% the last well-fed stable window stands in
             state["baseline"] = asdict(baseline)  # and survives a controller restart
-        results = judge(baseline, canary, cfg.gates, since, final=final)
+        budget = policy.promotion.alert_budget
+        results = judge(baseline, canary, cfg.gates, since, final=final, budget=budget)
         if canary.requests < cfg.min_requests and not early:  # a fault needs no more
             results = [*results, _too_little(canary.requests, cfg.min_requests)]
         if state["strategy"] == "shadow":

@@ -68,13 +68,18 @@ class Queries:
             count = f"({count} - {below})"
         return f"(({count} + 0.5) / ({self._total(version)} + {0.5 * len(self._le)}))"
 
-    def psi(self) -> str:
-        """One term per bucket: PromQL cannot difference neighbouring `le` series otherwise."""
+    def psi(self, confidence: float) -> str:
+        """One term per bucket (PromQL cannot difference neighbouring `le` series otherwise),
+        minus the sampling allowance of `analysis.psi_excess`."""
+        from scipy.stats import chi2
+
         terms = []
         for i in range(len(self._le)):
             c, s = self._share(CANARY, i), self._share(STABLE, i)
             terms.append(f"({c} - {s}) * ln({c} / {s})")
-        return " + ".join(terms)
+        critical = float(chi2.ppf(confidence, len(self._le) - 1))
+        n, m = self._total(CANARY), self._total(STABLE)
+        return f"({' + '.join(terms)}) - {critical!r} * (1 / {n} + 1 / {m})"
 
     def _positives(self, version: str) -> str:
         return f"(({self._sum('shipyard_positive_decisions_total', version)}) or vector(0))"
@@ -111,7 +116,7 @@ def gate_queries(
         ("max-error-rate", q.error_rate(CANARY), f"<= {gates.max_error_rate}"),
         ("max-p99-ms", q.p99_ms(CANARY), f"<= {gates.max_p99_ms}"),
         ("max-p99-ratio", ratio, f"<= {gates.max_p99_ratio}"),
-        ("max-score-psi", q.psi(), f"<= {gates.max_score_psi}"),
+        ("max-score-psi", q.psi(gates.confidence), f"<= {gates.max_score_psi}"),
         ("max-score-ks", q.ks(gates.confidence), f"<= {gates.max_score_ks}"),
         ("positive-rate-not-higher", q.alert_z(r), f"<= {critical}"),
         ("positive-rate-not-lower", q.alert_z(1 / r), f">= -{critical}"),
