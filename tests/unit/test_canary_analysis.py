@@ -283,3 +283,22 @@ def test_paired_answers_join_by_request_id_and_only_since_the_start() -> None:
     }
     last = {r.gate: r.passed for r in paired.gates(few, cfg, 300, 12, final=True)}
     assert last["max_alert_disagreement"] is False
+
+
+def test_the_pair_reader_reads_each_line_once_and_waits_for_whole_lines(tmp_path: Any) -> None:
+    import json
+
+    from shipyard.deploy.paired import Reader
+
+    def line(v: str, rid: str, score: float) -> str:
+        rec = {"model_version": v, "request_id": rid, "score": score, "decision": False}
+        return json.dumps({**rec, "timestamp": "2026-12-03T10:00:00.000+00:00"}) + "\n"
+
+    log = tmp_path / "predictions-1.jsonl"
+    log.write_text(line("1", "a", 0.1) + line("2", "a", 0.1) + line("1", "b", 0.2)[:20])
+    reader = Reader(tmp_path, "1", "2", "2026-01-01T00:00:00.000+00:00")
+    assert reader.read().pairs == 1
+    with log.open("a") as handle:  # the half-written line completes, its pair arrives
+        handle.write(line("1", "b", 0.2)[20:] + line("2", "b", 0.2))
+    found = reader.read()
+    assert found.pairs == 2 and len(reader.records) == 4

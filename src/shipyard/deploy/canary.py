@@ -301,14 +301,15 @@ def _paired(state: dict[str, Any], cfg: CanaryPolicy, final: bool) -> list[GateR
     """
     need = cfg.gates.min_expected_positives
     start = time.monotonic()
+    reader = paired.Reader(
+        deployment.prediction_log(state["model"]),
+        str(state["stable"]["version"]),
+        str(state["canary"]["version"]),
+        state.get("started_at", ""),  # a state from before pairing: every record
+    )
     while True:
         time.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
-        found = paired.read(
-            deployment.prediction_log(state["model"]),
-            str(state["stable"]["version"]),
-            str(state["canary"]["version"]),
-            state.get("started_at", ""),  # a state from before pairing: every record
-        )
+        found = reader.read()
         waited = time.monotonic() - start
         if not final or found.either_alerted >= need or waited > 5 * cfg.step_seconds:
             return paired.gates(found, cfg.paired, cfg.min_requests, need, final=final)

@@ -8,9 +8,11 @@ comparison needs thousands of requests to see shows within a few hundred pairs.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,6 @@ import numpy as np
 
 from shipyard.config import PairedGates
 from shipyard.gates import GateResult
-from shipyard.serving.predlog import read_log
 
 
 @dataclass(frozen=True)
@@ -65,9 +66,35 @@ def compare(
     return Paired(len(stable_scores), either, int((stable_alerts ^ canary_alerts).sum()), shift)
 
 
-def read(folder: Path, stable: str, canary: str, since: str) -> Paired:
-    records, _ = read_log(folder) if folder.exists() else ([], 0)
-    return pair(records, stable, canary, since)
+class Reader:
+    """Reads a prediction-log folder incrementally: each call parses only the lines written
+    since the last one, so judging every second does not re-read hours of log and take the
+    CPU the services need."""
+
+    def __init__(self, folder: Path, stable: str, canary: str, since: str) -> None:
+        self.folder, self.since = folder, since
+        self.versions = (stable, canary)
+        self.offsets: dict[Path, int] = {}
+        self.records: list[dict[str, Any]] = []
+        self.start = datetime.fromisoformat(since).timestamp() if since else 0.0
+
+    def read(self) -> Paired:
+        for path in sorted(self.folder.glob("predictions-*.jsonl")):
+            if path not in self.offsets and path.stat().st_mtime < self.start:
+                continue  # last written before the canary started: nothing to pair
+            with path.open("rb") as handle:
+                handle.seek(self.offsets.get(path, 0))
+                data = handle.read()
+            end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+            self.offsets[path] = self.offsets.get(path, 0) + end
+            for line in data[:end].splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if str(record.get("model_version")) in self.versions:
+                    self.records.append(record)
+        return pair(self.records, *self.versions, self.since)
 
 
 def gates(
