@@ -122,7 +122,7 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str,
     assert state["status"] == "rejected"
     assert "max_logit_shift" in traffic.failed_gates(state)
     shift = next(g for g in state["history"][-1]["gates"] if g["gate"] == "max_logit_shift")
-    assert shift["value"] == pytest.approx(1.5, abs=0.3)  # the fault's own size, paired
+    assert shift["value"] == pytest.approx(2.0, abs=0.3)  # the fault's own size, paired
     assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
 
 
