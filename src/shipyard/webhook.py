@@ -2,8 +2,8 @@
 
 MLflow OSS signs each delivery with HMAC-SHA256 over `<delivery id>.<timestamp>.<body>`
 (header `X-MLflow-Signature: v1,<base64>`). We reject a bad or missing signature and a stale
-timestamp, remember delivery ids so a retried delivery acts once, and for a new `@challenger`
-send a GitHub `repository_dispatch` (event `model-promoted`).
+timestamp, remember a delivery id once its action succeeded (a retry of a failed one acts
+again), and for a new `@challenger` send a GitHub `repository_dispatch` (event `model-promoted`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERIES = "webhook/deliveries.jsonl"
 DISPATCH_EVENT = "model-promoted"
+_STAMP = re.compile(r"[0-9]{1,12}")
 
 
 class Rejected(ShipyardError):
@@ -56,10 +60,10 @@ def verify(
     expected = signature(secret, delivery, stamp, body)
     if not hmac.compare_digest(sent.encode(), expected.encode()):
         raise Rejected(401, f"bad signature on delivery {delivery}")
-    try:
-        age = now - float(stamp)
-    except ValueError:
-        raise Rejected(401, f"delivery {delivery}: timestamp {stamp!r} is not a number") from None
+    # MLflow sends whole seconds; `nan`, `inf` or `1e9` would slip through a float comparison.
+    if not _STAMP.fullmatch(stamp):
+        raise Rejected(401, f"delivery {delivery}: timestamp {stamp[:20]!r} is not whole seconds")
+    age = now - int(stamp)
     if abs(age) > max_age:
         raise Rejected(401, f"delivery {delivery}: timestamp {age:.0f} s away from now (replay?)")
     return delivery
@@ -76,30 +80,54 @@ class AliasEvent:
         """The alias event in a delivery; None for events we do not act on."""
         try:
             payload = json.loads(body)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # also not UTF-8, or nested past the parser
             raise Rejected(400, "body is not JSON") from None
+        if not isinstance(payload, dict):
+            raise Rejected(400, f"body is a JSON {type(payload).__name__}, not an object")
         if (payload.get("entity"), payload.get("action")) != ("model_version_alias", "created"):
             return None
-        data = payload.get("data") or {}
-        try:
-            return cls(str(data["name"]), str(data["alias"]), str(data["version"]))
-        except KeyError as missing:
-            raise Rejected(400, f"alias event without {missing}") from None
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise Rejected(400, "alias event: data is not an object")
+        fields = []
+        for key in ("name", "alias", "version"):
+            value = data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and key == "version":
+                value = str(value)
+            if not isinstance(value, str) or not value or len(value) > 256:
+                raise Rejected(400, f"alias event: data.{key} is missing or not a short string")
+            fields.append(value)
+        return cls(*fields)
 
 
-def first_delivery(delivery_id: str, folder: Path | None = None) -> bool:
-    """Record the id; False if it was seen before (MLflow retries reuse the id)."""
+def delivered(delivery_id: str, folder: Path | None = None) -> bool:
+    """True once an action for this id has succeeded (MLflow retries reuse the id)."""
     path = (folder or runtime_dir()) / DELIVERIES
-    with lock("webhook-deliveries"):
-        if path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    if json.loads(line)["delivery_id"] == delivery_id:
-                        return False
-                except (json.JSONDecodeError, KeyError):
-                    continue
+    if not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["delivery_id"] == delivery_id:
+                return True
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+    return False
+
+
+def deliver_once(delivery_id: str, act: Callable[[], str]) -> str:
+    """Run `act` unless this delivery already succeeded: at least once, never twice on success.
+
+    The id is recorded only after `act` returns, so a failed action (GitHub's 500) raises, the
+    receiver answers 5xx, and MLflow's retry of the same delivery acts again. The lock spans
+    the check, the action and the record, so a retry racing the first attempt waits for it.
+    """
+    key = hashlib.sha256(delivery_id.encode()).hexdigest()[:16]
+    with lock(f"webhook-delivery-{key}"):
+        if delivered(delivery_id):
+            return f"duplicate delivery {delivery_id} ignored"
+        outcome = act()
         append_jsonl(DELIVERIES, {"delivery_id": delivery_id, "time": time.time()})
-    return True
+    return outcome
 
 
 def repository_dispatch(event: AliasEvent, extra: dict[str, Any] | None = None) -> int:
@@ -131,8 +159,11 @@ def dispatch(event_type: str, payload: dict[str, Any]) -> int:
             "Content-Type": "application/json",
         },
     )
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        return int(response.status)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return int(response.status)
+    except (urllib.error.URLError, OSError) as err:  # HTTPError (GitHub's 5xx) included
+        raise ShipyardError(f"dispatch: {event_type} to {repo} failed: {err}") from None
 
 
 def last_approved_champion(name: str, exclude: str) -> str | None:

@@ -51,11 +51,18 @@ class GitHub:
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
-        calls = self.calls
+        self.failures = 0  # answer this many dispatches with GitHub's 500 first
+        self.failed = 0
+        calls, hub = self.calls, self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if hub.failed < hub.failures:
+                    hub.failed += 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
                 calls.append(
                     {
                         "path": self.path,
@@ -214,6 +221,75 @@ def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:
     )
     time.sleep(4)
     assert len(github.calls) == 1
+
+
+def test_failed_dispatch_is_retried_and_sent_once(stack: dict[str, Any]) -> None:
+    """GitHub answers 500 once: the receiver answers 502, MLflow retries the same delivery, and
+    that retry dispatches (before, the id was recorded first and the retry was "ignored")."""
+    from shipyard import registry
+
+    github = stack["github"]
+    github.failures = 1
+    version = register(stack["tmp"])
+    registry.set_alias(NAME, "challenger", version)
+    until(lambda: github.calls, 60, "repository_dispatch after a retry")
+    time.sleep(3)  # a second dispatch, if any, would have come by now
+    assert github.failed == 1 and len(github.calls) == 1
+    assert github.calls[0]["body"]["client_payload"]["version"] == version
+    log = stack["log"].read_text()
+    assert "webhook: 502 dispatch: model-promoted to acme/shipyard failed" in log
+
+
+def _raw(url: str, head: bytes, body: bytes = b"") -> tuple[int, float]:
+    """Status and seconds for a hand-written request (headers no client library would send)."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    start = time.monotonic()
+    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
+        sock.sendall(b"POST " + where.path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head)
+        sock.sendall(b"\r\n" + body)
+        answer = sock.recv(4096)
+    return int(answer.split(b" ", 2)[1]), time.monotonic() - start
+
+
+# (headers, body, status): one stack for the whole table, each case on its own connection.
+LENGTH_CASES = [
+    (b"Content-Length: -1\r\n", b"x" * 1000, 400),
+    (b"Content-Length: abc\r\n", b"", 400),
+    (b"", b"", 400),  # no length at all
+    (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", 400),
+    (b"Content-Length: 30000000\r\n", b"x" * 1000, 413),
+    (b"Content-Length: 2\r\n", b"{}", 401),  # unsigned
+]
+SHAPES = [
+    b"[]",
+    b'"x"',
+    b"\xff",
+    b'{"entity": "model_version_alias", "action": "created", "data": []}',
+]
+
+
+def test_receiver_answers_hostile_requests_with_4xx_at_once(stack: dict[str, Any]) -> None:
+    """Length is judged before the body is read; signed bodies of the wrong shape get a 400."""
+    from shipyard.webhook import signature
+
+    livez = stack["hook"].replace("/webhook", "/livez")
+    for head, body, status in LENGTH_CASES:
+        got, seconds = _raw(stack["hook"], head, body)
+        assert (got, seconds < 2) == (status, True), head
+        assert up(livez)
+    for body in SHAPES:
+        stamp = str(int(time.time()))
+        sig = signature(SECRET, "shape-1", stamp, body)
+        head = (
+            f"Content-Length: {len(body)}\r\nX-MLflow-Delivery-Id: shape-1\r\n"
+            f"X-MLflow-Timestamp: {stamp}\r\nX-MLflow-Signature: {sig}\r\n"
+        ).encode()
+        got, seconds = _raw(stack["hook"], head, body)
+        assert (got, seconds < 2) == (400, True), body
+        assert up(livez)
 
 
 def test_forged_and_replayed_deliveries(stack: dict[str, Any]) -> None:

@@ -62,11 +62,61 @@ def test_parse_alias_event() -> None:
         webhook.AliasEvent.parse(b"not json")
 
 
-def test_duplicate_delivery_acts_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("stamp", ["nan", "inf", "-inf", "1e3", "1000.0", " 1000", "-1000", ""])
+def test_timestamp_must_be_whole_seconds(stamp: str) -> None:
+    """A signed `nan` used to pass: every comparison with NaN is false."""
+    body = BODY.encode()
+    given = headers(stamp=stamp)
+    if not stamp:
+        given["X-MLflow-Timestamp"] = ""
+    with pytest.raises(webhook.Rejected) as info:
+        webhook.verify(SECRET, given, body, now=1010)
+    assert info.value.status == 401
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[]",
+        b'"x"',
+        b"\xff\xfe",
+        b"[" * 100_000,
+        b'{"entity": "model_version_alias", "action": "created", "data": []}',
+        b'{"entity": "model_version_alias", "action": "created", "data": {"name": "m"}}',
+        b'{"entity": "model_version_alias", "action": "created",'
+        b' "data": {"name": "m", "alias": ["champion"], "version": "1"}}',
+        b'{"entity": "model_version_alias", "action": "created",'
+        b' "data": {"name": "m", "alias": "champion", "version": true}}',
+    ],
+)
+def test_wrong_shapes_are_400_not_a_crash(body: bytes) -> None:
+    with pytest.raises(webhook.Rejected) as info:
+        webhook.AliasEvent.parse(body)
+    assert info.value.status == 400
+
+
+def test_delivery_counts_only_after_its_action_succeeded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard.errors import ShipyardError
+
     monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path))
-    assert webhook.first_delivery("d-1") is True
-    assert webhook.first_delivery("d-1") is False
-    assert webhook.first_delivery("d-2") is True
+    sent: list[str] = []
+
+    def failing() -> str:
+        raise ShipyardError("dispatch: GitHub answered 500")
+
+    def dispatch() -> str:
+        sent.append("d-1")
+        return "dispatched"
+
+    with pytest.raises(ShipyardError):
+        webhook.deliver_once("d-1", failing)
+    assert not webhook.delivered("d-1")  # MLflow's retry must act again
+    assert webhook.deliver_once("d-1", dispatch) == "dispatched"
+    assert "ignored" in webhook.deliver_once("d-1", dispatch)  # a replay after success
+    assert sent == ["d-1"]
+    assert webhook.deliver_once("d-2", dispatch) == "dispatched"
 
 
 def test_dispatch_needs_repository_and_token(monkeypatch: pytest.MonkeyPatch) -> None:

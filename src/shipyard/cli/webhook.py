@@ -105,21 +105,37 @@ def serve(
             )
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY:
-                self._answer(413, "body too large")
+            try:
+                self._deliver()
+            except Exception as err:  # a bug must still answer, never drop the connection
+                self._answer(500, f"internal error: {type(err).__name__}")
+
+        def _deliver(self) -> None:
+            if "Transfer-Encoding" in self.headers:
+                self.close_connection = True
+                self._answer(400, "Transfer-Encoding is not accepted; send Content-Length")
                 return
-            body = self.rfile.read(length)
+            declared = self.headers.get("Content-Length")
+            # Judged before a byte of the body is read: `-1` or `abc` must not start a read.
+            if declared is None or not declared.isdigit():
+                self.close_connection = True
+                self._answer(400, "Content-Length is missing or not a byte count")
+                return
+            if int(declared) > MAX_BODY:
+                self.close_connection = True
+                self._answer(413, f"body larger than {MAX_BODY} bytes")
+                return
+            body = self.rfile.read(int(declared))
             try:
                 delivery = hooks.verify(key, dict(self.headers.items()), body, time.time())
                 event = hooks.AliasEvent.parse(body)
-                if not hooks.first_delivery(delivery):
-                    self._answer(200, f"duplicate delivery {delivery} ignored")
+                if event is None:
+                    self._answer(200, "event ignored")
                     return
-                self._answer(200, act(event) if event else "event ignored")
+                self._answer(200, hooks.deliver_once(delivery, lambda: act(event)))
             except hooks.Rejected as err:
                 self._answer(err.status, str(err))
-            except ShipyardError as err:
+            except ShipyardError as err:  # the action failed: 502, and MLflow retries
                 self._answer(502, str(err))
 
         def log_message(self, *args: object) -> None:  # requests are reported by _answer

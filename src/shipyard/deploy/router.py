@@ -46,20 +46,27 @@ class Split:
 
 
 def request_key(body: bytes, headers: dict[str, str]) -> str:
+    """The sticky key; any body the service will refuse (not JSON, not UTF-8, nested past the
+    parser's depth, not an object) just gets a random key, and the service's 4xx passes back."""
     if "x-request-key" in headers:
         return headers["x-request-key"]
     try:
-        rid = json.loads(body).get("request_id")
-    except (json.JSONDecodeError, AttributeError):
-        rid = None
-    return str(rid) if rid else uuid.uuid4().hex
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are both
+        payload = None
+    rid = payload.get("request_id") if isinstance(payload, dict) else None
+    return rid if isinstance(rid, str) and rid else uuid.uuid4().hex
 
 
 def create_app(split: Split, admin_token: str) -> Starlette:
     client = httpx.AsyncClient(timeout=30)
 
     async def forward(base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        sent = {k: v for k, v in headers.items() if k in FORWARD_HEADERS}
+        # Values go on as the bytes that came in (Starlette decodes them as latin-1): a byte
+        # httpx cannot encode as ASCII must reach the service, which answers its 400.
+        sent = [
+            (k.encode(), v.encode("latin-1")) for k, v in headers.items() if k in FORWARD_HEADERS
+        ]
         return await client.post(f"{base}{path}", content=body, headers=sent)
 
     async def proxy(request: Request) -> Response:

@@ -1,4 +1,8 @@
-"""ASGI middleware in front of the service: API key and body size, before any parsing."""
+"""ASGI middleware in front of the service: headers, API key and body size, before any parsing.
+
+The whole body is read here, up to the limit, before the app sees it: a size error raised
+inside BentoML's endpoint would come back as its 500, so none is raised there.
+"""
 
 from __future__ import annotations
 
@@ -50,41 +54,68 @@ class Guard:
         self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
 
-    def _authorized(self, scope: Scope) -> bool:
+    def _authorized(self, scope: Scope, headers: dict[str, str]) -> bool:
+        """`X-API-Key: <key>` or `Authorization: Bearer <key>` (any case), nothing else."""
         if self.api_key is None or scope.get("path", "") in OPEN_PATHS:
             return True
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
-        given = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ")
-        return hmac.compare_digest(given.encode(), self.api_key.encode())
+        given = []
+        if "x-api-key" in headers:
+            given.append(headers["x-api-key"])
+        scheme, _, credential = headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and credential.strip():
+            given.append(credential.strip())
+        expected = self.api_key.encode()
+        # Every candidate is compared, so timing does not tell which header was right.
+        return any([hmac.compare_digest(g.encode(), expected) for g in given])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if not self._authorized(scope):
+        headers = _decoded(scope.get("headers", []))
+        if headers is None:
+            await _reply(send, 400, "a request header is not valid UTF-8")
+            return
+        if not self._authorized(scope, headers):
             await _reply(send, 401, "missing or wrong API key")
             return
-        headers = dict(scope.get("headers", []))
-        declared = headers.get(b"content-length")
+        declared = headers.get("content-length")
+        if declared is not None and not declared.isdigit():
+            await _reply(send, 400, f"Content-Length {declared[:20]!r} is not a byte count")
+            return
         if declared is not None and int(declared) > self.max_body_bytes:
             await _drain(receive, 10 * self.max_body_bytes)
             await _reply(send, 413, f"body larger than {self.max_body_bytes} bytes")
             return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.max_body_bytes:
-                raise _TooLarge
-            return message
+                if message.get("more_body", False):
+                    await _drain(receive, 10 * self.max_body_bytes)
+                await _reply(send, 413, f"body larger than {self.max_body_bytes} bytes")
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _reply(send, 413, f"body larger than {self.max_body_bytes} bytes")
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:  # after the body, the app only waits for a disconnect
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
-class _TooLarge(Exception):
-    pass
+def _decoded(raw: Any) -> dict[str, str] | None:
+    """Lower-cased header names to values; None when any byte is not UTF-8."""
+    try:
+        return {k.decode().lower(): v.decode() for k, v in raw}
+    except UnicodeDecodeError:
+        return None
