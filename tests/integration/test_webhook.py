@@ -258,6 +258,7 @@ def _raw(url: str, head: bytes, body: bytes = b"") -> tuple[int, float]:
 LENGTH_CASES = [
     (b"Content-Length: -1\r\n", b"x" * 1000, 400),
     (b"Content-Length: abc\r\n", b"", 400),
+    (b"Content-Length: \xb2\r\n", b"x", 400),  # "\u00b2" in latin-1: str.isdigit says yes
     (b"", b"", 400),  # no length at all
     (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", 400),
     (b"Content-Length: 30000000\r\n", b"x" * 1000, 413),

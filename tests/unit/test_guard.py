@@ -76,6 +76,7 @@ def test_body_limit_holds_for_declared_and_chunked_bodies() -> None:
     assert status == 413 and "larger than" in json.loads(body)["error"]
     assert call([*key, (b"content-length", str(LIMIT + 1).encode())], [b"x"])[0] == 413
     assert call([*key, (b"content-length", b"-1")], [b"x"])[0] == 400
+    assert call([*key, (b"content-length", "\u00b2".encode())], [b"x"])[0] == 400  # "²" isdigit
     # Chunks within the limit reach the app as one body.
     assert call(key, [b"ab", b"cd", b"ef"]) == (200, b"abcdef")
 

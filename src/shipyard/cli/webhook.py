@@ -117,7 +117,7 @@ def serve(
                 return
             declared = self.headers.get("Content-Length")
             # Judged before a byte of the body is read: `-1` or `abc` must not start a read.
-            if declared is None or not declared.isdigit():
+            if declared is None or not (declared.isascii() and declared.isdigit()):
                 self.close_connection = True
                 self._answer(400, "Content-Length is missing or not a byte count")
                 return

@@ -80,7 +80,7 @@ class Guard:
             await _reply(send, 401, "missing or wrong API key")
             return
         declared = headers.get("content-length")
-        if declared is not None and not declared.isdigit():
+        if declared is not None and not (declared.isascii() and declared.isdigit()):
             await _reply(send, 400, f"Content-Length {declared[:20]!r} is not a byte count")
             return
         if declared is not None and int(declared) > self.max_body_bytes:
