@@ -210,13 +210,14 @@ def alert_volume_gate(
     return GateResult("alert_volume", passed, float(ratio), high, "test", detail), record
 
 
-def canary_gate(
-    tags: dict[str, str], first_model: bool, force: bool, reason: str | None
-) -> GateResult:
-    """@champion needs a passed canary, except for the very first model or a recorded override."""
+def canary_gate(result: str, first_model: bool, force: bool, reason: str | None) -> GateResult:
+    """@champion needs a passed canary, except for the very first model or a recorded override.
+
+    `result` is the canary tag as `grant.trusted_value` reads it: a hand-set `passed` without
+    a signature that verifies arrives here as `forged`.
+    """
     if first_model:
         return GateResult("canary", True, detail="first model: no champion to canary against")
-    result = tags.get(CANARY_TAG, "missing")
     if result == "passed":
         return GateResult("canary", True, detail="canary passed")
     if force and reason:
@@ -256,21 +257,20 @@ def _frozen_test_scores(
     return test[target].to_numpy(), new, old
 
 
-def _store(name: str, version: str, run_id: str, record: dict[str, Any]) -> None:
-    from shipyard import registry, runtime
+def decision_tag(action: str) -> str:
+    return f"shipyard.promotion.{action}"
+
+
+def _store(mv: Any, record: dict[str, Any]) -> None:
+    """Tags (signed: see `grant`), the JSON record on the run, and a line in the audit log."""
+    from shipyard import grant, registry, runtime
 
     stamp = record["time"].replace(":", "").replace("-", "")
     action = record.get("to", record.get("action", "decision"))
-    registry.set_version_tags(
-        name,
-        version,
-        {
-            f"shipyard.promotion.{action}": record["decision"],
-            f"shipyard.promotion.{action}.time": record["time"],
-            f"shipyard.promotion.{action}.actor": record["actor"],
-        },
-    )
-    registry.log_version_json(run_id, record, f"promotions/{stamp}-{action}.json")
+    tag = decision_tag(action)
+    tags = grant.stamp(mv, tag, record["decision"], record["time"])
+    registry.set_version_tags(mv.name, str(mv.version), {**tags, f"{tag}.actor": record["actor"]})
+    registry.log_version_json(mv.run_id, record, f"promotions/{stamp}-{action}.json")
     runtime.append_jsonl(AUDIT_LOG, record)
 
 
@@ -292,7 +292,7 @@ def promote(
     `evidence` (e.g. the canary analysis) is attached to the decision record as it is.
     `strategy` (to challenger only) is how the deployment that follows should expose it.
     """
-    from shipyard import bento, registry, runtime
+    from shipyard import bento, grant, registry, runtime
     from shipyard.errors import GateFailed, ShipyardError
 
     if to not in TARGETS:
@@ -348,7 +348,8 @@ def promote(
             decision.gates.append(volume)
             decision.deltas["alert_volume"] = counts
     if to == "champion":
-        decision.gates.append(canary_gate(tags, champion is None, force, reason))
+        canary = grant.trusted_value(mv, CANARY_TAG)
+        decision.gates.append(canary_gate(canary, champion is None, force, reason))
     extra = {"forced": force, "reason": reason, **({"evidence": evidence} if evidence else {})}
     if strategy is not None:
         extra["strategy"] = strategy
@@ -356,7 +357,7 @@ def promote(
 
     failed = decision.failed_gate()
     if failed is not None:
-        _store(name, version, mv.run_id, record)
+        _store(mv, record)
         raise GateFailed(f"promote: {name} version {version} to @{to}: gate {failed.describe()}")
     # Optimistic concurrency: gates were judged against `champion`; commit only if it still holds.
     progress("promote", "gates passed; waiting for the registry lock")
@@ -368,13 +369,13 @@ def promote(
             record["notes"].append(
                 f"champion changed from {champion} to {current} during promotion"
             )
-            _store(name, version, mv.run_id, record)
+            _store(mv, record)
             raise GateFailed(
                 f"promote: {name} version {version}: champion changed during promotion "
                 f"(was {champion}, now {current}); run it again"
             )
         # The record goes first: the champion guard checks it when the alias event arrives.
-        _store(name, version, mv.run_id, record)
+        _store(mv, record)
         if to == "challenger":
             # Before the alias: its webhook starts the deployment, which reads this tag.
             registry.set_version_tags(name, version, {STRATEGY_TAG: strategy or "canary"})
@@ -403,8 +404,6 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
         prev = registry.version_by_alias(name, registry.PREVIOUS)
         if prev is None:
             raise ShipyardError(f"rollback: {name} has no @previous version to roll back to")
-        registry.set_alias(name, registry.CHAMPION, str(prev.version))
-        registry.delete_alias(name, registry.PREVIOUS)
         record = {
             "model": name,
             "action": "rollback",
@@ -417,5 +416,8 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
         }
         if champ is not None:
             registry.set_version_tags(name, str(champ.version), {"shipyard.rolled_back": reason})
-        _store(name, str(prev.version), prev.run_id, record)
+        # The signed record goes first: the champion guard checks it when the alias event arrives.
+        _store(prev, record)
+        registry.set_alias(name, registry.CHAMPION, str(prev.version))
+        registry.delete_alias(name, registry.PREVIOUS)
     return record

@@ -104,9 +104,13 @@ def register(
     tags: dict[str, str] | None = None,
     test: pd.DataFrame | None = None,
     fault: str | None = None,
+    canary: str | None = None,
 ) -> str:
-    """Fit (see `fit`), log and register one version the way the pipeline does."""
-    from shipyard import registry, tracking
+    """Fit (see `fit`), log and register one version the way the pipeline does.
+
+    `canary` records a canary result signed the way the canary controller signs it.
+    """
+    from shipyard import grant, promotion, registry, tracking
     from shipyard.config import BaseSection, TrackingConfig
     from shipyard.models import storage
     from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
@@ -137,4 +141,8 @@ def register(
         SCORE_BUCKETS_TAG: dump_bounds(bounds),
     }
     all_tags.update(tags or {})
-    return registry.register_version(logged["model_uri"], NAME, run_id, all_tags)
+    version = registry.register_version(logged["model_uri"], NAME, run_id, all_tags)
+    if canary is not None:
+        mv = registry.resolve(NAME, version)
+        registry.set_version_tags(NAME, version, grant.stamp(mv, promotion.CANARY_TAG, canary))
+    return version

@@ -133,10 +133,49 @@ def test_champion_needs_a_passed_canary_or_a_recorded_override(
     assert alias("champion") == v2 and alias("previous") == v1 and alias("challenger") is None
 
 
+def test_a_canary_result_is_believed_only_when_its_signature_verifies(
+    tmp_path: Path, policy: Policy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hand-set `passed`, a signature copied from another version, or one made under another
+    key is `forged`; with the key unset the bare tag is believed (and a warning logged)."""
+    from shipyard import grant
+
+    v1 = register(tmp_path)
+    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    tag = promotion.CANARY_TAG
+    donor = register(tmp_path, seed=2, canary="passed")
+    copied = dict(registry.resolve(NAME, donor).tags)
+    monkeypatch.setenv(grant.KEY_ENV, "another-key")
+    other_key = grant.stamp(registry.resolve(NAME, donor), tag, "passed")
+    monkeypatch.setenv(grant.KEY_ENV, "test-decision-key")
+    forgeries: dict[str, Any] = {
+        "bare tag": lambda v: {tag: "passed"},
+        "copied from another version": lambda v: {
+            k: val for k, val in copied.items() if k.startswith(tag)
+        },
+        "signed under another key": lambda v: other_key,
+        "value changed after signing": lambda v: {
+            **grant.stamp(registry.resolve(NAME, v), tag, "rejected"),
+            tag: "passed",
+        },
+    }
+    for case, forge in forgeries.items():
+        version = register(tmp_path, seed=1)
+        registry.set_version_tags(NAME, version, forge(version))
+        with pytest.raises(GateFailed, match="gate canary canary forged"):
+            promotion.promote(NAME, version, "champion", policy, TARGET)
+        assert alias("champion") == v1, case
+    monkeypatch.delenv(grant.KEY_ENV)
+    record = promotion.promote(NAME, version, "champion", policy, TARGET)
+    assert record["decision"] == "passed"
+    unsigned = registry.resolve(NAME, version)
+    assert grant.verified(unsigned, promotion.decision_tag("champion"), "test-decision-key") is None
+
+
 def test_passed_canary_allows_champion(tmp_path: Path, policy: Policy) -> None:
     v1 = register(tmp_path)
     promotion.promote(NAME, v1, "champion", policy, TARGET)
-    v2 = register(tmp_path, seed=1, tags={promotion.CANARY_TAG: "passed"})
+    v2 = register(tmp_path, seed=1, canary="passed")
     record = promotion.promote(NAME, v2, "champion", policy, TARGET)
     assert record["decision"] == "passed" and alias("previous") == v1
 
@@ -146,7 +185,7 @@ def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path) -> None:
     promotion.promote(NAME, v1, "champion", policy, TARGET)
     with pytest.raises(ShipyardError, match="no @previous version"):
         promotion.rollback(NAME, "oops")
-    v2 = register(tmp_path, seed=1, tags={promotion.CANARY_TAG: "passed"})
+    v2 = register(tmp_path, seed=1, canary="passed")
     promotion.promote(NAME, v2, "champion", policy, TARGET)
     record = promotion.rollback(NAME, "error rate up")
     assert (record["version"], record["replaced"]) == (v1, v2)
@@ -164,7 +203,7 @@ def test_concurrent_promotions_do_not_both_win(
     v1 = register(tmp_path)
     policy = load_policy(REPO / "registry" / "policy.yaml")
     promotion.promote(NAME, v1, "champion", policy, TARGET)
-    contenders = [register(tmp_path, seed=s, tags={promotion.CANARY_TAG: "passed"}) for s in (1, 2)]
+    contenders = [register(tmp_path, seed=s, canary="passed") for s in (1, 2)]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     cmd = [

@@ -46,9 +46,10 @@ def serve(
     """Verify each delivery's HMAC (SHIPYARD_WEBHOOK_SECRET), act once per delivery id.
 
     A new @challenger is dispatched to GitHub (GITHUB_REPOSITORY, GITHUB_TOKEN) or packaged
-    locally; a @champion that no passed promotion decision put there is reverted.
+    locally; a @champion that the newest signed decision (SHIPYARD_DECISION_KEY) did not put
+    there is reverted.
     """
-    from shipyard import tracking
+    from shipyard import grant, tracking
     from shipyard import webhook as hooks
     from shipyard.config import load_params, load_policy
     from shipyard.errors import ShipyardError
@@ -59,6 +60,7 @@ def serve(
             "webhook: SHIPYARD_WEBHOOK_SECRET is not set; refusing unsigned deliveries"
         )
     key: str = secret
+    grant.required_key("webhook")  # the guard cannot tell a forged approval without it
     params = load_params(params_path)
     policy = load_policy(policy_path)  # a bad policy fails now, not at the first delivery
     target = params.data.target

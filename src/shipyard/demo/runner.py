@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
 import threading
@@ -72,6 +73,8 @@ class Runner:
                 "PYTHONPATH": str(self.repo / "src"),
                 "BENTOML_HOME": str(self.repo / ".shipyard" / "bentoml"),
                 "SHIPYARD_ACTOR": "shipyard demo",
+                # One key per run, as CI and the promoter would hold it: decisions get signed.
+                "SHIPYARD_DECISION_KEY": env.get("SHIPYARD_DECISION_KEY") or secrets.token_hex(32),
                 "MLFLOW_DISABLE_TELEMETRY": "true",
                 "DVC_NO_ANALYTICS": "1",
                 services.MARK: self.run_id,

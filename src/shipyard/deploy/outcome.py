@@ -27,22 +27,21 @@ def versions(name: str, ref: str) -> tuple[str, str]:
 
 def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy, target: str) -> None:
     """Tag the version, keep the analysis, and promote it to champion with it as evidence."""
-    from shipyard import promotion, registry
+    from shipyard import grant, promotion, registry
 
     mv = registry.resolve(name, version)
-    registry.set_version_tags(name, version, {RESULT_TAG: "passed"})
+    registry.set_version_tags(name, version, grant.stamp(mv, RESULT_TAG, "passed"))
     registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
     promotion.promote(name, version, "champion", policy, target, evidence={"canary": analysis})
 
 
 def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]) -> GateFailed:
     """Tag the version with the failing gate, drop its @challenger; the caller raises."""
-    from shipyard import registry
+    from shipyard import grant, registry
 
     mv = registry.resolve(name, version)
-    registry.set_version_tags(
-        name, version, {RESULT_TAG: "rejected", "shipyard.canary.failed_gate": failed_gate}
-    )
+    tags = grant.stamp(mv, RESULT_TAG, "rejected")
+    registry.set_version_tags(name, version, {**tags, "shipyard.canary.failed_gate": failed_gate})
     registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
     holder = registry.version_by_alias(name, registry.CHALLENGER)
     if holder is not None and str(holder.version) == version:
@@ -51,6 +50,7 @@ def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]
 
 
 def aborted(name: str, version: str) -> None:
-    from shipyard import registry
+    from shipyard import grant, registry
 
-    registry.set_version_tags(name, version, {RESULT_TAG: "aborted"})
+    mv = registry.resolve(name, version)
+    registry.set_version_tags(name, version, grant.stamp(mv, RESULT_TAG, "aborted"))
