@@ -105,6 +105,18 @@ def comparison_buckets(name: str, version: Any) -> tuple[float, ...]:
     return load_bounds(served) if served else own_buckets(name, champion)
 
 
+def _field_ranges(name: str, version: str, tags: dict[str, str]) -> dict[str, tuple[float, float]]:
+    from shipyard.errors import ShipyardError
+    from shipyard.schema import RANGES_TAG, load_ranges
+
+    if RANGES_TAG not in tags:
+        raise ShipyardError(
+            f"{name} version {version} has no tag {RANGES_TAG} (field ranges); "
+            "register it again with `dvc repro`"
+        )
+    return load_ranges(tags[RANGES_TAG])
+
+
 def spec_for(
     name: str, version: Any, policy: Policy, score_buckets: tuple[float, ...] | None = None
 ) -> ServingSpec:
@@ -117,6 +129,7 @@ def spec_for(
         model_version=number,
         bento_model=f"{name}:v{number}",
         fields=registry.signature(name, number),
+        field_ranges=_field_ranges(name, number, tags),
         threshold=decision_threshold(policy, tags),
         labels={
             "model_name": name,

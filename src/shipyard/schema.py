@@ -1,16 +1,20 @@
 """The data contract shared by validate, serve and drift: declared columns, types and ranges.
 
+`field_ranges` carries the contract's ranges, and the training data's, to the service.
+
 `apply_contract` turns raw rows (CSV text or parquet values) into typed columns, and raises
 `ValidationFailed` naming the source, the column and the rule at the first broken row.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
 from shipyard.config import ColumnSpec, DataSection
-from shipyard.errors import ValidationFailed
+from shipyard.errors import ShipyardError, ValidationFailed
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
@@ -98,3 +102,39 @@ def apply_contract(frame: pd.DataFrame, data: DataSection, source: str) -> pd.Da
         )
     out[data.target] = (seen == str(data.positive_label)).astype("int64")
     return out
+
+
+RANGES_TAG = "shipyard.field_ranges"  # JSON {field: [low, high]}, read into the serving spec
+WIDEN = 10.0  # spans of the training values a served number may lie beyond them
+
+
+def field_ranges(
+    train: pd.DataFrame, fields: list[str], columns: dict[str, ColumnSpec]
+) -> dict[str, tuple[float, float]]:
+    """What each numeric field may be when served: the contract's bounds, else the training
+    values' widened by ten spans on each side.
+
+    A finite but huge number (1e308) overflows a model into a non-finite score; ten spans
+    still admit honest drift, which the drift checks are there to see, not the service.
+    """
+    out = {}
+    for name in fields:
+        values = pd.to_numeric(train[name], errors="coerce").astype("float64").to_numpy()
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            raise ShipyardError(f"field {name}: no finite training value to derive a range from")
+        low, high = float(finite.min()), float(finite.max())
+        span = high - low or max(abs(high), 1.0)
+        spec = columns.get(name)
+        low = spec.min if spec is not None and spec.min is not None else low - WIDEN * span
+        high = spec.max if spec is not None and spec.max is not None else high + WIDEN * span
+        out[name] = (float(low), float(high))
+    return out
+
+
+def dump_ranges(ranges: dict[str, tuple[float, float]]) -> str:
+    return json.dumps({k: list(v) for k, v in ranges.items()}, separators=(",", ":"))
+
+
+def load_ranges(text: str) -> dict[str, tuple[float, float]]:
+    return {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(text).items()}

@@ -113,6 +113,7 @@ def register(
     from shipyard import grant, promotion, registry, tracking
     from shipyard.config import BaseSection, TrackingConfig
     from shipyard.models import storage
+    from shipyard.schema import RANGES_TAG, dump_ranges, field_ranges
     from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
 
     tracking.configure(BaseSection(seed=0, model_name=NAME, tracking=TrackingConfig()))
@@ -139,6 +140,7 @@ def register(
         "shipyard.git_sha": "abc123",
         "shipyard.threshold_at_budget": f"{threshold:.6g}",
         SCORE_BUCKETS_TAG: dump_bounds(bounds),
+        RANGES_TAG: dump_ranges(field_ranges(train, features, {})),
     }
     all_tags.update(tags or {})
     version = registry.register_version(logged["model_uri"], NAME, run_id, all_tags)

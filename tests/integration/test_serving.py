@@ -73,17 +73,17 @@ def start(tmp: Path, env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
         ],
         cwd=tmp,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp / "serve.log", "ab"),
+        stdout=open(tmp / "serve.log", "ab"),  # BentoML logs to stdout
+        stderr=subprocess.STDOUT,
     )
 
 
-def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, path: str = "/readyz") -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as resp:
+            with urllib.request.urlopen(base + path, timeout=2) as resp:
                 if resp.status == 200:
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -202,7 +202,53 @@ def test_bad_requests_get_field_level_4xx(served: Server, body: Any, field: list
 def test_non_finite_numbers_are_rejected(served: Server, token: bytes) -> None:
     raw = b'{"features": {"tx_amount": ' + token + b', "risk": 0.1}}'
     status, answer = served.call("/predict", raw=raw)
-    assert status == 400 and answer["detail"][0]["loc"][:2] == ["features", "tx_amount"]
+    assert status == 400 and answer["detail"][0]["type"] == "json", answer
+    assert answer["error"] == f"{token.decode()} is not JSON (numbers must be finite)"
+
+
+def test_out_of_range_numbers_name_the_field_and_the_bound(served: Server) -> None:
+    status, answer = served.call("/predict", {"features": {**RECORD, "tx_amount": 1e308}})
+    assert status == 400, answer
+    assert answer["detail"][0]["loc"] == ["features", "tx_amount"]
+    assert answer["detail"][0]["msg"].startswith("Input should be less than or equal to ")
+
+
+def test_hostile_requests_get_a_4xx_at_once_directly_and_through_the_router(
+    served: Server,
+) -> None:
+    """Every case in `hostile.service_cases`, on the service and on a router in front of it:
+    the status, within 2 s, and a valid request answered afterwards."""
+    from tests.integration.hostile import raw, service_cases
+
+    port = free_port()
+    env = {**served.env, "SHIPYARD_ROUTER_TOKEN": "admin"}  # type: ignore[attr-defined]
+    cmd = ["shipyard", "deploy", "router", "--port", str(port), "--stable", served.base]
+    router = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", router, served.log, "/livez")
+        for base in (served.base, f"http://127.0.0.1:{port}"):
+            for name, path, head, data, status in service_cases(KEY, RECORD, 2_000_000):
+                got, seconds = raw(base + path, head, data)
+                assert (got, round(seconds, 1) if seconds >= 2 else "fast") == (status, "fast"), (
+                    f"{base}: {name}"
+                )
+                assert served.call("/predict", {"features": RECORD})[0] == 200, name
+    finally:
+        kill_tree(router, signal.SIGTERM)
+    _, text = served.call("/metrics", key=None)
+    for reason in ("auth", "too_large", "content_type", "duplicate_key", "unknown_field"):
+        assert f'reason="{reason}"}} 0.0' not in text, reason
+    log = served.log.read_text()
+    assert "rejected /predict 415 content_type: Content-Type must be application/json" in log
+    assert "Traceback" not in log and "[ERROR]" not in log  # a 4xx is the client's mistake
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(served: Server) -> None:
+    """Every check schemathesis has, for a minute, against the document the service serves."""
+    cmd = ["st", "run", f"{served.base}/docs.json", "-H", f"X-API-Key: {KEY}"]
+    cmd += ["--checks", "all", "--max-time", "60", "--seed", "1", "--no-color"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-6000:]
 
 
 def test_oversized_batch_and_body(served: Server) -> None:
@@ -231,7 +277,7 @@ def test_concurrent_single_requests_are_batched(served: Server) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
     def one(i: int) -> int:
-        return served.call("/predict", {"features": {**RECORD, "tx_amount": float(i)}})[0]
+        return served.call("/predict", {"features": {**RECORD, "tx_amount": i / 100}})[0]
 
     with ThreadPoolExecutor(32) as pool:
         assert set(pool.map(one, range(200))) == {200}

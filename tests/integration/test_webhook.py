@@ -22,6 +22,7 @@ import yaml
 
 from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
+from tests.integration.hostile import raw
 from tests.integration.registry_fixtures import NAME, TARGET, register
 
 pytestmark = pytest.mark.slow
@@ -240,20 +241,6 @@ def test_failed_dispatch_is_retried_and_sent_once(stack: dict[str, Any]) -> None
     assert "webhook: 502 dispatch: model-promoted to acme/shipyard failed" in log
 
 
-def _raw(url: str, head: bytes, body: bytes = b"") -> tuple[int, float]:
-    """Status and seconds for a hand-written request (headers no client library would send)."""
-    import socket
-    from urllib.parse import urlparse
-
-    where = urlparse(url)
-    start = time.monotonic()
-    with socket.create_connection((where.hostname, where.port), timeout=5) as sock:
-        sock.sendall(b"POST " + where.path.encode() + b" HTTP/1.1\r\nHost: x\r\n" + head)
-        sock.sendall(b"\r\n" + body)
-        answer = sock.recv(4096)
-    return int(answer.split(b" ", 2)[1]), time.monotonic() - start
-
-
 # (headers, body, status): one stack for the whole table, each case on its own connection.
 LENGTH_CASES = [
     (b"Content-Length: -1\r\n", b"x" * 1000, 400),
@@ -278,7 +265,7 @@ def test_receiver_answers_hostile_requests_with_4xx_at_once(stack: dict[str, Any
 
     livez = stack["hook"].replace("/webhook", "/livez")
     for head, body, status in LENGTH_CASES:
-        got, seconds = _raw(stack["hook"], head, body)
+        got, seconds = raw(stack["hook"], head, body)
         assert (got, seconds < 2) == (status, True), head
         assert up(livez)
     for body in SHAPES:
@@ -288,7 +275,7 @@ def test_receiver_answers_hostile_requests_with_4xx_at_once(stack: dict[str, Any
             f"Content-Length: {len(body)}\r\nX-MLflow-Delivery-Id: shape-1\r\n"
             f"X-MLflow-Timestamp: {stamp}\r\nX-MLflow-Signature: {sig}\r\n"
         ).encode()
-        got, seconds = _raw(stack["hook"], head, body)
+        got, seconds = raw(stack["hook"], head, body)
         assert (got, seconds < 2) == (400, True), body
         assert up(livez)
 

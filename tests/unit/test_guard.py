@@ -97,3 +97,90 @@ def test_router_key_survives_any_body(body: bytes) -> None:
 
     assert len(request_key(body, {})) == 32  # a random key; the service judges the body
     assert request_key(b'{"request_id": "abc"}', {}) == "abc"
+
+
+FIELDS = {"/predict": frozenset({"features", "request_id"})}
+
+
+def strict(body: bytes, ctype: bytes = b"application/json") -> tuple[int, str, list[Any]]:
+    """Status, the reason reported, and what reached the app, for one POST /predict."""
+    reported: list[Any] = []
+    reached: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append((await receive())["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = Guard(app, None, LIMIT, bodies=FIELDS, on_reject=reported.append)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", ctype)] if ctype else []
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    reason = reported[0].reason if reported else ""
+    return sent[0]["status"], reason, reached
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "status", "reason"),
+    [
+        (b'{"features": {"a": 1}}', b"application/json", 200, ""),
+        (b'{"features": {"a": 1}}', b"Application/JSON; charset=UTF-8", 200, ""),
+        (b'{"features": {"a": 1}}', b"text/plain", 415, "content_type"),
+        (b'{"features": {"a": 1}}', b"", 415, "content_type"),
+        (b'{"features": {"a": 1}}', b"application/json; charset=utf-16", 415, "content_type"),
+        (b'{"features": {"a": 1, "a": 2}}', b"application/json", 400, "duplicate_key"),
+        (b'{"features": {"a": NaN}}', b"application/json", 400, "json"),
+        (b'{"features": {"a": -Infinity}}', b"application/json", 400, "json"),
+        (b'{"features": {}, "extra": 1}', b"application/json", 400, "unknown_field"),
+        (b"[" * 1020, b"application/json", 400, "depth"),  # past the parser: RecursionError
+        (b'{"features": ' + b'{"a": ' * 9 + b"1" + b"}" * 10, b"application/json", 400, "depth"),
+        (b'{"features": "\xff"}', b"application/json", 400, "json"),
+        (b"\xff\xfe{\x00}\x00", b"application/json", 400, "json"),  # UTF-16, which json takes
+        (b"", b"application/json", 400, "json"),
+        (b'"x"', b"application/json", 400, "shape"),
+    ],
+)
+def test_prediction_bodies_must_be_strict_json(
+    body: bytes, ctype: bytes, status: int, reason: str
+) -> None:
+    got, why, reached = strict(body, ctype)
+    assert (got, why) == (status, reason)
+    assert reached == ([body] if status == 200 else [])  # a refused body never reaches the app
+
+
+def test_the_apps_own_4xx_is_reported_in_one_line() -> None:
+    reported: list[Any] = []
+    detail = {"error": "1 validation error", "detail": [{"loc": ["features", "a"], "msg": "big"}]}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 400, "headers": []})
+        await send({"type": "http.response.body", "body": json.dumps(detail).encode()})
+
+    guard = Guard(app, None, LIMIT, bodies=FIELDS, on_reject=reported.append)
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"features": {}}', "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/predict",
+        "headers": [(b"content-type", b"application/json")],
+    }
+    asyncio.run(guard(scope, receive, send))
+    assert [(r.status, r.reason, r.message) for r in reported] == [
+        (400, "validation", "features.a: big")
+    ]
+    assert json.loads(sent[1]["body"]) == detail  # passed on as the app sent it

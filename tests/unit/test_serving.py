@@ -17,6 +17,7 @@ SPEC = ServingSpec(
     model_version="1",
     bento_model="m:v1",
     fields={"amount": "double", "n": "long", "channel": "string"},
+    field_ranges={"amount": (0.0, 1e6), "n": (-5.0, 5.0)},
     threshold=0.5,
     max_batch=3,
     score_buckets=(0.1, 0.5, 1.0),
@@ -38,6 +39,22 @@ def test_record_accepts_numbers_and_rejects_everything_else() -> None:
     assert errors({**GOOD, "amount": float("inf")}) == [("amount",)]
     assert errors({**GOOD, "n": 2.5}) == [("n",)]
     assert errors({"amount": 1.0, "n": 1}) == [("channel",)]
+    assert errors({**GOOD, "amount": 1e308}) == [("amount",)]  # finite, past the range
+    assert errors({**GOOD, "amount": -0.5}) == [("amount",)]
+    assert errors({**GOOD, "n": 10**30}) == [("n",)]
+    assert errors({**GOOD, "channel": "x" * 257}) == [("channel",)]
+    assert Record.model_validate({**GOOD, "amount": 1e6, "n": -5}).model_dump()["n"] == -5
+
+
+def test_a_spec_without_a_range_for_a_number_is_refused_at_load() -> None:
+    raw = SPEC.model_dump()
+    for broken, path in (
+        ({"amount": (0.0, 1.0)}, "field_ranges.n"),
+        ({**raw["field_ranges"], "n": (1.0, float("inf"))}, "field_ranges.n"),
+        ({**raw["field_ranges"], "n": (2.0, 1.0)}, "field_ranges.n"),
+    ):
+        with pytest.raises(ValidationError, match=path):
+            ServingSpec.model_validate({**raw, "field_ranges": broken})
     assert errors({**GOOD, "extra": 1}) == [("extra",)]
 
 

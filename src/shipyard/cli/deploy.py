@@ -196,7 +196,16 @@ def stop(model: str) -> None:
 @click.option(
     "--mode", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
 )
-def router(port: int, stable: str, canary: str | None, weight: int, mode: str) -> None:
+@click.option(
+    "--max-body-bytes",
+    default=2_000_000,
+    show_default=True,
+    type=click.IntRange(1024),
+    help="Bodies past this get 413 here (as the services' serving.max_body_bytes).",
+)
+def router(
+    port: int, stable: str, canary: str | None, weight: int, mode: str, max_body_bytes: int
+) -> None:
     """Run the local traffic router (admin token: SHIPYARD_ROUTER_TOKEN)."""
     import uvicorn
 
@@ -206,6 +215,7 @@ def router(port: int, stable: str, canary: str | None, weight: int, mode: str) -
     token = os.environ.get("SHIPYARD_ROUTER_TOKEN")
     if not token:
         raise ShipyardError("router: SHIPYARD_ROUTER_TOKEN is not set")
-    app = create_app(Split(stable=stable, canary=canary, weight=weight, mode=mode), token)
+    split = Split(stable=stable, canary=canary, weight=weight, mode=mode)
+    app = create_app(split, token, max_body_bytes)
     click.echo(json.dumps({"router": port, "stable": stable, "canary": canary}), err=True)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -5,6 +5,9 @@ Splits by weight, sticky on the request key (`request_id` in the body, else the
 A canary's 5xx or dead connection is retried once on stable.
 Counts per variant at `/router/metrics`; weights change only through the authenticated
 `POST /router/weights`. It is the local stand-in for what Argo Rollouts does in a cluster.
+
+No input makes it answer 5xx: a body past the limit is a 413 here, anything else goes to the
+service, whose 4xx passes back; 502 means an upstream is down, never the request.
 """
 
 from __future__ import annotations
@@ -24,6 +27,25 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 FORWARD_HEADERS = ("content-type", "x-api-key", "authorization", "x-request-key", "x-request-id")
+MAX_BODY_BYTES = 2_000_000  # the service's default `serving.max_body_bytes`
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The whole body, refused past `limit` however it is sent (declared or chunked)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @dataclass
@@ -58,7 +80,7 @@ def request_key(body: bytes, headers: dict[str, str]) -> str:
     return rid if isinstance(rid, str) and rid else uuid.uuid4().hex
 
 
-def create_app(split: Split, admin_token: str) -> Starlette:
+def create_app(split: Split, admin_token: str, max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     client = httpx.AsyncClient(timeout=30)
 
     async def forward(base: str, path: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -70,7 +92,12 @@ def create_app(split: Split, admin_token: str) -> Starlette:
         return await client.post(f"{base}{path}", content=body, headers=sent)
 
     async def proxy(request: Request) -> Response:
-        body = await request.body()
+        try:
+            body = await _body(request, max_body_bytes)
+        except _TooLarge:
+            return JSONResponse(
+                {"error": f"body larger than {max_body_bytes} bytes"}, status_code=413
+            )
         headers = {k.lower(): v for k, v in request.headers.items()}
         # Stable and the shadow log the same id for the same request, as behind Envoy, so the
         # controller can pair their answers.
@@ -117,10 +144,12 @@ def create_app(split: Split, admin_token: str) -> Starlette:
         if not hmac.compare_digest(given.encode(), admin_token.encode()):
             return JSONResponse({"error": "admin token required"}, status_code=401)
         try:
-            update: dict[str, Any] = await request.json()
+            update: dict[str, Any] = json.loads(await _body(request, 10_000))
+            if not isinstance(update, dict):
+                raise TypeError
             weight = int(update.get("weight", split.weight))
             mode = str(update.get("mode", split.mode))
-        except (json.JSONDecodeError, TypeError, ValueError):
+        except (ValueError, TypeError, RecursionError, OverflowError, _TooLarge):
             return JSONResponse({"error": "expected {weight: 0..100, mode}"}, status_code=400)
         if not 0 <= weight <= 100 or mode not in ("canary", "shadow"):
             return JSONResponse(

@@ -25,6 +25,7 @@ from shipyard.gates import GateResult, check_thresholds, first_failure
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import RUNS_FILE
+from shipyard.schema import RANGES_TAG, dump_ranges, field_ranges
 from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
 
 REFERENCE_FILE = "reference.parquet"
@@ -87,6 +88,7 @@ def version_tags(
     ref_id: str,
     threshold: float,
     reference_scores: pd.Series,
+    ranges: dict[str, tuple[float, float]],
 ) -> dict[str, str]:
     tags = dict(runs["tags"])
     run_id = runs["candidates"][best]["run_id"]
@@ -102,6 +104,7 @@ def version_tags(
             "shipyard.test_uri": f"runs:/{run_id}/evaluation/{TEST_FILE}",
             "shipyard.threshold_at_budget": f"{threshold:.6g}",
             SCORE_BUCKETS_TAG: dump_bounds(reference_bounds(reference_scores.to_numpy())),
+            RANGES_TAG: dump_ranges(ranges),
         }
     )
     return tags
@@ -126,7 +129,9 @@ def register(params: Params, out: Path) -> dict[str, Any]:
     cand = runs["candidates"][best]
     model = storage.load(MODELS / best / "model.skops", cand["trusted_types"])
     cols = FeatureColumns.load(FEATURES / "features.json")
-    sample = reference_sample(pd.read_parquet(FEATURES / "train.parquet"), cols, model, params)
+    train = pd.read_parquet(FEATURES / "train.parquet")
+    sample = reference_sample(train, cols, model, params)
+    ranges = field_ranges(train, cols.numeric, params.data.columns)
     ref_id = reference_id(sample)
     sample.to_parquet(out / REFERENCE_FILE, index=False)
 
@@ -138,9 +143,8 @@ def register(params: Params, out: Path) -> dict[str, Any]:
     ):
         tracking.log_artifact(out / REFERENCE_FILE, "reference")
         tracking.log_artifact(FEATURES / TEST_FILE, "evaluation")
-    tags = version_tags(
-        runs, best, test, results, ref_id, evaluation["threshold_at_budget"], sample["score"]
-    )
+    threshold = evaluation["threshold_at_budget"]
+    tags = version_tags(runs, best, test, results, ref_id, threshold, sample["score"], ranges)
     version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
     registry.set_alias(name, registry.CANDIDATE, version)
     record = {

@@ -1,7 +1,8 @@
 """Request and response models derived from the model's signature.
 
-Strict on purpose: a missing field, a string for a number, NaN or Infinity, an unknown extra
-field, an empty or oversized batch all fail validation with the field's path, as a 4xx.
+Strict on purpose: a missing field, a string for a number, NaN or Infinity, a number
+outside the version's field range, an unknown extra field, an overlong string, an empty or
+oversized batch all fail validation with the field's path, as a 4xx.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ _TYPES: dict[str, Any] = {
     "boolean": StrictBool,
 }
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
+MAX_TEXT = 256  # characters in a string field: each one is logged with every prediction
+REQUEST_ID = r"^[A-Za-z0-9._:-]{1,128}$"  # echoed in every answer and log line: kept short
 
 
 def record_model(spec: ServingSpec) -> type[BaseModel]:
@@ -37,8 +40,17 @@ def record_model(spec: ServingSpec) -> type[BaseModel]:
     for name, kind in spec.fields.items():
         if kind not in _TYPES:
             raise ValueError(f"field {name!r}: unsupported signature type {kind!r}")
-        fields[name] = (_TYPES[kind], ...)
+        kind_type = _TYPES[kind]
+        if name in spec.field_ranges:
+            low, high = spec.field_ranges[name]
+            kind_type = Annotated[kind_type, Field(ge=low, le=high)]
+        elif kind == "string":
+            kind_type = Annotated[kind_type, Field(max_length=MAX_TEXT)]
+        fields[name] = (kind_type, ...)
     return create_model("Record", __config__=_CONFIG, **fields)
+
+
+RequestId = Annotated[str, Field(pattern=REQUEST_ID)]
 
 
 def batch_type(spec: ServingSpec, record: type[BaseModel]) -> Any:

@@ -9,6 +9,7 @@ Both endpoints feed BentoML's adaptive batching dispatcher (the CorkDispatcher b
 while each endpoint keeps its own request shape.
 """
 
+import logging
 import os
 import re
 import time
@@ -26,9 +27,16 @@ from bentoml.exceptions import InternalServerError, ServiceUnavailable
 from shipyard.models import storage
 from shipyard.runtime import runtime_dir
 from shipyard.serving.buckets import BATCH_BUCKETS, LATENCY_BUCKETS
-from shipyard.serving.guard import Guard
+from shipyard.serving.guard import REASONS, Guard, Rejection
+from shipyard.serving.openapi import Documented
 from shipyard.serving.predlog import PredictionLog
-from shipyard.serving.schema import BatchPrediction, Prediction, batch_type, record_model
+from shipyard.serving.schema import (
+    BatchPrediction,
+    Prediction,
+    RequestId,
+    batch_type,
+    record_model,
+)
 from shipyard.serving.spec import load_spec
 
 SPEC = load_spec()
@@ -76,7 +84,40 @@ BATCH_SIZE = bentoml.metrics.Histogram(
     labelnames=["model_name", "model_version"],
     buckets=BATCH_BUCKETS,
 )
+REJECTED = bentoml.metrics.Counter(
+    name="shipyard_rejected_requests",
+    documentation="Requests refused with a 4xx, by reason",
+    labelnames=["model_name", "model_version", "reason"],
+)
 _LABELS = {"model_name": SPEC.model_name, "model_version": SPEC.model_version}
+log = logging.getLogger("shipyard.serving")
+log.setLevel(logging.INFO)  # BentoML leaves the root at WARNING
+
+
+def _rejected(rejection: Rejection) -> None:
+    """One INFO line and a count per refusal: a client's mistake is not the service's error."""
+    REJECTED.labels(**_LABELS, reason=rejection.reason).inc()
+    log.info(
+        "rejected %s %d %s: %s",
+        rejection.path,
+        rejection.status,
+        rejection.reason,
+        rejection.message[:300],
+    )
+
+
+class _QuietValidation(logging.Filter):
+    """Drop BentoML's ERROR traceback for a request that failed validation: it is a 400,
+    reported by `_rejected` in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from pydantic import ValidationError
+
+        kind = record.exc_info[0] if record.exc_info else None
+        return not (kind is not None and issubclass(kind, ValidationError))
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(_QuietValidation())
 
 
 class Metered:
@@ -141,9 +182,11 @@ class PredictionService:
         self.predictions = PREDICTIONS.labels(**_LABELS)
         # Every series exists from the first scrape: a counter that appears only with its
         # first request loses that request's increment to Prometheus' `increase`.
+        for reason in REASONS:
+            REJECTED.labels(**_LABELS, reason=reason)
         for path in ("/predict", "/predict_batch"):
             LATENCY.labels(**_LABELS, path=path)
-            for status in ("200", "400", "413", "422", "500", "503"):
+            for status in ("200", "400", "401", "413", "415", "500", "503"):
                 REQUESTS.labels(**_LABELS, path=path, status=status)
         self.ready = True
 
@@ -221,7 +264,7 @@ class PredictionService:
         self,
         features: Record,  # type: ignore[valid-type]
         ctx: bentoml.Context,
-        request_id: str | None = None,
+        request_id: RequestId | None = None,
     ) -> Prediction:
         """Score one record of named fields."""
         return (await self._score([features], request_id, ctx))[0]
@@ -231,13 +274,26 @@ class PredictionService:
         self,
         records: Batch,  # type: ignore[valid-type]
         ctx: bentoml.Context,
-        request_id: str | None = None,
+        request_id: RequestId | None = None,
     ) -> BatchPrediction:
         """Score a batch of records; request ids are `<request_id>-<index>`."""
         return BatchPrediction(predictions=await self._score(records, request_id, ctx))
 
 
+_API_KEY = os.environ.get("SHIPYARD_API_KEY") or None
+_BODIES = {  # path -> the top-level fields of its input, as the signatures above say
+    "/predict": frozenset({"features", "request_id"}),
+    "/predict_batch": frozenset({"records", "request_id"}),
+}
+# Outermost first: metering sees the guard's refusals; the guard keeps the document private.
 PredictionService.add_asgi_middleware(Metered)  # type: ignore[attr-defined]
 PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
-    Guard, api_key=os.environ.get("SHIPYARD_API_KEY"), max_body_bytes=SPEC.max_body_bytes
+    Guard,
+    api_key=_API_KEY,
+    max_body_bytes=SPEC.max_body_bytes,
+    bodies=_BODIES,
+    on_reject=_rejected,
+)
+PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
+    Documented, paths=tuple(_BODIES), keyed=_API_KEY is not None
 )
