@@ -247,7 +247,8 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(served: Server) 
     """Every check schemathesis has, for a minute, against the document the service serves."""
     cmd = ["st", "run", f"{served.base}/docs.json", "-H", f"X-API-Key: {KEY}"]
     cmd += ["--checks", "all", "--max-time", "60", "--seed", "1", "--no-color"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    tmp = served.tmp  # type: ignore[attr-defined]
+    run = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout[-6000:]
 
 
