@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from shipyard import sources
 from shipyard.artifacts import progress
 from shipyard.config import Policy
 from shipyard.runtime import runtime_dir
@@ -37,8 +38,6 @@ os.environ["SHIPYARD_SERVING_SPEC"] = str(Path(__file__).with_name("serving_spec
 from shipyard.serving.service import PredictionService  # noqa: E402,F401
 '''
 THRESHOLD_TAG = "shipyard.threshold_at_budget"
-# Development tools in the lock that a serving image does not need.
-DEV_ONLY = ("mypy", "mypy_extensions", "pytest", "pytest-timeout", "ruff", "types-", "pandas-stubs")
 
 
 def use_local_store() -> None:
@@ -47,15 +46,20 @@ def use_local_store() -> None:
 
 
 def serving_requirements(lock: str) -> str:
-    """The lock minus dev tools; torch's local '+cpu' tag is dropped so an image build on
-    PyPI resolves the same release."""
+    """The lock's pins for what the serving code imports, and what those require: no DVC,
+    Evidently, MLflow or test tools in a serving image. Torch's local '+cpu' tag is dropped
+    so an image build on PyPI resolves the same release."""
+    needed = sources.required_closure(sources.imported_distributions(_serving_files()))
     keep = []
     for line in lock.splitlines():
-        name = line.split("==")[0].strip().lower()
-        if not line or line.startswith("#") or name.startswith(DEV_ONLY):
-            continue
-        keep.append(line.replace("+cpu", ""))
+        name = sources.canonical(line.split("==")[0].strip())
+        if line and not line.startswith("#") and name in needed:
+            keep.append(line.replace("+cpu", ""))
     return "\n".join(keep) + "\n"
+
+
+def _serving_files() -> list[Path]:
+    return sources.serving_files(PACKAGE_ROOT.parent)
 
 
 def decision_threshold(policy: Policy, tags: dict[str, str]) -> float:
@@ -163,7 +167,10 @@ def _import_model(spec: ServingSpec) -> None:
 
 def _context(spec: ServingSpec, ctx: Path) -> str:
     """Write the build context; returns the content hash that versions the Bento."""
-    shutil.copytree(PACKAGE_ROOT, ctx / "shipyard", ignore=shutil.ignore_patterns("__pycache__"))
+    for path in _serving_files():  # the service's import closure, not the whole project
+        target = ctx / path.relative_to(PACKAGE_ROOT.parent)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
     (ctx / ENTRY).write_text(ENTRY_SOURCE)
     spec.write(ctx / SPEC_FILE)
     (ctx / "requirements.txt").write_text(serving_requirements(LOCK_FILE.read_text()))

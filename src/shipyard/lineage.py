@@ -53,14 +53,25 @@ def data_hash(data_path: str, root: Path = Path()) -> str:
     return f"sha256:{digest.hexdigest()[:16]}"
 
 
-def params_hash(params: Params) -> str:
-    canonical = json.dumps(params.model_dump(mode="json", by_alias=True), sort_keys=True)
+# The params sections whose change alters a step's output: its own and every upstream one.
+TRAIN_SECTIONS = ("base", "data", "validate", "featurize", "train")
+VERSION_SECTIONS = (*TRAIN_SECTIONS, "evaluate", "register")
+
+
+def params_hash(params: Params, sections: tuple[str, ...]) -> str:
+    dumped = params.model_dump(mode="json", by_alias=True)
+    unknown = sorted(set(sections) - set(dumped))
+    if unknown:
+        raise ValueError(f"params_hash: no params section {unknown[0]!r}")
+    canonical = json.dumps({k: dumped[k] for k in sections}, sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def lineage_tags(params: Params, root: Path = Path()) -> dict[str, str]:
+def lineage_tags(params: Params, sections: tuple[str, ...], root: Path = Path()) -> dict[str, str]:
+    """Lineage of what is recorded now, over the params `sections` it depended on: computed
+    where it is recorded, so a later change to `register:` is not hidden by train's hash."""
     return {
         "shipyard.git_sha": git_sha(root),
         "shipyard.data_hash": data_hash(params.data.path, root),
-        "shipyard.params_hash": params_hash(params),
+        "shipyard.params_hash": params_hash(params, sections),
     }

@@ -56,6 +56,18 @@ def test_good_files_pass_and_are_typed_and_time_ordered(params: Any, tmp_path: P
     assert pd.api.types.is_datetime64_any_dtype(frame["tx_datetime"])
     assert frame["tx_datetime"].is_monotonic_increasing
     assert frame["tx_fraud"].dtype == "int64"
+    # The default contract declares no categories: the report must not claim that rule.
+    assert "categories" not in report["rules"] and "range" in report["rules"]
+
+
+def test_the_report_lists_the_rules_the_config_applies(raw_params: dict[str, Any]) -> None:
+    from shipyard.pipeline.validate import rules_checked
+
+    raw_params["validate"]["allow_duplicate_ids"] = True
+    raw_params["data"]["columns"]["terminal_id"] = {"type": "string", "categories": ["a", "b"]}
+    p = parse_params(raw_params)
+    rules = rules_checked(p.data, p.validate_)
+    assert "categories" in rules and "duplicates" not in rules
 
 
 def test_missing_column(params: Any, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from shipyard.artifacts import (
 from shipyard.config import Params
 from shipyard.errors import GateFailed
 from shipyard.gates import GateResult, check_thresholds, first_failure
+from shipyard.lineage import VERSION_SECTIONS, lineage_tags
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import RUNS_FILE
@@ -89,8 +90,9 @@ def version_tags(
     threshold: float,
     reference_scores: pd.Series,
     ranges: dict[str, tuple[float, float]],
+    lineage: dict[str, str],
 ) -> dict[str, str]:
-    tags = dict(runs["tags"])
+    tags = {**runs["tags"], **lineage}  # train's lineage covers less than this version
     run_id = runs["candidates"][best]["run_id"]
     tags.update({f"shipyard.metrics.test.{k}": f"{v:.6g}" for k, v in test.items()})
     tags.update({f"shipyard.gate.{r.gate}": r.describe() for r in results})
@@ -144,7 +146,10 @@ def register(params: Params, out: Path) -> dict[str, Any]:
         tracking.log_artifact(out / REFERENCE_FILE, "reference")
         tracking.log_artifact(FEATURES / TEST_FILE, "evaluation")
     threshold = evaluation["threshold_at_budget"]
-    tags = version_tags(runs, best, test, results, ref_id, threshold, sample["score"], ranges)
+    lineage = lineage_tags(params, VERSION_SECTIONS)
+    tags = version_tags(
+        runs, best, test, results, ref_id, threshold, sample["score"], ranges, lineage
+    )
     version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
     registry.set_alias(name, registry.CANDIDATE, version)
     record = {

@@ -13,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from shipyard import models, tracking
 from shipyard.artifacts import FEATURES, MODELS, atomic_dir, progress, write_json
 from shipyard.config import CandidateSpec, Params
-from shipyard.lineage import lineage_tags
+from shipyard.lineage import TRAIN_SECTIONS, lineage_tags
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
 
@@ -52,7 +52,7 @@ def run(params: Params, root: Path = Path()) -> None:
     train = pd.read_parquet(FEATURES / "train.parquet")
     cols = FeatureColumns.load(FEATURES / "features.json")
     target = params.data.target
-    tags = lineage_tags(params, root)
+    tags = lineage_tags(params, TRAIN_SECTIONS, root)
     experiment_id = tracking.configure(params.base)
     example = train[cols.all].head(5)
     record: dict[str, Any] = {"experiment_id": experiment_id, "tags": tags, "candidates": {}}

@@ -61,19 +61,26 @@ def validate(params: Params, root: Path = Path()) -> tuple[pd.DataFrame, dict[st
         "positive_rate": float(frame[data.target].mean()),
         "time_range": [str(frame[data.timestamp].min()), str(frame[data.timestamp].max())],
         "nulls": {c: int(n) for c, n in frame.isna().sum().items()},
-        "rules": [
-            "columns",
-            "type",
-            "nulls",
-            "label",
-            "range",
-            "categories",
-            "duplicates",
-            "min_rows",
-            "class_balance",
-        ],
+        "rules": rules_checked(data, params.validate_),
     }
     return frame, report
+
+
+def rules_checked(data: DataSection, rules: ValidateSection) -> list[str]:
+    """The rules this configuration actually applied, for the report: no rule it skipped."""
+    specs = data.columns.values()
+    applied = {
+        "columns": True,
+        "type": True,
+        "nulls": any(not c.nullable for c in specs),
+        "label": True,
+        "range": any(c.min is not None or c.max is not None for c in specs),
+        "categories": any(c.categories is not None for c in specs),
+        "duplicates": not rules.allow_duplicate_ids,
+        "min_rows": True,
+        "class_balance": True,
+    }
+    return [rule for rule, used in applied.items() if used]
 
 
 def run(params: Params) -> None:
