@@ -1,8 +1,10 @@
-"""Stage outputs appear whole or not at all, so a failed stage leaves nothing for the next one."""
+"""Outputs appear whole or not at all: a failed stage leaves nothing for the next one, and a
+reader never sees half a file."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -39,6 +41,25 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
     scratch.rename(target)
+
+
+@contextmanager
+def atomic_file(target: Path, mode: int | None = None) -> Iterator[Path]:
+    """Yield a scratch path beside `target` that replaces it, synced, only if the block
+    succeeds. `mode` creates the scratch file with those permissions first (secrets)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(f".{target.name}.partial")
+    scratch.unlink(missing_ok=True)
+    if mode is not None:
+        os.close(os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode))
+    try:
+        yield scratch
+        with open(scratch, "rb+") as handle:
+            os.fsync(handle.fileno())
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    os.replace(scratch, target)
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -24,6 +24,21 @@ CHAMPION = "champion"
 PREVIOUS = "previous"
 
 
+def client(uri: str | None = None) -> MlflowClient:
+    """A client for the registry at `uri` (tracking and registry alike), else the env's."""
+    return MlflowClient(tracking_uri=uri, registry_uri=uri) if uri else MlflowClient()
+
+
+def versions(name: str, uri: str | None = None) -> list[Any]:
+    """Every version of `name`, with its tags (search results carry them)."""
+    return list(client(uri).search_model_versions(f"name='{name}'"))
+
+
+def create_webhook(name: str, url: str, events: list[Any], secret: str, uri: str) -> None:
+    """Register a webhook on the MLflow server at `uri` (a SQL-backed server)."""
+    client(uri).create_webhook(name=name, url=url, events=events, secret=secret)
+
+
 def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
     """A new version of `name` pointing at the logged model, tagged before anyone can alias it."""
     mv = mlflow.register_model(model_uri, name, tags={**tags, "shipyard.run_id": run_id})
@@ -38,10 +53,10 @@ def delete_alias(name: str, alias: str) -> None:
     MlflowClient().delete_registered_model_alias(name, alias)
 
 
-def version_by_alias(name: str, alias: str) -> Any | None:
+def version_by_alias(name: str, alias: str, uri: str | None = None) -> Any | None:
     """The version holding `alias`, or None when no version holds it."""
     try:
-        return MlflowClient().get_model_version_by_alias(name, alias)
+        return client(uri).get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 

@@ -174,12 +174,11 @@ def newest_grant(name: str, key: str) -> Grant | None:
     a version that was champion and then rolled back keeps its grant, and must not be
     approved again by setting the alias by hand.
     """
-    from mlflow import MlflowClient
-
+    from shipyard import registry
     from shipyard.promotion import decision_tag
 
     found = []
-    for mv in MlflowClient().search_model_versions(f"name='{name}'"):
+    for mv in registry.versions(name):
         for rank, action in enumerate(("champion", "rollback")):  # a tie goes to the rollback
             grant = verified(mv, decision_tag(action), key)
             if grant is not None and grant.value == "passed":

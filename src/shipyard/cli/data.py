@@ -74,6 +74,7 @@ def generate(
     night_fraud_share: float,
 ) -> None:
     """Simulate days [FIRST_DAY, FIRST_DAY + DAYS) of the default world, optionally drifted."""
+    from shipyard.artifacts import atomic_file
     from shipyard.data.simulator import Drift, Simulator, write_csv
     from shipyard.errors import ShipyardError
 
@@ -81,10 +82,8 @@ def generate(
         raise ShipyardError(f"{out}: already exists; data files are never overwritten")
     drift = Drift(amount_inflation, new_terminal_share, night_fraud_share)
     frame = Simulator().period(first_day, first_day + days, drift)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    write_csv(frame, str(partial))
-    partial.rename(out)
+    with atomic_file(out) as scratch:
+        write_csv(frame, str(scratch))
     click.echo(f"{out}: {len(frame)} transactions, fraud rate {frame['tx_fraud'].mean():.3%}")
 
 

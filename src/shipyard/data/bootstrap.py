@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shipyard.artifacts import progress
+from shipyard.artifacts import atomic_dir, progress
 from shipyard.data.simulator import Simulator, write_csv
 from shipyard.errors import ShipyardError
 
@@ -45,11 +45,8 @@ def generate_default(target: Path) -> None:
     """The default dataset: 120 days of the default simulated world."""
     progress("data", f"simulating {DEFAULT_DAYS} days of card transactions")
     frame = Simulator().period(0, DEFAULT_DAYS)
-    scratch = target.with_name(f".{target.name}.partial")
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
-    write_csv(frame, str(scratch / DEFAULT_FILE))
-    scratch.rename(target)
+    with atomic_dir(target) as scratch:
+        write_csv(frame, str(scratch / DEFAULT_FILE))
     progress("data", f"wrote {len(frame)} transactions to {target / DEFAULT_FILE}")
 
 

@@ -148,18 +148,15 @@ class Runner:
         return code
 
     def client(self) -> Any:
-        from mlflow import MlflowClient
+        from shipyard import registry
 
-        uri = self.env["MLFLOW_TRACKING_URI"]
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return registry.client(self.env["MLFLOW_TRACKING_URI"])
 
     def alias(self, alias: str) -> str | None:
-        from mlflow.exceptions import MlflowException
+        from shipyard import registry
 
-        try:
-            return str(self.client().get_model_version_by_alias(self.name, alias).version)
-        except MlflowException:
-            return None
+        held = registry.version_by_alias(self.name, alias, self.env["MLFLOW_TRACKING_URI"])
+        return None if held is None else str(held.version)
 
     # --- the steps -----------------------------------------------------------------------
 
@@ -199,9 +196,11 @@ class Runner:
         )
 
     def versions(self) -> dict[str, dict[str, Any]]:
+        from shipyard import registry
+
         client = self.client()
         out = {}
-        for mv in client.search_model_versions(f"name='{self.name}'"):
+        for mv in registry.versions(self.name, self.env["MLFLOW_TRACKING_URI"]):
             detail = client.get_model_version(self.name, mv.version)
             out[str(mv.version)] = {"tags": dict(detail.tags), "aliases": list(detail.aliases)}
         return out

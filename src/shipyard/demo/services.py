@@ -58,7 +58,7 @@ def webhook_receiver(
     repo: Path, logs: Path, env: dict[str, str], tracking_uri: str, router_port: int
 ) -> Service:
     """`shipyard webhook serve --mode local`, registered with the MLflow server."""
-    from mlflow import MlflowClient
+    from shipyard import registry
 
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
@@ -68,12 +68,12 @@ def webhook_receiver(
     pid = processes.start(cmd, log, {**env, "SHIPYARD_WEBHOOK_SECRET": secret}, cwd=repo)
     receiver = Service("webhook receiver", pid, f"http://127.0.0.1:{port}", log)
     ready(receiver, "/livez")
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    client.create_webhook(
-        name="shipyard-demo",
-        url=f"{receiver.url}/webhook",
-        events=["model_version_alias.created"],
-        secret=secret,
+    registry.create_webhook(
+        "shipyard-demo",
+        f"{receiver.url}/webhook",
+        ["model_version_alias.created"],
+        secret,
+        tracking_uri,
     )
     return receiver
 

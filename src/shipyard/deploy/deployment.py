@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shipyard.artifacts import atomic_file
 from shipyard.deploy import processes
 from shipyard.errors import ShipyardError
 from shipyard.runtime import runtime_dir
@@ -55,15 +56,8 @@ def load_state(model: str) -> dict[str, Any]:
 
 
 def save_state(state: dict[str, Any]) -> None:
-    path = state_path(state["model"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the admin token
-    with os.fdopen(fd, "w") as handle:
-        json.dump(state, handle, indent=2, sort_keys=True)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.rename(path)
+    with atomic_file(state_path(state["model"]), mode=0o600) as scratch:  # holds the admin token
+        scratch.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
 def admin(state: dict[str, Any], **update: Any) -> None:

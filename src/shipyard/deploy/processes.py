@@ -1,14 +1,13 @@
 """Local service processes: start, wait until ready, stop with every descendant.
 
-BentoML workers run in sessions of their own, so stopping a server means walking /proc for
-its descendants rather than signalling one process group.
+BentoML workers run in sessions of their own, so stopping a server means finding all of its
+descendants (psutil) rather than signalling one process group.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +15,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+import psutil
 
 from shipyard.errors import ShipyardError
 
@@ -36,46 +37,39 @@ def free_port() -> int:
 
 
 def tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    out, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        out.append(current)
-        todo.extend(children.get(current, []))
-    return out
+    """The process and every descendant, parents first; [] if it is gone."""
+    try:
+        root = psutil.Process(pid)
+        return [pid, *(child.pid for child in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent."""
     try:
-        os.kill(pid, 0)
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    with contextlib.suppress(OSError):
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
 
 
 def stop(pid: int, timeout: float = 30) -> None:
     """SIGTERM the process and its descendants, SIGKILL whatever is left after `timeout`."""
-    pids = tree(pid)
-    for p in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGTERM)
+    procs = []
+    for p in tree(pid):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(p))
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(alive(p) for p in pids):
+    while time.monotonic() < deadline and any(alive(p.pid) for p in procs):
         with contextlib.suppress(ChildProcessError):
-            os.waitpid(-1, os.WNOHANG)
+            os.waitpid(-1, os.WNOHANG)  # reap our own children, so they stop being zombies
         time.sleep(0.2)
-    for p in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
 
 
 def start(

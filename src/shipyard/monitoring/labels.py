@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from shipyard.artifacts import atomic_file
 from shipyard.config import DataSection
 from shipyard.errors import ValidationFailed
 from shipyard.runtime import runtime_dir
@@ -65,11 +66,9 @@ def ingest(path: Path, model: str, data: DataSection, logged_ids: set[str]) -> d
     folder = labels_dir(model)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"labels-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.parquet"
-    partial = target.with_name(f".{target.name}.partial")
-    frame.astype({c: str for c in frame.columns if frame[c].dtype == object}).to_parquet(
-        partial, index=False
-    )
-    os.replace(partial, target)
+    with atomic_file(target) as scratch:
+        texts = {c: str for c in frame.columns if frame[c].dtype == object}
+        frame.astype(texts).to_parquet(scratch, index=False)
     return {
         "rows": len(frame),
         "matched": int(known.sum()),

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from shipyard.artifacts import atomic_file
 from shipyard.monitoring.trigger import CANNOT_JUDGE, DRIFT, NO_DRIFT, TRIGGER
 
 RUNBOOK = {
@@ -87,10 +87,8 @@ def prometheus_text(summary: dict[str, Any]) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with atomic_file(path) as scratch:
+        scratch.write_text(text)
 
 
 def paths(folder: Path, label: str) -> dict[str, str]:

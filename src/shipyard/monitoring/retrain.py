@@ -8,7 +8,6 @@ and the pipeline run both succeeded.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from shipyard.artifacts import progress
+from shipyard.artifacts import atomic_file, progress
 from shipyard.config import Params
 from shipyard.errors import ShipyardError
 from shipyard.monitoring.labels import labels_dir
@@ -64,9 +63,8 @@ def retrain(model: str, params: Params, policy: MonitoringPolicy) -> dict[str, A
     tracking.configure(params.base)
     before = registry.version_by_alias(model, registry.CANDIDATE)
     target = data_dir / f"live-{time.strftime('%Y%m%dT%H%M%S')}.csv"
-    partial = target.with_name(f".{target.name}.partial")
-    rows.to_csv(partial, index=False)
-    os.replace(partial, target)
+    with atomic_file(target) as scratch:
+        rows.to_csv(scratch, index=False)
     progress("retrain", f"{len(rows)} labelled live rows -> {target}")
     try:
         _dvc("add", str(data_dir))
