@@ -27,8 +27,8 @@ from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 
 from benchmarks._timing import env
 from benchmarks.serving import wrk
-from shipyard.demo.traffic import Clients
 from shipyard.deploy.processes import free_port
+from shipyard.traffic import Clients
 
 ROOT = Path(__file__).resolve().parents[1]
 

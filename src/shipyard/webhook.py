@@ -15,8 +15,6 @@ import json
 import os
 import re
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,23 +146,23 @@ def dispatch(event_type: str, payload: dict[str, Any]) -> int:
         raise ShipyardError(
             f"dispatch: GITHUB_API_URL {api!r} must be https (or a loopback stand-in)"
         )
-    body = json.dumps({"event_type": event_type, "client_payload": payload}).encode()
-    request = urllib.request.Request(  # noqa: S310 (scheme checked above)
-        f"{api}/repos/{repo}/dispatches",
-        data=body,
-        method="POST",
-        headers={
-            "Accept": "application/vnd.github+json",
-            "Authorization": f"Bearer {token}",
-            "X-GitHub-Api-Version": "2022-11-28",
-            "Content-Type": "application/json",
-        },
-    )
+    import httpx
+
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return int(response.status)
-    except (urllib.error.URLError, OSError) as err:  # HTTPError (GitHub's 5xx) included
+        response = httpx.post(
+            f"{api}/repos/{repo}/dispatches",
+            json={"event_type": event_type, "client_payload": payload},
+            headers={
+                "Accept": "application/vnd.github+json",
+                "Authorization": f"Bearer {token}",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+            timeout=30,
+        )
+        response.raise_for_status()  # GitHub's 5xx must fail the delivery, so MLflow retries
+    except httpx.HTTPError as err:
         raise ShipyardError(f"dispatch: {event_type} to {repo} failed: {err}") from None
+    return response.status_code
 
 
 def newest_grant(name: str, key: str) -> Grant | None:

@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from shipyard.demo import traffic
+from shipyard import traffic
 from shipyard.deploy.processes import free_port
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 

@@ -9,8 +9,8 @@ import pytest
 
 from shipyard.demo.config import load_demo_config, merge
 from shipyard.demo.summary import render, version_rows
-from shipyard.demo.traffic import Tally
 from shipyard.errors import ShipyardError
+from shipyard.traffic import Tally
 
 TINY = Path(__file__).parents[1] / "e2e" / "tiny.yaml"
 

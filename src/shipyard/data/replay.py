@@ -7,14 +7,9 @@ The request id is the row's id, so outcomes that arrive later join back to the p
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,18 +50,6 @@ def live_features(history: pd.DataFrame, live: pd.DataFrame, params: Params) -> 
     return table.reset_index(drop=True)
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> str:
-    request = urllib.request.Request(url, body, headers)  # noqa: S310 (scheme checked)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
-            resp.read()
-            return ""
-    except urllib.error.HTTPError as err:
-        return f"{err.code} {err.read()[:200]!r}"
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
-        return f"unreachable: {err}"
-
-
 def replay(
     url: str,
     features: pd.DataFrame,
@@ -76,24 +59,17 @@ def replay(
     api_key: str | None = None,
 ) -> ReplayResult:
     """POST every row to `url`/predict with `concurrency` clients; errors are counted."""
+    from shipyard import traffic
+
     if not url.startswith(("http://", "https://")):
         raise ShipyardError(f"replay: '{url}' is not an http(s) URL")
-    headers = {"Content-Type": "application/json"}
-    if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
-    names = [c for c in features.columns if c != id_column]
-    bodies: list[bytes] = []
-    for row in features.itertuples(index=False):
-        record: dict[str, Any] = dict(zip(features.columns, row, strict=True))
-        payload = {"features": {n: record[n] for n in names}, "request_id": str(record[id_column])}
-        bodies.append(json.dumps(payload, default=float).encode())
-    endpoint = url.rstrip("/") + "/predict"
+    payloads = traffic.bodies(features, id_column)
     start = time.monotonic()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        errors = [e for e in pool.map(lambda b: _post(endpoint, b, headers), bodies) if e]
+    clients = traffic.Clients(url, payloads, threads=concurrency, api_key=api_key)
+    tally = clients.wait()
     seconds = time.monotonic() - start
-    progress("replay", f"{len(bodies)} requests in {seconds:.1f} s, {len(errors)} failed")
-    return ReplayResult(len(bodies), len(errors), seconds, errors[0] if errors else "")
+    progress("replay", f"{len(payloads)} requests in {seconds:.1f} s, {tally.failed} failed")
+    return ReplayResult(len(payloads), tally.failed, seconds, tally.first_error)
 
 
 def load_period(path: Path, params: Params) -> pd.DataFrame:

@@ -13,8 +13,9 @@ from typing import Any
 
 import yaml
 
+from shipyard import traffic
 from shipyard.artifacts import progress
-from shipyard.demo import scratch, services, skew, traffic
+from shipyard.demo import scratch, services, skew
 from shipyard.demo.config import DemoConfig, merge
 from shipyard.demo.runner import Background, DemoFailed, Runner, StepTime, traffic_figures
 

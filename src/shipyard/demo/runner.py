@@ -20,8 +20,9 @@ from typing import Any
 
 import yaml
 
+from shipyard import traffic
 from shipyard.artifacts import progress
-from shipyard.demo import scratch, services, traffic
+from shipyard.demo import scratch, services
 from shipyard.demo.config import DemoConfig
 from shipyard.deploy import processes
 from shipyard.errors import ShipyardError

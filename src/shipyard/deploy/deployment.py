@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import urllib.request
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from shipyard.artifacts import atomic_file
 from shipyard.deploy import processes
@@ -61,24 +62,20 @@ def save_state(state: dict[str, Any]) -> None:
 
 
 def admin(state: dict[str, Any], **update: Any) -> None:
-    request = urllib.request.Request(
+    answer = httpx.post(
         f"http://127.0.0.1:{state['router']['port']}/router/weights",
-        data=json.dumps(update).encode(),
-        headers={
-            "Authorization": f"Bearer {state['router']['token']}",
-            "Content-Type": "application/json",
-        },
-        method="POST",
+        json=update,
+        headers={"Authorization": f"Bearer {state['router']['token']}"},
+        timeout=10,
     )
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
-        if resp.status != 200:
-            raise ShipyardError(f"router refused the update: {resp.status}")
+    if answer.status_code != 200:
+        raise ShipyardError(f"router refused the update: {answer.status_code} {answer.text[:200]}")
 
 
 def scrape(variant: dict[str, Any]) -> str:
-    url = f"http://127.0.0.1:{variant['port']}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return str(resp.read().decode())
+    answer = httpx.get(f"http://127.0.0.1:{variant['port']}/metrics", timeout=10)
+    answer.raise_for_status()
+    return answer.text
 
 
 def prediction_log(model: str) -> Path:

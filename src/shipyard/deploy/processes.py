@@ -12,10 +12,9 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+import httpx
 import psutil
 
 from shipyard.errors import ShipyardError
@@ -95,10 +94,9 @@ def wait_ready(url: str, pid: int, log: Path, timeout: float = 180) -> None:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise ShipyardError(f"{url}: process {pid} exited before it was ready\n{tail}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback)
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
             pass
         time.sleep(0.5)
     raise ShipyardError(f"{url}: not ready after {timeout:.0f} s (log: {log})")

@@ -1,7 +1,8 @@
-"""Live clients: simulated periods sent over HTTP, with what each request got back.
+"""Clients that send feature rows to a service over HTTP, with what each request got back.
 
-The router marks every answer with the variant that gave it, so the demo can say how many
-requests failed during a canary and whether a shadowed version ever answered a client.
+One client for `shipyard data replay` (each row once) and the demo's and tests' live traffic
+(round and round). The router marks every answer with the variant that gave it, so the demo
+can say how many requests failed during a canary and whether a shadow ever answered a client.
 """
 
 from __future__ import annotations
@@ -9,11 +10,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
+import httpx
 import pandas as pd
 
 
@@ -23,6 +23,7 @@ class Tally:
 
     answers: Counter[tuple[int, str]] = field(default_factory=Counter)
     unreachable: int = 0
+    first_error: str = ""  # the first failed answer: status and the start of its body
 
     @property
     def sent(self) -> int:
@@ -61,8 +62,12 @@ class Clients:
         threads: int = 8,
         repeat: bool = False,
         pause: float = 0.0,
+        api_key: str | None = None,
     ) -> None:
         self.url = url.rstrip("/") + "/predict"
+        self.headers = {"content-type": "application/json"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
         self.payloads = payloads
         self.repeat = repeat
         self.pause = pause
@@ -79,26 +84,26 @@ class Clients:
 
     def _loop(self, k: int, stride: int) -> None:
         i = k
-        while not self._stop.is_set() and (self.repeat or i < len(self.payloads)):
-            body = self.payloads[i % len(self.payloads)]
-            i += stride
-            headers = {"content-type": "application/json"}
-            request = urllib.request.Request(self.url, body, headers)  # noqa: S310 (loopback)
-            try:
-                with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
-                    status, variant = resp.status, resp.headers.get("x-shipyard-variant", "")
-            except urllib.error.HTTPError as err:
-                status, variant = err.code, err.headers.get("x-shipyard-variant", "")
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
+        with httpx.Client(timeout=30, headers=self.headers) as client:  # keep-alive per thread
+            while not self._stop.is_set() and (self.repeat or i < len(self.payloads)):
+                body = self.payloads[i % len(self.payloads)]
+                i += stride
+                try:
+                    answer = client.post(self.url, content=body)
+                except httpx.HTTPError as err:
+                    with self._lock:
+                        self.tally.unreachable += 1
+                        self.tally.first_error = self.tally.first_error or f"unreachable: {err}"
+                    time.sleep(0.5)
+                    continue
+                status, variant = answer.status_code, answer.headers.get("x-shipyard-variant", "")
                 with self._lock:
-                    self.tally.unreachable += 1
-                time.sleep(0.5)
-                continue
-            with self._lock:
-                self.tally.answers[(status, variant)] += 1
-                self.events.append((time.monotonic(), status, variant))
-            if self.pause:
-                time.sleep(self.pause)
+                    self.tally.answers[(status, variant)] += 1
+                    self.events.append((time.monotonic(), status, variant))
+                    if status >= 400 and not self.tally.first_error:
+                        self.tally.first_error = f"{status} {answer.content[:200]!r}"
+                if self.pause:
+                    time.sleep(self.pause)
 
     def wait(self) -> Tally:
         """Until every body was sent once (repeat=False)."""
