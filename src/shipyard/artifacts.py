@@ -4,6 +4,7 @@ reader never sees half a file."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import sys
@@ -21,11 +22,52 @@ EVAL = ARTIFACTS / "eval"
 REGISTERED = ARTIFACTS / "registered"
 
 _START = time.monotonic()
+LEVEL_ENV = "SHIPYARD_LOG_LEVEL"
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+log = logging.getLogger("shipyard.progress")
+
+
+class _Elapsed(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        step = getattr(record, "step", record.name)
+        return f"[{record.created - _WALL_START:6.1f}s] {step}: {record.getMessage()}"
+
+
+_WALL_START = time.time() - (time.monotonic() - _START)
+
+
+class _Stderr(logging.StreamHandler):
+    """Whatever sys.stderr is at the time of the line (click's and pytest's captures swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _handler() -> None:
+    """Progress goes to stderr (stdout stays clean for results), at SHIPYARD_LOG_LEVEL."""
+    if log.handlers:
+        return
+    level = os.environ.get(LEVEL_ENV, "INFO").upper()
+    if level not in LEVELS:
+        from shipyard.errors import ShipyardError
+
+        raise ShipyardError(f"{LEVEL_ENV}: {level!r} is not one of {', '.join(LEVELS)}")
+    handler = _Stderr()
+    handler.setFormatter(_Elapsed())
+    log.addHandler(handler)
+    log.setLevel(level)
+    log.propagate = False  # one line each, whatever the host application configured
 
 
 def progress(step: str, message: str) -> None:
-    """One progress line on stderr, so stdout stays clean for results."""
-    print(f"[{time.monotonic() - _START:6.1f}s] {step}: {message}", file=sys.stderr, flush=True)
+    """One progress line: `[  12.3s] step: message`."""
+    _handler()
+    log.info(message, extra={"step": step})
 
 
 @contextmanager

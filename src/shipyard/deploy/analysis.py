@@ -9,31 +9,32 @@ of two Prometheus scrapes, so a window is exactly the traffic between them.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from statistics import NormalDist
 
 from shipyard.config import CanaryGates
 from shipyard.gates import GateResult
 
-_LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def parse_metrics(text: str) -> Series:
-    """Prometheus text format into {(name, labels): value}; comments and junk are skipped."""
+    """Prometheus text format into {(sample name, labels): value}, by prometheus_client.
+
+    A page it cannot parse is a ShipyardError naming the problem: a scrape the gates cannot
+    read must stop the canary, not pass as an empty window.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from shipyard.errors import ShipyardError
+
     out: Series = {}
-    for line in text.splitlines():
-        match = _LINE.match(line.strip())
-        if not match or line.startswith("#"):
-            continue
-        labels = frozenset(_LABEL.findall(match.group(3) or ""))
-        try:
-            out[(match.group(1), labels)] = float(match.group(4))
-        except ValueError:
-            continue
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, frozenset(sample.labels.items()))] = float(sample.value)
+    except ValueError as err:
+        raise ShipyardError(f"metrics page is not Prometheus text: {err}") from None
     return out
 
 

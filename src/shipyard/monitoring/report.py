@@ -70,20 +70,34 @@ def header(summary: dict[str, Any]) -> str:
 
 def prometheus_text(summary: dict[str, Any]) -> str:
     """Headline figures for node_exporter's textfile collector or a Pushgateway."""
-    labels = f'model_name="{summary["model"]}",model_version="{summary["version"]}"'
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
     figures = {
-        "shipyard_drift_rows": summary["rows"],
-        "shipyard_drift_corrupt_lines": summary["corrupt_lines"],
-        "shipyard_drift_feature_share": summary.get("drift_share", 0.0),
-        "shipyard_drift_score": summary.get("score_drift", float("nan")),
-        "shipyard_drift_detected": int(summary["decision"]["drifted"]),
-        "shipyard_drift_retrain_triggered": int(summary["decision"]["triggered"]),
-        "shipyard_drift_exit_code": summary["decision"]["code"],
+        "shipyard_drift_rows": ("Prediction-log rows the check read", summary["rows"]),
+        "shipyard_drift_corrupt_lines": (
+            "Log lines that were not records",
+            summary["corrupt_lines"],
+        ),
+        "shipyard_drift_feature_share": (
+            "Share of features that drifted",
+            summary.get("drift_share", 0.0),
+        ),
+        "shipyard_drift_score": (
+            "Drift of the score distribution",
+            summary.get("score_drift", float("nan")),
+        ),
+        "shipyard_drift_detected": ("1 when drift was found", int(summary["decision"]["drifted"])),
+        "shipyard_drift_retrain_triggered": (
+            "1 when the check asked for retraining",
+            int(summary["decision"]["triggered"]),
+        ),
+        "shipyard_drift_exit_code": ("The check's exit code", summary["decision"]["code"]),
     }
-    lines = []
-    for name, value in figures.items():
-        lines += [f"# TYPE {name} gauge", f"{name}{{{labels}}} {float(value)}"]
-    return "\n".join(lines) + "\n"
+    registry = CollectorRegistry()
+    for name, (doc, value) in figures.items():
+        gauge = Gauge(name, doc, ["model_name", "model_version"], registry=registry)
+        gauge.labels(str(summary["model"]), str(summary["version"])).set(float(value))
+    return generate_latest(registry).decode()
 
 
 def write_atomic(path: Path, text: str) -> None:
