@@ -94,7 +94,7 @@ def test_alert_volume_gate_counts_each_model_at_its_own_threshold() -> None:
     import numpy as np
 
     from shipyard.config import AlertVolumeConfig
-    from shipyard.promotion import alert_volume_gate
+    from shipyard.promotion.gates import alert_volume_gate
 
     old = np.linspace(0, 1, 1000)
     cfg = AlertVolumeConfig(max_ratio=1.5)
@@ -117,7 +117,7 @@ def test_calibration_gate_sees_scores_shrunk_with_the_same_ranking() -> None:
     import yaml
 
     from shipyard.config import Policy
-    from shipyard.promotion import calibration_gate
+    from shipyard.promotion.gates import calibration_gate
     from tests.conftest import REPO
 
     policy = Policy.model_validate(yaml.safe_load((REPO / "registry/policy.yaml").read_text()))
