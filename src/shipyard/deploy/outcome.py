@@ -8,7 +8,7 @@ from shipyard.config import Policy
 from shipyard.errors import GateFailed
 from shipyard.promotion import CANARY_TAG
 
-RESULT_TAG = CANARY_TAG  # read by the champion gate in promotion.py
+RESULT_TAG = CANARY_TAG  # read by the champion gate (promotion.gates.canary_gate)
 
 
 def versions(name: str, ref: str) -> tuple[str, str]:
