@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import sys
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import click
 
 from shipyard.cli.options import params_option, policy_option
-
-MAX_BODY = 1_000_000
 
 
 @click.group()
@@ -90,62 +84,9 @@ def serve(
             return hooks.guard_champion(event)
         return f"alias {event.alias}: nothing to do"
 
-    class Handler(BaseHTTPRequestHandler):
-        def _answer(self, status: int, message: str) -> None:
-            body = json.dumps({"status": message}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            click.echo(f"webhook: {status} {message}", err=True)
+    import uvicorn
 
-        def do_GET(self) -> None:
-            self._answer(
-                200 if self.path == "/livez" else 404,
-                "ok" if self.path == "/livez" else "not found",
-            )
+    from shipyard.webhook.receiver import create_app
 
-        def do_POST(self) -> None:
-            try:
-                self._deliver()
-            except Exception as err:  # a bug must still answer, never drop the connection
-                self._answer(500, f"internal error: {type(err).__name__}")
-
-        def _deliver(self) -> None:
-            if "Transfer-Encoding" in self.headers:
-                self.close_connection = True
-                self._answer(400, "Transfer-Encoding is not accepted; send Content-Length")
-                return
-            declared = self.headers.get("Content-Length")
-            # Judged before a byte of the body is read: `-1` or `abc` must not start a read.
-            if declared is None or not (declared.isascii() and declared.isdigit()):
-                self.close_connection = True
-                self._answer(400, "Content-Length is missing or not a byte count")
-                return
-            if int(declared) > MAX_BODY:
-                self.close_connection = True
-                self._answer(413, f"body larger than {MAX_BODY} bytes")
-                return
-            body = self.rfile.read(int(declared))
-            try:
-                delivery = hooks.verify(key, dict(self.headers.items()), body, time.time())
-                event = hooks.AliasEvent.parse(body)
-                if event is None:
-                    self._answer(200, "event ignored")
-                    return
-                self._answer(200, hooks.deliver_once(delivery, lambda: act(event)))
-            except hooks.Rejected as err:
-                self._answer(err.status, str(err))
-            except ShipyardError as err:  # the action failed: 502, and MLflow retries
-                self._answer(502, str(err))
-
-        def log_message(self, *args: object) -> None:  # requests are reported by _answer
-            return
-
-    server = ThreadingHTTPServer((host, port), Handler)
     click.echo(f"webhook: listening on http://{host}:{port} ({mode} mode)", err=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        sys.exit(0)
+    uvicorn.run(create_app(key, act), host=host, port=port, log_level="warning")

@@ -1,9 +1,9 @@
-"""Registry events into delivery: MLflow webhook deliveries, checked, de-duplicated, forwarded.
+"""MLflow webhook deliveries: authentic, fresh, well-formed, and acted on at least once.
 
 MLflow OSS signs each delivery with HMAC-SHA256 over `<delivery id>.<timestamp>.<body>`
 (header `X-MLflow-Signature: v1,<base64>`). We reject a bad or missing signature and a stale
-timestamp, remember a delivery id once its action succeeded (a retry of a failed one acts
-again), and for a new `@challenger` send a GitHub `repository_dispatch` (event `model-promoted`).
+timestamp, and remember a delivery id once its action succeeded (a retry of a failed one
+acts again).
 """
 
 from __future__ import annotations
@@ -12,23 +12,19 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from shipyard.errors import ShipyardError
-from shipyard.grant import Grant, required_key, verified
 from shipyard.runtime import append_jsonl, lock, runtime_dir
 
 SIGNATURE_HEADER = "X-MLflow-Signature"
 DELIVERY_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 DELIVERIES = "webhook/deliveries.jsonl"
-DISPATCH_EVENT = "model-promoted"
 _STAMP = re.compile(r"[0-9]{1,12}")
 
 
@@ -127,90 +123,3 @@ def deliver_once(delivery_id: str, act: Callable[[], str]) -> str:
         outcome = act()
         append_jsonl(DELIVERIES, {"delivery_id": delivery_id, "time": time.time()})
     return outcome
-
-
-def repository_dispatch(event: AliasEvent, extra: dict[str, Any] | None = None) -> int:
-    """Ask GitHub Actions to deliver this version; repository and token come from the env."""
-    payload = {"model": event.model, "alias": event.alias, "version": event.version}
-    return dispatch(DISPATCH_EVENT, {**payload, **(extra or {})})
-
-
-def dispatch(event_type: str, payload: dict[str, Any]) -> int:
-    """A `repository_dispatch` to GITHUB_REPOSITORY with GITHUB_TOKEN (GITHUB_API_URL)."""
-    repo = os.environ.get("GITHUB_REPOSITORY")
-    token = os.environ.get("GITHUB_TOKEN")
-    if not repo or not token:
-        raise ShipyardError("dispatch: GITHUB_REPOSITORY and GITHUB_TOKEN must be set")
-    api = os.environ.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
-    if not api.startswith(("https://", "http://127.0.0.1", "http://localhost")):
-        raise ShipyardError(
-            f"dispatch: GITHUB_API_URL {api!r} must be https (or a loopback stand-in)"
-        )
-    import httpx
-
-    try:
-        response = httpx.post(
-            f"{api}/repos/{repo}/dispatches",
-            json={"event_type": event_type, "client_payload": payload},
-            headers={
-                "Accept": "application/vnd.github+json",
-                "Authorization": f"Bearer {token}",
-                "X-GitHub-Api-Version": "2022-11-28",
-            },
-            timeout=30,
-        )
-        response.raise_for_status()  # GitHub's 5xx must fail the delivery, so MLflow retries
-    except httpx.HTTPError as err:
-        raise ShipyardError(f"dispatch: {event_type} to {repo} failed: {err}") from None
-    return response.status_code
-
-
-def newest_grant(name: str, key: str) -> Grant | None:
-    """The verified grant that last made a version champion: a promotion or a rollback.
-
-    The newest one names the version that should hold @champion now. Older grants do not:
-    a version that was champion and then rolled back keeps its grant, and must not be
-    approved again by setting the alias by hand.
-    """
-    from shipyard import registry
-    from shipyard.promotion import decision_tag
-
-    found = []
-    for mv in registry.versions(name):
-        for rank, action in enumerate(("champion", "rollback")):  # a tie goes to the rollback
-            grant = verified(mv, decision_tag(action), key)
-            if grant is not None and grant.value == "passed":
-                found.append((grant.time, rank, int(grant.version), grant))
-    return max(found, key=lambda item: item[:3])[3] if found else None
-
-
-def guard_champion(event: AliasEvent) -> str:
-    """Put @champion back where the newest signed decision put it; returns what was done.
-
-    Idempotent: an event about a version that no longer holds the alias (a retry, or a
-    promotion since) changes nothing.
-    """
-    from shipyard import registry
-
-    key = required_key("guard")
-    holder = registry.version_by_alias(event.model, registry.CHAMPION)
-    if holder is None or str(holder.version) != event.version:
-        now = holder.version if holder else "nobody"
-        return f"champion {event.version}: alias has moved since (now {now}); nothing to do"
-    grant = newest_grant(event.model, key)
-    if grant is not None and grant.version == event.version:
-        return f"champion {event.version} approved by a signed {grant.tag} decision"
-    if grant is None:
-        action = "alias removed (no signed decision to return to)"
-    else:
-        action = f"reverted to version {grant.version}"
-    # Report first, then act: whoever sees the alias move can already read why.
-    reason = f"unapproved champion alias {action}"
-    registry.set_version_tags(event.model, event.version, {"shipyard.guard.champion": reason})
-    record = {"model": event.model, "version": event.version, "action": action}
-    append_jsonl("audit/guard.jsonl", {**record, "time": time.time()})
-    if grant is None:
-        registry.delete_alias(event.model, registry.CHAMPION)
-    else:
-        registry.set_alias(event.model, registry.CHAMPION, grant.version)
-    return f"unapproved champion {event.version}: {action}"

@@ -1,0 +1,82 @@
+"""The webhook receiver as an ASGI app: deliveries judged before their body is read.
+
+`Content-Length` is checked first (missing, negative, not digits: 400; chunked: 400; over
+`MAX_BODY`: 413), so no request can make it read more than it will accept. Then the
+signature and the shape; then the action, once per delivery id, off the event loop. A
+failed action is a 502, which MLflow retries with the same delivery id; no request ever
+gets a dropped connection, and every answer is one progress line.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from shipyard.artifacts import progress
+from shipyard.errors import ShipyardError
+from shipyard.webhook.delivery import AliasEvent, Rejected, deliver_once, verify
+
+MAX_BODY = 1_000_000
+Action = Callable[[AliasEvent], str]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _answer(status: int, message: str) -> Response:
+    progress("webhook", f"{status} {message}")
+    return JSONResponse({"status": message}, status_code=status)
+
+
+async def _body(request: Request) -> bytes | Response:
+    """The body, or the refusal that comes before reading it."""
+    if "transfer-encoding" in request.headers:
+        return _answer(400, "Transfer-Encoding is not accepted; send Content-Length")
+    declared = request.headers.get("content-length")
+    if declared is None or not (declared.isascii() and declared.isdigit()):
+        return _answer(400, "Content-Length is missing or not a byte count")
+    if int(declared) > MAX_BODY:
+        return _answer(413, f"body larger than {MAX_BODY} bytes")
+    chunks, seen = [], 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen > MAX_BODY:
+            return _answer(413, f"body larger than {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
+    """POST any path: a delivery; GET /livez: alive."""
+
+    async def deliver(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            if isinstance(body, Response):
+                return body
+            delivery = verify(secret, dict(request.headers.items()), body, time.time(), max_age)
+            event = AliasEvent.parse(body)
+            if event is None:
+                return _answer(200, "event ignored")
+            outcome = await run_in_threadpool(deliver_once, delivery, lambda: act(event))
+            return _answer(200, outcome)
+        except Rejected as err:
+            return _answer(err.status, str(err))
+        except ShipyardError as err:  # the action failed: 502, and MLflow retries
+            return _answer(502, str(err))
+        except Exception as err:  # a bug must still answer, never drop the connection
+            return _answer(500, f"internal error: {type(err).__name__}")
+
+    async def livez(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        routes=[Route("/livez", livez), Route("/{path:path}", deliver, methods=["POST"])]
+    )
