@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from shipyard.config import CanaryGates, Policy, load_policy
-from shipyard.deploy import kubernetes
+from shipyard.deploy import kubectl, kubernetes, validation
 from shipyard.errors import ShipyardError
 from tests.conftest import REPO
 
@@ -68,7 +68,7 @@ def test_every_canary_gate_has_a_query_with_the_policy_bound(policy: Policy) -> 
 
 def test_rendered_manifests_validate_and_land_whole(policy: Policy, tmp_path: Path) -> None:
     out = tmp_path / "k8s"
-    kubernetes.write(rendered(policy), out, policy.kubernetes.kubernetes_version)
+    validation.write(rendered(policy), out, policy.kubernetes.kubernetes_version)
     assert sorted(p.name for p in out.iterdir()) == [
         "analysis-template.yaml",
         "rollout.yaml",
@@ -110,7 +110,7 @@ def test_a_broken_manifest_is_named_and_nothing_is_written(
     mutate(manifests[file][0])
     out = tmp_path / "k8s"
     with pytest.raises(ShipyardError, match="invalid manifest") as err:
-        kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
+        validation.write(manifests, out, policy.kubernetes.kubernetes_version)
     assert message in str(err.value)
     assert not out.exists() and not list(tmp_path.iterdir())
 
@@ -139,14 +139,14 @@ def _run(phase: str, metric: str = "max-score-psi", value: str = "[0.41]") -> di
 
 def test_argo_verdicts_are_read_from_rollout_and_analysis_runs() -> None:
     healthy = {"phase": "Healthy", "currentStepIndex": 4, "stableRS": "h2", "currentPodHash": "h2"}
-    assert kubernetes.rollout_outcome(_rollout(healthy), [_run("Successful")])["passed"] is True
+    assert kubectl.rollout_outcome(_rollout(healthy), [_run("Successful")])["passed"] is True
     halfway = {"phase": "Paused", "currentStepIndex": 2, "stableRS": "h1", "currentPodHash": "h2"}
-    assert kubernetes.rollout_outcome(_rollout(halfway), [])["passed"] is None
+    assert kubectl.rollout_outcome(_rollout(halfway), [])["passed"] is None
     # Healthy but not at the last step is not a pass (e.g. a rollout that was reset).
     early = {**healthy, "currentStepIndex": 1}
-    assert kubernetes.rollout_outcome(_rollout(early), [])["passed"] is None
+    assert kubectl.rollout_outcome(_rollout(early), [])["passed"] is None
     aborted = {"phase": "Degraded", "abort": True, "message": "RolloutAborted"}
-    verdict = kubernetes.rollout_outcome(_rollout(aborted), [_run("Failed")])
+    verdict = kubectl.rollout_outcome(_rollout(aborted), [_run("Failed")])
     assert verdict["passed"] is False
     assert verdict["failed_gates"] == [
         {"analysis_run": "fraud-detector-abc-2", "gate": "max-score-psi", "value": "[0.41]"}

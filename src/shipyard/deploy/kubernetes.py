@@ -1,4 +1,5 @@
-"""The Kubernetes target: manifests for Argo Rollouts, rendered and validated offline.
+"""The Kubernetes target: manifests for Argo Rollouts, rendered offline (`validation` checks
+them, `kubectl` reads Argo's verdict).
 
 Argo Rollouts steps the weights and runs the analysis; nothing of ours runs in the cluster.
 The Rollout's steps are the policy's steps, and after each one an AnalysisRun judges canary
@@ -7,21 +8,12 @@ against stable with the policy's gates (see `promql.py`). `kubectl apply -f` the
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
-from shipyard.artifacts import atomic_dir, progress
 from shipyard.config import Policy
 from shipyard.deploy.promql import gate_queries
-from shipyard.errors import ShipyardError
 
-VALIDATOR = Path(__file__).resolve().parents[3] / "registry" / "kubernetes"
 TEMPLATE = "canary-gates"
 
 
@@ -175,119 +167,3 @@ def render(
         "analysis-template.yaml": [_analysis_template(model, policy, score_buckets)],
         "rollout.yaml": [_rollout(model, version, stable_version, image, policy)],
     }
-
-
-def _strict_core(doc: dict[str, Any], version: str) -> list[str]:
-    """Core kinds and the Rollout's pod template against Kubernetes' strict schemas.
-
-    Strict means an unknown field is an error, as `kubectl apply --validate=strict` has it.
-    """
-    import kubernetes_validate
-
-    if doc["apiVersion"] == "v1":
-        subject = doc
-    elif doc["kind"] == "Rollout":
-        subject = {
-            "apiVersion": "v1",
-            "kind": "PodTemplate",
-            "metadata": {"name": doc["metadata"]["name"]},
-            "template": doc["spec"]["template"],
-        }
-    else:
-        return []
-    try:
-        kubernetes_validate.validate(subject, version, strict=True)
-    except kubernetes_validate.ValidationError as err:
-        path = "/".join(str(p) for p in err.path)
-        return [f"{doc['kind']}/{doc['metadata']['name']}: {path}: {err.message}"]
-    return []
-
-
-def validate(folder: Path, kubernetes_version: str) -> None:
-    """Every manifest against its schema: Kubernetes' own, and Argo Rollouts' CRDs (via node)."""
-    files = sorted(folder.glob("*.yaml"))
-    problems = []
-    for path in files:
-        for doc in yaml.safe_load_all(path.read_text()):
-            problems += [f"{path.name}: {p}" for p in _strict_core(doc, kubernetes_version)]
-    node = shutil.which("node")
-    if node is None or not (VALIDATOR / "node_modules").is_dir():
-        raise ShipyardError(
-            f"kubernetes: the Argo Rollouts schema validator is not installed "
-            f"(needs node and `npm ci` in {VALIDATOR}; `make` does both)"
-        )
-    result = subprocess.run(
-        [node, str(VALIDATOR / "validate.mjs"), *map(str, files)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    problems += [line for line in result.stderr.splitlines() if line.strip()]
-    if result.returncode != 0 and not problems:
-        problems.append(f"validator exited {result.returncode}")
-    if problems:
-        raise ShipyardError(
-            f"kubernetes: invalid manifest: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
-
-
-def write(manifests: dict[str, list[dict[str, Any]]], out: Path, kubernetes_version: str) -> None:
-    """Write and validate in a scratch folder; `out` only ever holds a valid set."""
-    with atomic_dir(out) as scratch:
-        for name, docs in manifests.items():
-            (scratch / name).write_text(yaml.safe_dump_all(docs, sort_keys=False))
-        validate(scratch, kubernetes_version)
-    progress(
-        "deploy", f"manifests written to {out} and valid against Kubernetes {kubernetes_version}"
-    )
-
-
-def rollout_outcome(rollout: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Read Argo's verdict from `kubectl get rollout/analysisrun -o json` output.
-
-    `passed` is True when every step ran and the canary's pods became stable, False when Argo
-    aborted it, None while it is still in progress.
-    """
-    status = rollout.get("status", {})
-    steps = len(rollout.get("spec", {}).get("strategy", {}).get("canary", {}).get("steps", []))
-    failed = [
-        {"analysis_run": run["metadata"]["name"], "gate": m["name"], "value": _last_value(m)}
-        for run in runs
-        for m in run.get("status", {}).get("metricResults", [])
-        if m.get("phase") in ("Failed", "Error", "Inconclusive")
-    ]
-    if status.get("abort") or status.get("phase") == "Degraded":
-        passed: bool | None = False
-    elif (
-        status.get("phase") == "Healthy"
-        and status.get("currentStepIndex") == steps
-        and status.get("stableRS")
-        and status.get("stableRS") == status.get("currentPodHash")
-    ):
-        passed = True
-    else:
-        passed = None
-    return {
-        "passed": passed,
-        "phase": status.get("phase"),
-        "message": status.get("message", ""),
-        "failed_gates": failed,
-        "analysis_runs": [r["metadata"]["name"] for r in runs],
-    }
-
-
-def _last_value(metric: dict[str, Any]) -> str:
-    measurements = metric.get("measurements") or [{}]
-    return str(measurements[-1].get("value", "")) or str(metric.get("message", ""))
-
-
-def kubectl_json(*args: str) -> dict[str, Any]:
-    """The real `kubectl`, whatever context the environment gives it."""
-    cmd = [shutil.which("kubectl") or "kubectl", *args, "-o", "json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-    if result.returncode != 0:
-        raise ShipyardError(f"kubectl {' '.join(args)}: {result.stderr.strip()[:300]}")
-    out: dict[str, Any] = json.loads(result.stdout)
-    return out

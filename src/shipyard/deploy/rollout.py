@@ -14,7 +14,7 @@ from typing import Any
 
 from shipyard.artifacts import progress
 from shipyard.config import Policy
-from shipyard.deploy import kubernetes, outcome
+from shipyard.deploy import kubectl, kubernetes, outcome, validation
 from shipyard.errors import ShipyardError
 
 
@@ -24,7 +24,7 @@ def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[s
     manifests = kubernetes.render(
         name, challenger, champion, image, policy, shared_buckets(name, challenger, champion)
     )
-    kubernetes.write(manifests, out, policy.kubernetes.kubernetes_version)
+    validation.write(manifests, out, policy.kubernetes.kubernetes_version)
     return {"version": challenger, "stable_version": champion}
 
 
@@ -63,7 +63,7 @@ def _apply(out: Path, namespace: str) -> None:
 
 
 def _analysis_runs(name: str, namespace: str) -> list[dict[str, Any]]:
-    runs = kubernetes.kubectl_json("get", "analysisruns.argoproj.io", "-n", namespace)
+    runs = kubectl.kubectl_json("get", "analysisruns.argoproj.io", "-n", namespace)
     return [
         run
         for run in runs.get("items", [])
@@ -76,8 +76,8 @@ def watch(name: str, namespace: str, timeout: float, poll: float = 10.0) -> dict
     deadline = time.monotonic() + timeout
     seen = None
     while True:
-        rollout = kubernetes.kubectl_json("get", "rollouts.argoproj.io", name, "-n", namespace)
-        verdict = kubernetes.rollout_outcome(rollout, _analysis_runs(name, namespace))
+        rollout = kubectl.kubectl_json("get", "rollouts.argoproj.io", name, "-n", namespace)
+        verdict = kubectl.rollout_outcome(rollout, _analysis_runs(name, namespace))
         step = rollout.get("status", {}).get("currentStepIndex")
         if step != seen:
             progress("deploy", f"rollout {name}: step {step}, phase {verdict['phase']}")
