@@ -71,8 +71,8 @@ def main() -> None:
     }
     os.environ.update(run_env)
     from shipyard import promotion
-    from shipyard.config import load_policy
     from shipyard.deploy.deployment import load_state
+    from shipyard.policy import load_policy
 
     default = ROOT / "registry" / "policy.yaml"
     (tmp / "params.yaml").write_text((ROOT / "params.yaml").read_text())

@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from tests.integration.registry_fixtures import SEGMENT, TARGET, fit, frame
 
-from shipyard.config import CanaryPolicy, load_policy
 from shipyard.deploy import canary, paired
 from shipyard.deploy.analysis import Window, judge, ks, psi
 from shipyard.gates import GateResult
+from shipyard.policy import CanaryPolicy, load_policy
 from shipyard.serving.buckets import reference_bounds
 
 RUNS = 10

@@ -15,7 +15,7 @@ from typing import Any
 
 from shipyard import sources
 from shipyard.artifacts import progress
-from shipyard.config import Policy
+from shipyard.policy import Policy
 from shipyard.runtime import runtime_dir
 from shipyard.serving.buckets import (
     SCORE_BUCKETS_TAG,

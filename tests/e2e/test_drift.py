@@ -81,7 +81,8 @@ FALSE_ALARM = """
 import json, sys
 import pandas as pd
 from shipyard import registry, tracking
-from shipyard.config import load_params, load_policy
+from shipyard.config import load_params
+from shipyard.policy import load_policy
 from shipyard.data.replay import live_features
 from shipyard.data.simulator import Simulator
 from shipyard.monitoring.drift import judge

@@ -37,7 +37,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from shipyard import promotion
-    from shipyard.config import load_policy
+    from shipyard.policy import load_policy
 
     stable = register(tmp)
     promotion.promote(NAME, stable, "champion", load_policy(REPO / "registry/policy.yaml"), TARGET)

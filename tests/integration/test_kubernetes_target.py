@@ -89,7 +89,7 @@ SCENARIOS = {
 @pytest.fixture
 def cluster(tmp_path: Path) -> dict[str, Any]:
     from shipyard import promotion
-    from shipyard.config import load_policy
+    from shipyard.policy import load_policy
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     # As `shipyard package` leaves them: the challenger's image counts scores in the

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from shipyard import promotion, registry
-from shipyard.config import Policy, load_policy
 from shipyard.errors import GateFailed, ShipyardError
+from shipyard.policy import Policy, load_policy
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
 

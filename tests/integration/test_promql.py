@@ -59,8 +59,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     from shipyard import bento
-    from shipyard.config import load_policy
     from shipyard.deploy.deployment import start_service
+    from shipyard.policy import load_policy
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     versions = {"stable": register(tmp), "canary": register(tmp, seed=1, fault="collapsed")}

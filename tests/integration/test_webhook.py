@@ -215,7 +215,7 @@ def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:
     # deploy.yml re-judges the gates with `promote --to challenger`: that must not fire the
     # alias event again, or every deployment would dispatch the next one.
     from shipyard import promotion
-    from shipyard.config import load_policy
+    from shipyard.policy import load_policy
 
     promotion.promote(
         NAME, version, "challenger", load_policy(REPO / "registry/policy.yaml"), TARGET
@@ -320,7 +320,7 @@ def test_forged_and_replayed_deliveries(stack: dict[str, Any]) -> None:
 def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
     """Registry write access is not approval: forged grants and stale ones are both reverted."""
     from shipyard import promotion, registry
-    from shipyard.config import load_policy
+    from shipyard.policy import load_policy
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     v1 = register(stack["tmp"])

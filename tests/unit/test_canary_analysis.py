@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.config import Policy
 from shipyard.deploy.analysis import judge, ks, parse_metrics, psi, quantile, window
+from shipyard.policy import Policy
 from tests.conftest import REPO
 
 LABELS = 'model_name="fraud-detector",model_version="{v}"'
@@ -119,9 +119,9 @@ def test_policy_steps_must_rise_to_100() -> None:
 
 
 def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
-    from shipyard.config import load_policy
     from shipyard.deploy.analysis import Window
     from shipyard.deploy.canary import _erroring
+    from shipyard.policy import load_policy
     from tests.conftest import REPO
 
     cfg = load_policy(REPO / "registry" / "policy.yaml").canary
@@ -142,8 +142,8 @@ def _w(requests: float, positives: float) -> Any:
 
 
 def test_a_step_ends_early_only_on_alerts_far_off_a_full_sample() -> None:
-    from shipyard.config import load_policy
     from shipyard.deploy.canary import _clearly_off
+    from shipyard.policy import load_policy
 
     policy = load_policy(REPO / "registry" / "policy.yaml")  # 500 requests, ratio 2
     stable = _w(20000, 200.0)  # 1 % positive, as the 1 % budget
@@ -199,8 +199,8 @@ def test_ks_excess_allows_for_sampling_and_nothing_more() -> None:
 
 
 def test_a_failed_last_step_always_rolls_back() -> None:
-    from shipyard.config import load_policy
     from shipyard.deploy.canary import rejects
+    from shipyard.policy import load_policy
 
     cfg = load_policy(REPO / "registry" / "policy.yaml").canary  # 1 failure tolerated
     assert not rejects(1, cfg, final=False, passed=False)
@@ -248,8 +248,8 @@ def test_reference_buckets_hold_equal_shares_and_the_tail() -> None:
 
 
 def test_paired_answers_join_by_request_id_and_only_since_the_start() -> None:
-    from shipyard.config import load_policy
     from shipyard.deploy import paired
+    from shipyard.policy import load_policy
 
     def rec(v: str, rid: str, score: float, decision: bool, t: str = "2026-12-03T10:00") -> Any:
         return {

@@ -66,8 +66,8 @@ def test_quality_refuses_one_class_labels() -> None:
 
 def test_a_strategy_belongs_to_the_challenger_promotion_only() -> None:
     """Refused before the registry is touched: the deployment reads it from the version."""
-    from shipyard.config import load_policy
     from shipyard.errors import ShipyardError
+    from shipyard.policy import load_policy
     from shipyard.promotion import promote
 
     policy = load_policy("registry/policy.yaml")
@@ -93,7 +93,7 @@ def test_paired_metrics_know_every_name_and_refuse_others() -> None:
 def test_alert_volume_gate_counts_each_model_at_its_own_threshold() -> None:
     import numpy as np
 
-    from shipyard.config import AlertVolumeConfig
+    from shipyard.policy import AlertVolumeConfig
     from shipyard.promotion.gates import alert_volume_gate
 
     old = np.linspace(0, 1, 1000)
@@ -116,7 +116,7 @@ def test_calibration_gate_sees_scores_shrunk_with_the_same_ranking() -> None:
     import numpy as np
     import yaml
 
-    from shipyard.config import Policy
+    from shipyard.policy import Policy
     from shipyard.promotion.gates import calibration_gate
     from tests.conftest import REPO
 

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import yaml
 
-from shipyard.config import CanaryGates, Policy, load_policy
 from shipyard.deploy import kubectl, kubernetes, validation
 from shipyard.errors import ShipyardError
+from shipyard.policy import CanaryGates, Policy, load_policy
 from tests.conftest import REPO
 
 IMAGE = "registry.example/fraud-detector-service:v7-0123abcd"

@@ -82,8 +82,9 @@ def run(
     """
     from shipyard import tracking
     from shipyard.cli.serving import split_model
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
     from shipyard.errors import ShipyardError
+    from shipyard.policy import load_policy
 
     params = load_params(params_path)
     policy = load_policy(policy_path)
@@ -121,8 +122,9 @@ def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
     router, so clients keep calling one address throughout.
     """
     from shipyard import tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
     from shipyard.deploy import canary
+    from shipyard.policy import load_policy
 
     params = load_params(params_path)
     tracking.configure(params.base)
@@ -137,8 +139,9 @@ def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
 def resume(model: str, params_path: Path, policy_path: Path) -> None:
     """Continue a canary after a controller restart, or roll it back if it cannot continue."""
     from shipyard import tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
     from shipyard.deploy import canary
+    from shipyard.policy import load_policy
 
     params = load_params(params_path)
     tracking.configure(params.base)

@@ -64,11 +64,12 @@ def check(
     (too few rows, no reference, a log schema that differs from the reference), 1 an error.
     """
     from shipyard import tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
     from shipyard.monitoring import job
     from shipyard.monitoring.policy import load_monitoring_policy
     from shipyard.monitoring.report import OUTCOME
     from shipyard.monitoring.trigger import DRIFT, TRIGGER
+    from shipyard.policy import load_policy
 
     params = load_params(params_path)
     mpolicy = load_monitoring_policy(monitoring_path)

@@ -51,7 +51,8 @@ def promote(
     recorded on the version and appended to the audit log.
     """
     from shipyard import promotion, tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
+    from shipyard.policy import load_policy
 
     params, policy = load_params(params_path), load_policy(policy_path)
     tracking.configure(params.base)

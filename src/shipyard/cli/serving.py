@@ -29,7 +29,8 @@ def package(model_ref: str, params_path: Path, policy_path: Path) -> None:
     Packaging the same version twice returns the same Bento.
     """
     from shipyard import bento, tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
+    from shipyard.policy import load_policy
 
     name, ref = split_model(model_ref)
     tracking.configure(load_params(params_path).base)
@@ -60,7 +61,8 @@ def serve(
     Set SHIPYARD_API_KEY to require the key (X-API-Key or Bearer) on prediction endpoints.
     """
     from shipyard import bento, tracking
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
+    from shipyard.policy import load_policy
     from shipyard.runtime import runtime_dir
 
     name, ref = split_model(model_ref)

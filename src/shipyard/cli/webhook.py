@@ -45,8 +45,9 @@ def serve(
     """
     from shipyard import grant, tracking
     from shipyard import webhook as hooks
-    from shipyard.config import load_params, load_policy
+    from shipyard.config import load_params
     from shipyard.errors import ShipyardError
+    from shipyard.policy import load_policy
 
     secret = os.environ.get("SHIPYARD_WEBHOOK_SECRET")
     if not secret:

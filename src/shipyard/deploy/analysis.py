@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from shipyard.config import CanaryGates
 from shipyard.gates import GateResult
+from shipyard.policy import CanaryGates
 
 Series = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.artifacts import progress
-from shipyard.config import CanaryPolicy, Policy
 from shipyard.deploy import deployment, outcome, paired, processes
 from shipyard.deploy.analysis import AlertRateTest, Alerts, Window, judge, parse_metrics, window
 from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
+from shipyard.policy import CanaryPolicy, Policy
 
 EARLY_ERRORS = 5  # server errors that end a step early when the error rate is past its gate
 CLEAR_MARGIN = 2.0  # a score gate failed by this factor, on enough requests, ends a step early

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from shipyard.config import Policy
 from shipyard.deploy.promql import gate_queries
+from shipyard.policy import Policy
 
 TEMPLATE = "canary-gates"
 

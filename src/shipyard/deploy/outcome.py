@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shipyard.config import Policy
 from shipyard.errors import GateFailed
+from shipyard.policy import Policy
 from shipyard.promotion import CANARY_TAG
 
 RESULT_TAG = CANARY_TAG  # read by the champion gate (promotion.gates.canary_gate)

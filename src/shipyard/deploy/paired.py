@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from shipyard.config import PairedGates
 from shipyard.gates import GateResult
+from shipyard.policy import PairedGates
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from statistics import NormalDist
 
 from prometheus_client.utils import floatToGoString
 
-from shipyard.config import CanaryGates
+from shipyard.policy import CanaryGates
 
 CANARY = "{{args.canary-version}}"
 STABLE = "{{args.stable-version}}"

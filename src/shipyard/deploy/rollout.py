@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.artifacts import progress
-from shipyard.config import Policy
 from shipyard.deploy import kubectl, kubernetes, outcome, validation
 from shipyard.errors import ShipyardError
+from shipyard.policy import Policy
 
 
 def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from shipyard.artifacts import progress
-from shipyard.config import Policy
+from shipyard.policy import Policy
 from shipyard.promotion.gates import (
     alert_volume_gate,
     calibration_gate,

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from shipyard import metrics
-from shipyard.config import AlertVolumeConfig, CalibrationConfig, NoRegressionConfig, Policy
 from shipyard.gates import GateResult, check_thresholds
+from shipyard.policy import AlertVolumeConfig, CalibrationConfig, NoRegressionConfig, Policy
 
 
 def pipeline_gate(tags: dict[str, str]) -> GateResult:
