@@ -26,7 +26,8 @@ import numpy as np
 from tests.integration.registry_fixtures import SEGMENT, TARGET, fit, frame
 
 from shipyard.deploy import canary, paired
-from shipyard.deploy.analysis import Window, judge, ks, psi
+from shipyard.deploy.analysis import judge, ks, psi
+from shipyard.deploy.window import Window
 from shipyard.gates import GateResult
 from shipyard.policy import CanaryPolicy, load_policy
 from shipyard.serving.buckets import reference_bounds

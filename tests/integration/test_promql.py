@@ -116,8 +116,9 @@ def _wait_for_scrapes(port: int, n_targets: int) -> None:
 
 
 def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> None:
-    from shipyard.deploy.analysis import AlertRateTest, Alerts, judge, parse_metrics, window
+    from shipyard.deploy.analysis import AlertRateTest, Alerts, judge
     from shipyard.deploy.promql import gate_queries
+    from shipyard.deploy.window import parse_metrics, window
 
     services, prom = served["services"], served["prom"]
     _wait_for_scrapes(prom, 2)

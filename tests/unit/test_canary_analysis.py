@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from shipyard.deploy.analysis import judge, ks, parse_metrics, psi, quantile, window
+from shipyard.deploy.analysis import judge, ks, psi, quantile
+from shipyard.deploy.window import parse_metrics, window
 from shipyard.policy import Policy
 from tests.conftest import REPO
 
@@ -119,8 +120,8 @@ def test_policy_steps_must_rise_to_100() -> None:
 
 
 def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
-    from shipyard.deploy.analysis import Window
     from shipyard.deploy.canary import _erroring
+    from shipyard.deploy.window import Window
     from shipyard.policy import load_policy
     from tests.conftest import REPO
 
@@ -136,7 +137,7 @@ def test_a_step_ends_early_only_on_repeated_server_errors() -> None:
 
 
 def _w(requests: float, positives: float) -> Any:
-    from shipyard.deploy.analysis import Window
+    from shipyard.deploy.window import Window
 
     return Window(requests, 0, [], [], requests, positives)
 

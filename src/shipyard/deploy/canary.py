@@ -3,6 +3,10 @@
 Every change of weight or outcome goes to the deployment's state file (`deploy.deployment`)
 before it takes effect, so a controller that dies mid-canary can be resumed, or rolled back to
 weight 0, never left at an unknown weight.
+
+Over 300 lines on purpose: start, deploy, advance, judge, promote, reject and resume are the
+transitions of one state file, and reading them together is how they are kept consistent.
+The window arithmetic (`window`) and the gates (`analysis`, `paired`) live elsewhere.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from typing import Any
 
 from shipyard.artifacts import progress
 from shipyard.deploy import deployment, outcome, paired, processes
-from shipyard.deploy.analysis import AlertRateTest, Alerts, Window, judge, parse_metrics, window
+from shipyard.deploy.analysis import AlertRateTest, Alerts, judge
+from shipyard.deploy.window import Window, parse_metrics, window
 from shipyard.errors import ShipyardError
 from shipyard.gates import GateResult
 from shipyard.policy import CanaryPolicy, Policy
