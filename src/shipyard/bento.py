@@ -17,13 +17,9 @@ from shipyard import sources
 from shipyard.artifacts import progress
 from shipyard.policy import Policy
 from shipyard.runtime import runtime_dir
-from shipyard.serving.buckets import (
-    SCORE_BUCKETS_TAG,
-    SERVED_BUCKETS_TAG,
-    dump_bounds,
-    load_bounds,
-)
+from shipyard.serving.buckets import check_bounds, dump_bounds
 from shipyard.serving.spec import SPEC_FILE, ServingSpec
+from shipyard.tags import TAG, VersionTags
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 LOCK_FILE = PACKAGE_ROOT.parents[1] / "requirements.lock"
@@ -37,7 +33,6 @@ os.environ["SHIPYARD_SERVING_SPEC"] = str(Path(__file__).with_name("serving_spec
 
 from shipyard.serving.service import PredictionService  # noqa: E402,F401
 '''
-THRESHOLD_TAG = "shipyard.threshold_at_budget"
 
 
 def use_local_store() -> None:
@@ -62,35 +57,36 @@ def _serving_files() -> list[Path]:
     return sources.serving_files(PACKAGE_ROOT.parent)
 
 
-def decision_threshold(policy: Policy, tags: dict[str, str]) -> float:
+def decision_threshold(policy: Policy, tags: VersionTags) -> float:
     """The score at and above which the served version alerts."""
     from shipyard.errors import ShipyardError
 
     chosen = policy.serving.decision_threshold
     if chosen != "at_budget":
         return float(chosen)
-    if THRESHOLD_TAG not in tags:
+    if tags.threshold_at_budget is None:
         raise ShipyardError(
-            f"serving.decision_threshold is at_budget, but the version has no tag {THRESHOLD_TAG}"
+            "serving.decision_threshold is at_budget, but the version has no tag "
+            f"{TAG['threshold_at_budget']}"
         )
-    return float(tags[THRESHOLD_TAG])
+    return tags.threshold_at_budget
 
 
 def own_buckets(name: str, version: Any) -> tuple[float, ...]:
     """The version's reference score quantiles, recorded at registration."""
     from shipyard.errors import ShipyardError
 
-    text = dict(version.tags).get(SCORE_BUCKETS_TAG)
-    if text is None:
+    bounds = VersionTags.of(version).score_buckets
+    if bounds is None:
         raise ShipyardError(
-            f"package: {name} version {version.version} has no tag {SCORE_BUCKETS_TAG} "
+            f"package: {name} version {version.version} has no tag {TAG['score_buckets']} "
             "(registered before score buckets existed; register it again)"
         )
     try:
-        return load_bounds(text)
+        return check_bounds(bounds)
     except ValueError as err:
         raise ShipyardError(
-            f"package: {name} version {version.version}: tag {SCORE_BUCKETS_TAG}: {err}"
+            f"package: {name} version {version.version}: tag {TAG['score_buckets']}: {err}"
         ) from None
 
 
@@ -105,20 +101,19 @@ def comparison_buckets(name: str, version: Any) -> tuple[float, ...]:
     champion = registry.version_by_alias(name, registry.CHAMPION)
     if champion is None or str(champion.version) == str(version.version):
         return own_buckets(name, version)
-    served = dict(champion.tags).get(SERVED_BUCKETS_TAG)
-    return load_bounds(served) if served else own_buckets(name, champion)
+    served = VersionTags.of(champion).served_buckets
+    return check_bounds(served) if served else own_buckets(name, champion)
 
 
-def _field_ranges(name: str, version: str, tags: dict[str, str]) -> dict[str, tuple[float, float]]:
+def _field_ranges(name: str, version: str, tags: VersionTags) -> dict[str, tuple[float, float]]:
     from shipyard.errors import ShipyardError
-    from shipyard.schema import RANGES_TAG, load_ranges
 
-    if RANGES_TAG not in tags:
+    if tags.field_ranges is None:
         raise ShipyardError(
-            f"{name} version {version} has no tag {RANGES_TAG} (field ranges); "
+            f"{name} version {version} has no tag {TAG['field_ranges']} (field ranges); "
             "register it again with `dvc repro`"
         )
-    return load_ranges(tags[RANGES_TAG])
+    return tags.field_ranges
 
 
 def spec_for(
@@ -126,7 +121,7 @@ def spec_for(
 ) -> ServingSpec:
     from shipyard import registry
 
-    tags = dict(version.tags)
+    tags = VersionTags.of(version)
     number = str(version.version)
     return ServingSpec(
         model_name=name,
@@ -139,8 +134,8 @@ def spec_for(
             "model_name": name,
             "model_version": number,
             "run_id": str(version.run_id),
-            "git_sha": tags.get("shipyard.git_sha", "unknown"),
-            "data_hash": tags.get("shipyard.data_hash", "unknown"),
+            "git_sha": tags.git_sha,
+            "data_hash": tags.data_hash,
         },
         max_batch=policy.serving.max_batch,
         max_body_bytes=policy.serving.max_body_bytes,
@@ -179,9 +174,6 @@ def _context(spec: ServingSpec, ctx: Path) -> str:
         digest.update(path.relative_to(ctx).as_posix().encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()[:10]
-
-
-BENTO_TAG = "shipyard.bento_tag"
 
 
 def package(
@@ -226,7 +218,7 @@ def package(
     registry.set_version_tags(
         name,
         spec.model_version,
-        {BENTO_TAG: tag, SERVED_BUCKETS_TAG: dump_bounds(spec.score_buckets)},
+        {TAG["bento_tag"]: tag, TAG["served_buckets"]: dump_bounds(spec.score_buckets)},
     )
     return tag
 

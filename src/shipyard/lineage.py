@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from shipyard.config import Params
+from shipyard.tags import TAG
 
 _OWN_FILES = (":(exclude)dvc.lock", ":(exclude,glob)**/.gitignore")
 
@@ -71,7 +72,7 @@ def lineage_tags(params: Params, sections: tuple[str, ...], root: Path = Path())
     """Lineage of what is recorded now, over the params `sections` it depended on: computed
     where it is recorded, so a later change to `register:` is not hidden by train's hash."""
     return {
-        "shipyard.git_sha": git_sha(root),
-        "shipyard.data_hash": data_hash(params.data.path, root),
-        "shipyard.params_hash": params_hash(params, sections),
+        TAG["git_sha"]: git_sha(root),
+        TAG["data_hash"]: data_hash(params.data.path, root),
+        TAG["params_hash"]: params_hash(params, sections),
     }

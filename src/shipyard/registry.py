@@ -17,6 +17,7 @@ from mlflow.exceptions import MlflowException
 
 from shipyard.errors import ShipyardError
 from shipyard.models import storage
+from shipyard.tags import TAG
 
 CANDIDATE = "candidate"
 CHALLENGER = "challenger"
@@ -41,7 +42,7 @@ def create_webhook(name: str, url: str, events: list[Any], secret: str, uri: str
 
 def register_version(model_uri: str, name: str, run_id: str, tags: dict[str, str]) -> str:
     """A new version of `name` pointing at the logged model, tagged before anyone can alias it."""
-    mv = mlflow.register_model(model_uri, name, tags={**tags, "shipyard.run_id": run_id})
+    mv = mlflow.register_model(model_uri, name, tags={**tags, TAG["run_id"]: run_id})
     return str(mv.version)
 
 

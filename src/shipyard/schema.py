@@ -104,7 +104,6 @@ def apply_contract(frame: pd.DataFrame, data: DataSection, source: str) -> pd.Da
     return out
 
 
-RANGES_TAG = "shipyard.field_ranges"  # JSON {field: [low, high]}, read into the serving spec
 WIDEN = 10.0  # spans of the training values a served number may lie beyond them
 
 
@@ -134,7 +133,3 @@ def field_ranges(
 
 def dump_ranges(ranges: dict[str, tuple[float, float]]) -> str:
     return json.dumps({k: list(v) for k, v in ranges.items()}, separators=(",", ":"))
-
-
-def load_ranges(text: str) -> dict[str, tuple[float, float]]:
-    return {str(k): (float(v[0]), float(v[1])) for k, v in json.loads(text).items()}

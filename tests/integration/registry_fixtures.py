@@ -113,8 +113,9 @@ def register(
     from shipyard import grant, promotion, registry, tracking
     from shipyard.config import BaseSection, TrackingConfig
     from shipyard.models import storage
-    from shipyard.schema import RANGES_TAG, dump_ranges, field_ranges
-    from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
+    from shipyard.schema import dump_ranges, field_ranges
+    from shipyard.serving.buckets import dump_bounds, reference_bounds
+    from shipyard.tags import TAG
 
     tracking.configure(BaseSection(seed=0, model_name=NAME, tracking=TrackingConfig()))
     model, features, threshold = fit(noise=noise, seed=seed, extra=extra, fault=fault)
@@ -139,8 +140,8 @@ def register(
         "shipyard.data_hash": "md5:test",
         "shipyard.git_sha": "abc123",
         "shipyard.threshold_at_budget": f"{threshold:.6g}",
-        SCORE_BUCKETS_TAG: dump_bounds(bounds),
-        RANGES_TAG: dump_ranges(field_ranges(train, features, {})),
+        TAG["score_buckets"]: dump_bounds(bounds),
+        TAG["field_ranges"]: dump_ranges(field_ranges(train, features, {})),
     }
     all_tags.update(tags or {})
     version = registry.register_version(logged["model_uri"], NAME, run_id, all_tags)

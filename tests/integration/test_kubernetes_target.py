@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shipyard.serving.buckets import SERVED_BUCKETS_TAG
+from shipyard.tags import TAG
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, TARGET, register
 
@@ -94,7 +94,7 @@ def cluster(tmp_path: Path) -> dict[str, Any]:
     policy = load_policy(REPO / "registry" / "policy.yaml")
     # As `shipyard package` leaves them: the challenger's image counts scores in the
     # champion's buckets.
-    packaged = {SERVED_BUCKETS_TAG: "[0.01,0.1,0.5,1.0]"}
+    packaged = {TAG["served_buckets"]: "[0.01,0.1,0.5,1.0]"}
     stable = register(tmp_path, tags=packaged)
     promotion.promote(NAME, stable, "champion", policy, TARGET)
     challenger = register(tmp_path, seed=1, tags=packaged)
@@ -172,7 +172,7 @@ def test_a_challenger_packaged_with_other_score_buckets_is_refused(
 ) -> None:
     from shipyard import registry
 
-    registry.set_version_tags(NAME, cluster["challenger"], {SERVED_BUCKETS_TAG: "[0.2,1.0]"})
+    registry.set_version_tags(NAME, cluster["challenger"], {TAG["served_buckets"]: "[0.2,1.0]"})
     result = deploy(cluster, "passes")
     assert result.returncode == 1
     assert "counts scores in other buckets than the champion" in result.stderr

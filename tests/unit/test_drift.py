@@ -12,13 +12,14 @@ def test_live_quality_drop_is_judged_against_the_versions_test_figures() -> None
 
     from shipyard.monitoring.drift import _live_quality
     from shipyard.monitoring.reference import Reference
+    from shipyard.tags import VersionTags
 
     policy = load_monitoring_policy(REPO / "monitoring" / "policy.yaml")
     tags = {
         "shipyard.metrics.test.roc_auc": "0.90",
         "shipyard.metrics.test.average_precision": "0.6",
     }
-    ref = Reference("m", "1", pd.DataFrame(), [], tags)
+    ref = Reference("m", "1", pd.DataFrame(), [], VersionTags.of(tags))
     rng = np.random.default_rng(0)
     y = (rng.uniform(size=2000) < 0.1).astype(int)
     good = pd.DataFrame({"label": y, "score": np.clip(y * 0.8 + rng.normal(0, 0.2, 2000), 0, 1)})

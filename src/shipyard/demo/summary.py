@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from shipyard.tags import VersionTags
+
 _MADE_BY = {"v1": "dvc repro", "v2": "retrain", "v3": "stages, skewed features"}
 _STEP_OF = {"v1": "pipeline", "v2": "retrain", "v3": "bad version"}
 
@@ -14,7 +16,7 @@ def _gate(tags: dict[str, str], alias: str) -> str:
 
 def _canary(tags: dict[str, str]) -> str:
     result = tags.get("shipyard.canary.result", "-")
-    failed = tags.get("shipyard.canary.failed_gate")
+    failed = VersionTags.of(tags).canary_failed_gate
     return f"{result}: {failed.split(' ')[0]}" if failed else result
 
 
@@ -27,6 +29,7 @@ def version_rows(figures: dict[str, Any]) -> list[list[str]]:
             continue
         info = figures["versions"][version]
         tags = info["tags"]
+        typed = VersionTags.of(tags)
         seconds = steps.get(_STEP_OF[key], 0.0)
         if key == "v2":  # retrained, then canaried
             seconds += steps.get("canary", 0.0)
@@ -36,9 +39,9 @@ def version_rows(figures: dict[str, Any]) -> list[list[str]]:
             [
                 version,
                 _MADE_BY[key],
-                tags.get("shipyard.data_hash", "-").removeprefix("md5:")[:10],
-                tags.get("shipyard.candidate", "-"),
-                tags.get("shipyard.metrics.test.average_precision", "-"),
+                typed.data_hash.removeprefix("md5:")[:10],
+                typed.candidate or "-",
+                str(typed.test_metrics.get("average_precision", "-")),
                 _gate(tags, "challenger"),
                 _gate(tags, "champion"),
                 _canary(tags),

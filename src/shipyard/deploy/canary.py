@@ -74,9 +74,9 @@ def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) ->
 def strategy_of(name: str, version: str) -> str:
     """The strategy `promote --strategy` recorded on the version, else canary."""
     from shipyard import registry
-    from shipyard.promotion import STRATEGY_TAG
+    from shipyard.tags import VersionTags
 
-    return str(registry.resolve(name, version).tags.get(STRATEGY_TAG, "canary"))
+    return VersionTags.of(registry.resolve(name, version)).strategy
 
 
 def deploy(

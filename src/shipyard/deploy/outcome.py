@@ -7,6 +7,7 @@ from typing import Any
 from shipyard.errors import GateFailed
 from shipyard.policy import Policy
 from shipyard.promotion import CANARY_TAG
+from shipyard.tags import TAG
 
 RESULT_TAG = CANARY_TAG  # read by the champion gate (promotion.gates.canary_gate)
 
@@ -41,7 +42,7 @@ def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]
 
     mv = registry.resolve(name, version)
     tags = grant.stamp(mv, RESULT_TAG, "rejected")
-    registry.set_version_tags(name, version, {**tags, "shipyard.canary.failed_gate": failed_gate})
+    registry.set_version_tags(name, version, {**tags, TAG["canary_failed_gate"]: failed_gate})
     registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
     holder = registry.version_by_alias(name, registry.CHALLENGER)
     if holder is not None and str(holder.version) == version:

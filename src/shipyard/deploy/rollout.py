@@ -35,17 +35,18 @@ def shared_buckets(name: str, challenger: str, champion: str) -> tuple[float, ..
     against another champion would make every score gate compare nothing.
     """
     from shipyard import registry
-    from shipyard.serving.buckets import SERVED_BUCKETS_TAG, load_bounds
+    from shipyard.serving.buckets import check_bounds
+    from shipyard.tags import TAG, VersionTags
 
     served = {}
     for version in (challenger, champion):
-        text = registry.resolve(name, version).tags.get(SERVED_BUCKETS_TAG)
-        if text is None:
+        bounds = VersionTags.of(registry.resolve(name, version)).served_buckets
+        if bounds is None:
             raise ShipyardError(
                 f"deploy: {name} version {version} was never packaged "
-                f"(no tag {SERVED_BUCKETS_TAG}); run `shipyard package {name}@{version}`"
+                f"(no tag {TAG['served_buckets']}); run `shipyard package {name}@{version}`"
             )
-        served[version] = load_bounds(text)
+        served[version] = check_bounds(bounds)
     if served[challenger] != served[champion]:
         raise ShipyardError(
             f"deploy: {name} version {challenger} counts scores in other buckets than the "

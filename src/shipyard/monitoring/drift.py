@@ -134,7 +134,7 @@ def _live_quality(
     out: dict[str, dict[str, float]] = {}
     dropped: list[str] = []
     for metric, allowed in policy.quality.max_drop.items():
-        test = float(ref.tags.get(f"shipyard.metrics.test.{metric}", "nan"))
+        test = ref.tags.test_metrics.get(metric, float("nan"))
         out[metric] = {"live": live[metric], "test": test, "drop": test - live[metric]}
         if test - live[metric] > allowed:
             dropped.append(f"{metric} {live[metric]:.3f} vs {test:.3f} at test (drop > {allowed})")

@@ -19,6 +19,7 @@ from shipyard.monitoring.drift import judge
 from shipyard.monitoring.policy import MonitoringPolicy
 from shipyard.monitoring.trigger import Decision, Verdict, decide
 from shipyard.runtime import append_jsonl, runtime_dir
+from shipyard.tags import VersionTags
 
 
 def decisions_path(model: str) -> Path:
@@ -78,7 +79,7 @@ def check(
     except ValueError as err:
         raise ShipyardError(f"drift: {err}") from None
     mv = registry.resolve(name, ref)
-    version, tags = str(mv.version), dict(mv.tags)
+    version, tags = str(mv.version), VersionTags.of(mv)
     label = logreader.window_label(start, end)
     progress("drift", f"{name} v{version}, window {start.isoformat()} to {end.isoformat()}")
     folder = log_folder or prediction_log(name)
@@ -89,10 +90,10 @@ def check(
         "version": version,
         "window": {"start": start.isoformat(), "end": end.isoformat(), "label": label},
         "lineage": {
-            "bento_tag": tags.get("shipyard.bento_tag", "not packaged"),
-            "git_sha": tags.get("shipyard.git_sha", "unknown"),
-            "data_hash": tags.get("shipyard.data_hash", "unknown"),
-            "reference_id": tags.get("shipyard.reference_id", "unknown"),
+            "bento_tag": tags.bento_tag or "not packaged",
+            "git_sha": tags.git_sha,
+            "data_hash": tags.data_hash,
+            "reference_id": tags.reference_id,
         },
         "rows": log.rows,
         "corrupt_lines": log.corrupt,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from shipyard.errors import ShipyardError
+from shipyard.tags import VersionTags
 
 
 @dataclass(frozen=True)
@@ -17,7 +18,7 @@ class Reference:
     version: str
     frame: pd.DataFrame  # features, the label and the training-time score
     features: list[str]
-    tags: dict[str, str]
+    tags: VersionTags
 
 
 def load_reference(name: str, ref: str) -> Reference:
@@ -25,8 +26,7 @@ def load_reference(name: str, ref: str) -> Reference:
     from shipyard import registry
 
     mv = registry.resolve(name, ref)
-    tags = dict(mv.tags)
-    uri = tags.get("shipyard.reference_uri")
+    uri = VersionTags.of(mv).reference_uri
     if not uri:
         raise ShipyardError(f"drift: {name} version {mv.version} has no reference sample tag")
     with tempfile.TemporaryDirectory(prefix="shipyard-ref-") as tmp:
@@ -38,4 +38,4 @@ def load_reference(name: str, ref: str) -> Reference:
         raise ShipyardError(
             f"drift: reference of version {mv.version} lacks {missing or ['score']}"
         )
-    return Reference(name, str(mv.version), frame, features, tags)
+    return Reference(name, str(mv.version), frame, features, VersionTags.of(mv))

@@ -26,8 +26,9 @@ from shipyard.lineage import VERSION_SECTIONS, lineage_tags
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import RUNS_FILE
-from shipyard.schema import RANGES_TAG, dump_ranges, field_ranges
-from shipyard.serving.buckets import SCORE_BUCKETS_TAG, dump_bounds, reference_bounds
+from shipyard.schema import dump_ranges, field_ranges
+from shipyard.serving.buckets import dump_bounds, reference_bounds
+from shipyard.tags import TAG, TEST_METRIC_PREFIX
 
 REFERENCE_FILE = "reference.parquet"
 TEST_FILE = "test.parquet"  # the frozen test set promotion compares challenger and champion on
@@ -94,19 +95,19 @@ def version_tags(
 ) -> dict[str, str]:
     tags = {**runs["tags"], **lineage}  # train's lineage covers less than this version
     run_id = runs["candidates"][best]["run_id"]
-    tags.update({f"shipyard.metrics.test.{k}": f"{v:.6g}" for k, v in test.items()})
+    tags.update({f"{TEST_METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in test.items()})
     tags.update({f"shipyard.gate.{r.gate}": r.describe() for r in results})
     tags.update(
         {
-            "shipyard.gates.pipeline": "passed",
-            "shipyard.candidate": best,
-            "shipyard.pipeline_run_id": runs["parent_run_id"],
-            "shipyard.reference_id": ref_id,
-            "shipyard.reference_uri": f"runs:/{run_id}/reference/{REFERENCE_FILE}",
-            "shipyard.test_uri": f"runs:/{run_id}/evaluation/{TEST_FILE}",
-            "shipyard.threshold_at_budget": f"{threshold:.6g}",
-            SCORE_BUCKETS_TAG: dump_bounds(reference_bounds(reference_scores.to_numpy())),
-            RANGES_TAG: dump_ranges(ranges),
+            TAG["pipeline_gates"]: "passed",
+            TAG["candidate"]: best,
+            TAG["pipeline_run_id"]: runs["parent_run_id"],
+            TAG["reference_id"]: ref_id,
+            TAG["reference_uri"]: f"runs:/{run_id}/reference/{REFERENCE_FILE}",
+            TAG["test_uri"]: f"runs:/{run_id}/evaluation/{TEST_FILE}",
+            TAG["threshold_at_budget"]: f"{threshold:.6g}",
+            TAG["score_buckets"]: dump_bounds(reference_bounds(reference_scores.to_numpy())),
+            TAG["field_ranges"]: dump_ranges(ranges),
         }
     )
     return tags

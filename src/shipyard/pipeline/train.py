@@ -16,6 +16,7 @@ from shipyard.config import CandidateSpec, Params
 from shipyard.lineage import TRAIN_SECTIONS, lineage_tags
 from shipyard.models import storage
 from shipyard.pipeline.featurize import FeatureColumns
+from shipyard.tags import TAG
 
 RUNS_FILE = "runs.json"
 
@@ -59,7 +60,7 @@ def run(params: Params, root: Path = Path()) -> None:
     with (
         atomic_dir(MODELS) as out,
         tracking.pipeline_run(
-            f"pipeline {tags['shipyard.git_sha'][:8]}", {**tags, "shipyard.stage": "pipeline"}
+            f"pipeline {tags[TAG['git_sha']][:8]}", {**tags, "shipyard.stage": "pipeline"}
         ) as parent_id,
     ):
         record["parent_run_id"] = parent_id
@@ -71,7 +72,7 @@ def run(params: Params, root: Path = Path()) -> None:
             seconds = time.perf_counter() - started
             (out / name).mkdir()
             trusted = storage.save(model, out / name / "model.skops")
-            with tracking.candidate_run(name, {**tags, "shipyard.candidate": name}) as run_id:
+            with tracking.candidate_run(name, {**tags, TAG["candidate"]: name}) as run_id:
                 tracking.log_params({"candidate": name, **spec.model_dump()})
                 tracking.log_metrics({"fit_seconds": seconds, **_fit_details(model)})
                 logged = tracking.log_model(model, example, trusted, requirements(spec))

@@ -28,10 +28,11 @@ from shipyard.promotion.record import (
     actor,
     store,
 )
+from shipyard.tags import TAG, VersionTags
 
 
 def _frozen_test_scores(
-    name: str, version: str, champion: str, tags: dict[str, str], target: str
+    name: str, version: str, champion: str, tags: VersionTags, target: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both models on the version's frozen test set: the same rows, the same labels."""
     import tempfile
@@ -42,10 +43,10 @@ def _frozen_test_scores(
     from shipyard import registry
     from shipyard.errors import ShipyardError
 
-    if "shipyard.test_uri" not in tags:
-        raise ShipyardError(f"{name} version {version}: no frozen test set (tag shipyard.test_uri)")
+    if tags.test_uri is None:
+        raise ShipyardError(f"{name} version {version}: no frozen test set (tag {TAG['test_uri']})")
     with tempfile.TemporaryDirectory(prefix="shipyard-test-") as tmp:
-        test = pd.read_parquet(registry.download(tags["shipyard.test_uri"], Path(tmp)))
+        test = pd.read_parquet(registry.download(tags.test_uri, Path(tmp)))
     fields = {v: list(registry.signature(name, v)) for v in (version, champion)}
     missing = sorted(set(fields[champion]) - set(test.columns))
     if missing:
@@ -87,7 +88,7 @@ def promote(
     if strategy is not None and to != "challenger":
         raise ShipyardError(f"promote: --strategy {strategy} needs --to challenger")
     mv = registry.resolve(name, ref)
-    version, tags = str(mv.version), dict(mv.tags)
+    version, tags = str(mv.version), VersionTags.of(mv)
     holder = registry.version_by_alias(name, registry.CHAMPION)
     champion = str(holder.version) if holder else None
     if to == "champion" and champion == version:
@@ -118,7 +119,9 @@ def promote(
             decision.deltas[f"{policy.promotion.calibration.metric}_relative"] = loss_delta
             thresholds = (
                 bento.decision_threshold(policy, tags),
-                bento.decision_threshold(policy, dict(holder.tags) if holder else {}),
+                bento.decision_threshold(
+                    policy, VersionTags.of(holder) if holder else VersionTags()
+                ),
             )
             volume, counts = alert_volume_gate(
                 new,
@@ -198,7 +201,7 @@ def rollback(name: str, reason: str) -> dict[str, Any]:
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         if champ is not None:
-            registry.set_version_tags(name, str(champ.version), {"shipyard.rolled_back": reason})
+            registry.set_version_tags(name, str(champ.version), {TAG["rolled_back"]: reason})
         # The signed record goes first: the champion guard checks it when the alias event arrives.
         store(prev, record)
         registry.set_alias(name, registry.CHAMPION, str(prev.version))

@@ -10,19 +10,20 @@ import numpy as np
 from shipyard import metrics
 from shipyard.gates import GateResult, check_thresholds
 from shipyard.policy import AlertVolumeConfig, CalibrationConfig, NoRegressionConfig, Policy
+from shipyard.tags import VersionTags
 
 
-def pipeline_gate(tags: dict[str, str]) -> GateResult:
-    state = tags.get("shipyard.gates.pipeline", "missing")
+def pipeline_gate(tags: VersionTags) -> GateResult:
+    state = tags.pipeline_gates
     return GateResult("pipeline_gates", state == "passed", detail=f"register gates {state}")
 
 
-def threshold_gates(tags: dict[str, str], policy: Policy) -> list[GateResult]:
-    prefix = "shipyard.metrics.test."
-    values = {k.removeprefix(prefix): float(v) for k, v in tags.items() if k.startswith(prefix)}
+def threshold_gates(tags: VersionTags, policy: Policy) -> list[GateResult]:
     p = policy.promotion
     return check_thresholds(
-        values, {str(k): v for k, v in p.min.items()}, {str(k): v for k, v in p.max.items()}
+        tags.test_metrics,
+        {str(k): v for k, v in p.min.items()},
+        {str(k): v for k, v in p.max.items()},
     )
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.gates import GateResult
+from shipyard.tags import VersionTags
 
 AUDIT_LOG = "audit/promotions.jsonl"
 TARGETS = ("challenger", "champion")
@@ -35,7 +36,7 @@ class Decision:
     def failed_gate(self) -> GateResult | None:
         return next((g for g in self.gates if not g.passed), None)
 
-    def record(self, tags: dict[str, str], actor: str, extra: dict[str, Any]) -> dict[str, Any]:
+    def record(self, tags: VersionTags, actor: str, extra: dict[str, Any]) -> dict[str, Any]:
         return {
             "model": self.model,
             "version": self.version,
@@ -46,8 +47,8 @@ class Decision:
             "gates": [g.as_dict() for g in self.gates],
             "deltas": self.deltas,
             "notes": self.notes,
-            "data_hash": tags.get("shipyard.data_hash", "unknown"),
-            "git_sha": tags.get("shipyard.git_sha", "unknown"),
+            "data_hash": tags.data_hash,
+            "git_sha": tags.git_sha,
             "actor": actor,
             "time": datetime.now(UTC).isoformat(timespec="seconds"),
             **extra,

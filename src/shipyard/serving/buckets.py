@@ -16,8 +16,6 @@ import numpy as np
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
-SCORE_BUCKETS_TAG = "shipyard.score_buckets"  # the version's reference quantiles (register)
-SERVED_BUCKETS_TAG = "shipyard.serving.score_buckets"  # what its last Bento was built with
 # Equal shares of the reference, plus the tail where the alerts are: at a 1 % alert budget
 # the decision threshold sits near the 99th percentile.
 QUANTILES = (*(i / 20 for i in range(1, 20)), 0.98, 0.99, 0.995, 0.999)
@@ -45,7 +43,3 @@ def check_bounds(bounds: Sequence[float]) -> tuple[float, ...]:
 
 def dump_bounds(bounds: Sequence[float]) -> str:
     return json.dumps(list(bounds), separators=(",", ":"))
-
-
-def load_bounds(text: str) -> tuple[float, ...]:
-    return check_bounds(json.loads(text))
