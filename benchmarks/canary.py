@@ -77,7 +77,7 @@ def main() -> None:
     default = ROOT / "registry" / "policy.yaml"
     (tmp / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     stable = register(tmp)
-    promotion.promote(NAME, stable, "champion", load_policy(default), TARGET)
+    promotion.promote(NAME, stable, "champion", load_policy(default))
     good = register(tmp, seed=1)
     try:
         result, clients, elapsed = run_canary(tmp, run_env, good, default)

@@ -38,6 +38,7 @@ class VersionTags(BaseModel):
     reference_id: str = _tag("reference_id", "unknown")
     reference_uri: str | None = _tag("reference_uri")
     test_uri: str | None = _tag("test_uri")
+    label_column: str | None = _tag("label_column")  # the frozen test set's label
     threshold_at_budget: float | None = _tag("threshold_at_budget")
     score_buckets: tuple[float, ...] | None = _tag("score_buckets")
     field_ranges: dict[str, tuple[float, float]] | None = _tag("field_ranges")

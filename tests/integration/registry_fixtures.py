@@ -141,6 +141,7 @@ def register(
         "shipyard.git_sha": "abc123",
         "shipyard.threshold_at_budget": f"{threshold:.6g}",
         TAG["score_buckets"]: dump_bounds(bounds),
+        TAG["label_column"]: TARGET,
         TAG["field_ranges"]: dump_ranges(field_ranges(train, features, {})),
     }
     all_tags.update(tags or {})

@@ -17,7 +17,7 @@ import yaml
 from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
 from tests.integration import traffic
-from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     stable = register(tmp)
-    promotion.promote(NAME, stable, "champion", policy, TARGET)
+    promotion.promote(NAME, stable, "champion", policy)
     good = register(tmp, seed=1)
     bad = register(tmp, noise=True, seed=2)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())

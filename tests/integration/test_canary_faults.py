@@ -18,7 +18,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.integration import traffic
-from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +40,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from shipyard.policy import load_policy
 
     stable = register(tmp)
-    promotion.promote(NAME, stable, "champion", load_policy(REPO / "registry/policy.yaml"), TARGET)
+    promotion.promote(NAME, stable, "champion", load_policy(REPO / "registry/policy.yaml"))
     versions = {fault: register(tmp, seed=i + 1, fault=fault) for i, fault in enumerate(FAULTS)}
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     # 25 % first: at 100 % stable serves nothing, and the alert test needs its rate.

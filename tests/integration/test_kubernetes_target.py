@@ -19,7 +19,7 @@ import yaml
 
 from shipyard.tags import TAG
 from tests.conftest import REPO
-from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.slow
 
@@ -96,7 +96,7 @@ def cluster(tmp_path: Path) -> dict[str, Any]:
     # champion's buckets.
     packaged = {TAG["served_buckets"]: "[0.01,0.1,0.5,1.0]"}
     stable = register(tmp_path, tags=packaged)
-    promotion.promote(NAME, stable, "champion", policy, TARGET)
+    promotion.promote(NAME, stable, "champion", policy)
     challenger = register(tmp_path, seed=1, tags=packaged)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"]["step_seconds"] = 1

@@ -18,7 +18,7 @@ from shipyard import promotion, registry
 from shipyard.errors import GateFailed, ShipyardError
 from shipyard.policy import Policy, load_policy
 from tests.conftest import REPO
-from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.registry_fixtures import NAME, register
 
 
 @pytest.fixture(autouse=True)
@@ -53,7 +53,7 @@ def test_first_model_becomes_champion_without_canary(
     tmp_path: Path, policy: Policy, runtime_dir: Path
 ) -> None:
     v1 = register(tmp_path)
-    record = promotion.promote(NAME, v1, "champion", policy, TARGET)
+    record = promotion.promote(NAME, v1, "champion", policy)
     assert record["decision"] == "passed" and record["first_model"] is True
     assert any("first model" in n for n in record["notes"])
     assert alias("champion") == v1 and alias("previous") is None
@@ -71,9 +71,9 @@ def test_first_model_becomes_champion_without_canary(
 
 def test_equal_model_passes_the_no_regression_gate(tmp_path: Path, policy: Policy) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     v2 = register(tmp_path)  # same data, same seed: the same model again
-    record = promotion.promote(NAME, v2, "challenger", policy, TARGET)
+    record = promotion.promote(NAME, v2, "challenger", policy)
     delta = record["deltas"]["average_precision"]
     assert delta["delta"] == pytest.approx(0) and delta["ci_low"] == pytest.approx(0)
     assert alias("challenger") == v2 and alias("champion") == v1
@@ -83,10 +83,10 @@ def test_worse_model_is_rejected_by_the_interval(
     tmp_path: Path, policy: Policy, runtime_dir: Path
 ) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     bad = register(tmp_path, noise=True, seed=3)
     with pytest.raises(GateFailed, match=r"gate no_regression_average_precision .*: failed"):
-        promotion.promote(NAME, bad, "challenger", policy, TARGET)
+        promotion.promote(NAME, bad, "challenger", policy)
     assert alias("challenger") is None
     record = audit(runtime_dir)[-1]
     assert record["decision"] == "failed" and record["version"] == bad
@@ -98,19 +98,19 @@ def test_worse_model_is_rejected_by_the_interval(
 def test_absolute_threshold_and_pipeline_gates(tmp_path: Path, policy: Policy) -> None:
     low = register(tmp_path, tags={"shipyard.metrics.test.roc_auc": "0.6"})
     with pytest.raises(GateFailed, match=r"gate min_roc_auc 0\.6000 >= 0\.8000: failed"):
-        promotion.promote(NAME, low, "challenger", policy, TARGET)
+        promotion.promote(NAME, low, "challenger", policy)
     unchecked = register(tmp_path, tags={"shipyard.gates.pipeline": "failed"})
     with pytest.raises(GateFailed, match="gate pipeline_gates"):
-        promotion.promote(NAME, unchecked, "challenger", policy, TARGET)
+        promotion.promote(NAME, unchecked, "challenger", policy)
 
 
 def test_schema_change_needs_the_flag(tmp_path: Path, policy: Policy) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     wider = register(tmp_path, extra=True, seed=1)
     with pytest.raises(GateFailed, match=r"gate signature .*added \['channel_score'\]"):
-        promotion.promote(NAME, wider, "challenger", policy, TARGET)
-    record = promotion.promote(NAME, wider, "challenger", policy, TARGET, allow_schema_change=True)
+        promotion.promote(NAME, wider, "challenger", policy)
+    record = promotion.promote(NAME, wider, "challenger", policy, allow_schema_change=True)
     assert record["decision"] == "passed"
 
 
@@ -118,16 +118,16 @@ def test_champion_needs_a_passed_canary_or_a_recorded_override(
     tmp_path: Path, policy: Policy, runtime_dir: Path
 ) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     v2 = register(tmp_path, seed=1)
-    promotion.promote(NAME, v2, "challenger", policy, TARGET)
+    promotion.promote(NAME, v2, "challenger", policy)
     with pytest.raises(GateFailed, match="gate canary canary missing"):
-        promotion.promote(NAME, v2, "champion", policy, TARGET)
+        promotion.promote(NAME, v2, "champion", policy)
     with pytest.raises(ShipyardError, match="--force needs --reason"):
-        promotion.promote(NAME, v2, "champion", policy, TARGET, force=True)
+        promotion.promote(NAME, v2, "champion", policy, force=True)
     assert alias("champion") == v1
     record = promotion.promote(
-        NAME, "@challenger", "champion", policy, TARGET, force=True, reason="canary infra down"
+        NAME, "@challenger", "champion", policy, force=True, reason="canary infra down"
     )
     assert record["forced"] is True and record["reason"] == "canary infra down"
     assert alias("champion") == v2 and alias("previous") == v1 and alias("challenger") is None
@@ -141,7 +141,7 @@ def test_a_canary_result_is_believed_only_when_its_signature_verifies(
     from shipyard import grant
 
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     tag = promotion.CANARY_TAG
     donor = register(tmp_path, seed=2, canary="passed")
     copied = dict(registry.resolve(NAME, donor).tags)
@@ -163,10 +163,10 @@ def test_a_canary_result_is_believed_only_when_its_signature_verifies(
         version = register(tmp_path, seed=1)
         registry.set_version_tags(NAME, version, forge(version))
         with pytest.raises(GateFailed, match="gate canary canary forged"):
-            promotion.promote(NAME, version, "champion", policy, TARGET)
+            promotion.promote(NAME, version, "champion", policy)
         assert alias("champion") == v1, case
     monkeypatch.delenv(grant.KEY_ENV)
-    record = promotion.promote(NAME, version, "champion", policy, TARGET)
+    record = promotion.promote(NAME, version, "champion", policy)
     assert record["decision"] == "passed"
     unsigned = registry.resolve(NAME, version)
     assert grant.verified(unsigned, promotion.decision_tag("champion"), "test-decision-key") is None
@@ -174,19 +174,19 @@ def test_a_canary_result_is_believed_only_when_its_signature_verifies(
 
 def test_passed_canary_allows_champion(tmp_path: Path, policy: Policy) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     v2 = register(tmp_path, seed=1, canary="passed")
-    record = promotion.promote(NAME, v2, "champion", policy, TARGET)
+    record = promotion.promote(NAME, v2, "champion", policy)
     assert record["decision"] == "passed" and alias("previous") == v1
 
 
 def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     with pytest.raises(ShipyardError, match="no @previous version"):
         promotion.rollback(NAME, "oops")
     v2 = register(tmp_path, seed=1, canary="passed")
-    promotion.promote(NAME, v2, "champion", policy, TARGET)
+    promotion.promote(NAME, v2, "champion", policy)
     record = promotion.rollback(NAME, "error rate up")
     assert (record["version"], record["replaced"]) == (v1, v2)
     assert alias("champion") == v1 and alias("previous") is None
@@ -202,7 +202,7 @@ def test_concurrent_promotions_do_not_both_win(
 
     v1 = register(tmp_path)
     policy = load_policy(REPO / "registry" / "policy.yaml")
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     contenders = [register(tmp_path, seed=s, canary="passed") for s in (1, 2)]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
@@ -273,10 +273,10 @@ def test_calibration_and_decision_faults_fail_promotion(
     tmp_path: Path, policy: Policy, fault: str
 ) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     bad = register(tmp_path, seed=1, fault=fault)
     with pytest.raises(GateFailed, match=f"gate {PROMOTION_FAULTS[fault]} "):
-        promotion.promote(NAME, bad, "challenger", policy, TARGET)
+        promotion.promote(NAME, bad, "challenger", policy)
     record = json.loads((tmp_path / "runtime" / promotion.AUDIT_LOG).read_text().splitlines()[-1])
     gates = {g["gate"]: g["passed"] for g in record["gates"]}
     assert gates["no_regression_average_precision"] is True  # the ranking gate cannot see it
@@ -289,11 +289,9 @@ def test_an_honest_retrain_passes_the_calibration_and_alert_gates(
     tmp_path: Path, policy: Policy
 ) -> None:
     v1 = register(tmp_path)
-    promotion.promote(NAME, v1, "champion", policy, TARGET)
+    promotion.promote(NAME, v1, "champion", policy)
     for seed in (1, 2, 3):
-        record = promotion.promote(
-            NAME, register(tmp_path, seed=seed), "challenger", policy, TARGET
-        )
+        record = promotion.promote(NAME, register(tmp_path, seed=seed), "challenger", policy)
         gates = {g["gate"]: g for g in record["gates"]}
         assert gates["no_regression_log_loss"]["passed"] and gates["alert_volume"]["passed"]
         assert record["deltas"]["alert_volume"]["challenger"] > 0

@@ -23,7 +23,7 @@ import yaml
 from shipyard.deploy.processes import free_port
 from tests.conftest import REPO
 from tests.integration.hostile import raw
-from tests.integration.registry_fixtures import NAME, TARGET, register
+from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-secret"
@@ -217,9 +217,7 @@ def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:
     from shipyard import promotion
     from shipyard.policy import load_policy
 
-    promotion.promote(
-        NAME, version, "challenger", load_policy(REPO / "registry/policy.yaml"), TARGET
-    )
+    promotion.promote(NAME, version, "challenger", load_policy(REPO / "registry/policy.yaml"))
     time.sleep(4)
     assert len(github.calls) == 1
 
@@ -324,7 +322,7 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
 
     policy = load_policy(REPO / "registry" / "policy.yaml")
     v1 = register(stack["tmp"])
-    promotion.promote(NAME, v1, "champion", policy, TARGET)  # the approved first champion
+    promotion.promote(NAME, v1, "champion", policy)  # the approved first champion
     first = registry.resolve(NAME, v1).tags
     v2 = register(stack["tmp"], seed=1)
     tag = promotion.decision_tag("champion")
@@ -352,7 +350,7 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
 
     mv2 = registry.resolve(NAME, v2)  # as the canary controller records a passed canary
     registry.set_version_tags(NAME, v2, grant.stamp(mv2, promotion.CANARY_TAG, "passed"))
-    promotion.promote(NAME, v2, "champion", policy, TARGET)
+    promotion.promote(NAME, v2, "champion", policy)
     ok = f"champion {v2} approved by a signed {tag} decision"
     until(lambda: ok in stack["log"].read_text(), 60, "the guard to approve the promotion")
     promotion.rollback(NAME, "error rate up")

@@ -72,9 +72,9 @@ def test_a_strategy_belongs_to_the_challenger_promotion_only() -> None:
 
     policy = load_policy("registry/policy.yaml")
     with pytest.raises(ShipyardError, match="--strategy shadow needs --to challenger"):
-        promote("m", "1", "champion", policy, "y", strategy="shadow")
+        promote("m", "1", "champion", policy, strategy="shadow")
     with pytest.raises(ShipyardError, match="--strategy must be one of"):
-        promote("m", "1", "challenger", policy, "y", strategy="mirror")
+        promote("m", "1", "challenger", policy, strategy="mirror")
 
 
 def test_paired_metrics_know_every_name_and_refuse_others() -> None:

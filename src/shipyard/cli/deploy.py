@@ -97,16 +97,12 @@ def run(
             raise ShipyardError("deploy: --strategy shadow needs a mesh; kubernetes runs canary")
         if not image:
             raise ShipyardError("deploy: --target kubernetes needs --image")
-        result = rollout.run(
-            name, ref, image, policy, params.data.target, out, apply=apply, timeout=timeout
-        )
+        result = rollout.run(name, ref, image, policy, out, apply=apply, timeout=timeout)
         click.echo(f"{name} version {result['version']}: {result['status']}")
         return
     from shipyard.deploy import canary
 
-    state = canary.deploy(
-        name, ref, policy, params.data.target, strategy=strategy, router_port=port
-    )
+    state = canary.deploy(name, ref, policy, strategy=strategy, router_port=port)
     click.echo(f"{name} version {state['version']}: {state['status']}")
 
 
@@ -128,7 +124,7 @@ def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
 
     params = load_params(params_path)
     tracking.configure(params.base)
-    state = canary.start(model, load_policy(policy_path), params.data.target, router_port=port)
+    state = canary.start(model, load_policy(policy_path), router_port=port)
     click.echo(f"{model} version {state['version']}: {state['status']} on port {port}")
 
 
@@ -145,7 +141,7 @@ def resume(model: str, params_path: Path, policy_path: Path) -> None:
 
     params = load_params(params_path)
     tracking.configure(params.base)
-    state = canary.resume(model, load_policy(policy_path), params.data.target)
+    state = canary.resume(model, load_policy(policy_path))
     click.echo(f"{model}: {state['status']}")
 
 

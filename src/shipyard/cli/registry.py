@@ -61,7 +61,6 @@ def promote(
         ref,
         to,
         policy,
-        params.data.target,
         force=force,
         reason=reason,
         allow_schema_change=allow_schema_change,

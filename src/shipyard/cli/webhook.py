@@ -58,7 +58,6 @@ def serve(
     grant.required_key("webhook")  # the guard cannot tell a forged approval without it
     params = load_params(params_path)
     policy = load_policy(policy_path)  # a bad policy fails now, not at the first delivery
-    target = params.data.target
     tracking.configure(params.base)
 
     def act(event: hooks.AliasEvent) -> str:
@@ -73,7 +72,7 @@ def serve(
             def deploy() -> None:  # minutes long: MLflow's delivery must not wait for it
                 try:
                     state = canary.deploy(
-                        event.model, event.version, policy, target, router_port=deploy_port
+                        event.model, event.version, policy, router_port=deploy_port
                     )
                     click.echo(f"webhook: version {event.version}: {state['status']}", err=True)
                 except ShipyardError as err:

@@ -37,7 +37,7 @@ COMPLETE, TIME_UP = "complete", "step time is up"
 ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault seen early
 
 
-def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) -> dict[str, Any]:
+def start(name: str, policy: Policy, *, router_port: int = 3000) -> dict[str, Any]:
     """Serve @champion behind the router with no canary: the stable later canaries join."""
     from shipyard import bento, registry
 
@@ -53,7 +53,7 @@ def start(name: str, policy: Policy, target: str, *, router_port: int = 3000) ->
     stable = deployment.start_service(
         name, champion, bento.package(name, champion, policy), "stable"
     )
-    state = deployment.new_state(name, champion, target, stable)
+    state = deployment.new_state(name, champion, stable)
     deployment.save_state(state)
     try:
         deployment.wait_ready(stable)
@@ -83,7 +83,6 @@ def deploy(
     name: str,
     ref: str,
     policy: Policy,
-    target: str,
     *,
     strategy: str | None = None,
     router_port: int = 3000,
@@ -112,7 +111,7 @@ def deploy(
     canary = deployment.start_service(
         name, challenger, bento.package(name, challenger, policy, buckets), "canary"
     )
-    state = deployment.new_state(name, challenger, target, stable, canary, strategy)
+    state = deployment.new_state(name, challenger, stable, canary, strategy)
     if serving is not None:
         state["router"] = serving["router"]
     deployment.save_state(state)
@@ -142,7 +141,7 @@ def deploy(
         f"stable v{stable['version']} and canary v{canary['version']} behind "
         f"http://127.0.0.1:{router_port} ({strategy})",
     )
-    return _advance(state, policy, target)
+    return _advance(state, policy)
 
 
 def _wait_for_traffic(
@@ -238,7 +237,7 @@ def _clearly_off(
     return None
 
 
-def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
+def _advance(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
     """Step through the weights; a failed last step always rejects, whatever was tolerated."""
     cfg = policy.canary
     saved = state.get("baseline")
@@ -290,7 +289,7 @@ def _advance(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
         )
         if rejects(state["failures"], cfg, final=final, passed=passed):
             return _reject(state, results)
-    return _promote(state, policy, target)
+    return _promote(state, policy)
 
 
 def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> bool:
@@ -347,8 +346,8 @@ def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
     raise error
 
 
-def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, Any]:
-    outcome.passed(state["model"], state["canary"]["version"], _analysis(state), policy, target)
+def _promote(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
+    outcome.passed(state["model"], state["canary"]["version"], _analysis(state), policy)
     # The canary process becomes the stable one; the old stable retires.
     deployment.admin(
         state,
@@ -364,7 +363,7 @@ def _promote(state: dict[str, Any], policy: Policy, target: str) -> dict[str, An
     return state
 
 
-def resume(name: str, policy: Policy, target: str) -> dict[str, Any]:
+def resume(name: str, policy: Policy) -> dict[str, Any]:
     """Continue where a dead controller stopped; if a process is gone, roll back to weight 0."""
     state = deployment.load_state(name)
     if state["status"] != "running":
@@ -372,7 +371,7 @@ def resume(name: str, policy: Policy, target: str) -> dict[str, Any]:
     needed = [state["stable"]["pid"], state["canary"]["pid"], state["router"]["pid"]]
     if all(processes.alive(pid) for pid in needed):
         progress("deploy", f"resuming at step {state['step'] + 1} (weight {state['weight']}%)")
-        return _advance(state, policy, target)
+        return _advance(state, policy)
     state.update(weight=0, status="rolled back after restart")
     deployment.save_state(state)
     if processes.alive(state["router"]["pid"]):

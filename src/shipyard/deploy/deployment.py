@@ -23,7 +23,6 @@ from shipyard.runtime import runtime_dir
 def new_state(
     model: str,
     version: str,
-    target: str,
     stable: dict[str, Any],
     canary: dict[str, Any] | None = None,
     strategy: str | None = None,
@@ -34,7 +33,7 @@ def new_state(
         "version": version,
         "strategy": strategy,
         "status": "starting",
-        "target": target,
+        "target": "local",
         "stable": stable,
         "canary": canary,
         "step": 0,

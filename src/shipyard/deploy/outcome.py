@@ -26,14 +26,14 @@ def versions(name: str, ref: str) -> tuple[str, str]:
     return challenger, str(champion.version)
 
 
-def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy, target: str) -> None:
+def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy) -> None:
     """Tag the version, keep the analysis, and promote it to champion with it as evidence."""
     from shipyard import grant, promotion, registry
 
     mv = registry.resolve(name, version)
     registry.set_version_tags(name, version, grant.stamp(mv, RESULT_TAG, "passed"))
     registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
-    promotion.promote(name, version, "champion", policy, target, evidence={"canary": analysis})
+    promotion.promote(name, version, "champion", policy, evidence={"canary": analysis})
 
 
 def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]) -> GateFailed:

@@ -98,7 +98,6 @@ def run(
     ref: str,
     image: str,
     policy: Policy,
-    target: str,
     out: Path,
     *,
     apply: bool,
@@ -125,5 +124,5 @@ def run(
             else f"aborted ({verdict['message'] or verdict['phase']})"
         )
         raise outcome.rejected(name, versions["version"], gate, analysis)
-    outcome.passed(name, versions["version"], analysis, policy, target)
+    outcome.passed(name, versions["version"], analysis, policy)
     return {**versions, "status": "promoted"}

@@ -92,6 +92,7 @@ def version_tags(
     reference_scores: pd.Series,
     ranges: dict[str, tuple[float, float]],
     lineage: dict[str, str],
+    label: str,
 ) -> dict[str, str]:
     tags = {**runs["tags"], **lineage}  # train's lineage covers less than this version
     run_id = runs["candidates"][best]["run_id"]
@@ -105,6 +106,7 @@ def version_tags(
             TAG["reference_id"]: ref_id,
             TAG["reference_uri"]: f"runs:/{run_id}/reference/{REFERENCE_FILE}",
             TAG["test_uri"]: f"runs:/{run_id}/evaluation/{TEST_FILE}",
+            TAG["label_column"]: label,
             TAG["threshold_at_budget"]: f"{threshold:.6g}",
             TAG["score_buckets"]: dump_bounds(reference_bounds(reference_scores.to_numpy())),
             TAG["field_ranges"]: dump_ranges(ranges),
@@ -149,7 +151,16 @@ def register(params: Params, out: Path) -> dict[str, Any]:
     threshold = evaluation["threshold_at_budget"]
     lineage = lineage_tags(params, VERSION_SECTIONS)
     tags = version_tags(
-        runs, best, test, results, ref_id, threshold, sample["score"], ranges, lineage
+        runs,
+        best,
+        test,
+        results,
+        ref_id,
+        threshold,
+        sample["score"],
+        ranges,
+        lineage,
+        params.data.target,
     )
     version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
     registry.set_alias(name, registry.CANDIDATE, version)

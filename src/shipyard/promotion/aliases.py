@@ -32,7 +32,7 @@ from shipyard.tags import TAG, VersionTags
 
 
 def _frozen_test_scores(
-    name: str, version: str, champion: str, tags: VersionTags, target: str
+    name: str, version: str, champion: str, tags: VersionTags
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Both models on the version's frozen test set: the same rows, the same labels."""
     import tempfile
@@ -43,8 +43,11 @@ def _frozen_test_scores(
     from shipyard import registry
     from shipyard.errors import ShipyardError
 
-    if tags.test_uri is None:
-        raise ShipyardError(f"{name} version {version}: no frozen test set (tag {TAG['test_uri']})")
+    if tags.test_uri is None or tags.label_column is None:
+        raise ShipyardError(
+            f"{name} version {version}: no frozen test set "
+            f"(tags {TAG['test_uri']}, {TAG['label_column']}); register it again"
+        )
     with tempfile.TemporaryDirectory(prefix="shipyard-test-") as tmp:
         test = pd.read_parquet(registry.download(tags.test_uri, Path(tmp)))
     fields = {v: list(registry.signature(name, v)) for v in (version, champion)}
@@ -55,7 +58,7 @@ def _frozen_test_scores(
         )
     new = registry.load_model(name, version).predict_proba(test[fields[version]])[:, 1]
     old = registry.load_model(name, champion).predict_proba(test[fields[champion]])[:, 1]
-    return test[target].to_numpy(), new, old
+    return test[tags.label_column].to_numpy(), new, old
 
 
 def promote(
@@ -63,7 +66,6 @@ def promote(
     ref: str,
     to: str,
     policy: Policy,
-    target: str,
     *,
     force: bool = False,
     reason: str | None = None,
@@ -110,7 +112,7 @@ def promote(
         decision.gates.append(sig)
         if sig.passed:
             cfg = policy.promotion.no_regression
-            y, new, old = _frozen_test_scores(name, version, champion, tags, target)
+            y, new, old = _frozen_test_scores(name, version, champion, tags)
             gate, delta = regression_gate(y, new, old, cfg, policy.promotion.alert_budget)
             decision.gates.append(gate)
             decision.deltas[cfg.metric] = delta
