@@ -89,7 +89,7 @@ class Clients:
                 body = self.payloads[i % len(self.payloads)]
                 i += stride
                 try:
-                    answer = client.post(self.url, content=body)
+                    answer = self._post(client, body)
                 except httpx.HTTPError as err:
                     with self._lock:
                         self.tally.unreachable += 1
@@ -104,6 +104,14 @@ class Clients:
                         self.tally.first_error = f"{status} {answer.content[:200]!r}"
                 if self.pause:
                     time.sleep(self.pause)
+
+    def _post(self, client: httpx.Client, body: bytes) -> httpx.Response:
+        """One request. A kept-alive connection the server closed as we reused it is retried
+        once on a new one, as browsers do; a refused connection is not."""
+        try:
+            return client.post(self.url, content=body)
+        except httpx.RemoteProtocolError:
+            return client.post(self.url, content=body)
 
     def wait(self) -> Tally:
         """Until every body was sent once (repeat=False)."""
