@@ -303,3 +303,41 @@ def test_the_pair_reader_reads_each_line_once_and_waits_for_whole_lines(tmp_path
         handle.write(line("1", "b", 0.2)[20:] + line("2", "b", 0.2))
     found = reader.read()
     assert found.pairs == 2 and len(reader.records) == 4
+
+
+def test_a_controller_that_loses_sight_of_the_canary_aborts_at_weight_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scrape that keeps timing out ends the canary at weight 0, tagged aborted: the
+    controller never crashes with the canary still taking traffic."""
+    from shipyard.deploy import canary, deployment, outcome
+    from shipyard.errors import GateFailed, ShipyardError
+    from shipyard.policy import load_policy
+
+    weights: list[dict[str, Any]] = []
+    aborted: list[str] = []
+    monkeypatch.setattr(deployment, "save_state", lambda state: None)
+    monkeypatch.setattr(deployment, "admin", lambda state, **update: weights.append(update))
+    monkeypatch.setattr(canary, "DRAIN_SECONDS", 0.0)
+    monkeypatch.setattr(outcome, "aborted", lambda name, version: aborted.append(version))
+
+    def timed_out(variant: dict[str, Any]) -> str:
+        raise ShipyardError("GET http://127.0.0.1:1/metrics: ReadTimeout 3 times")
+
+    monkeypatch.setattr(deployment, "scrape", timed_out)
+    state = {
+        "model": "m",
+        "strategy": "canary",
+        "step": 0,
+        "failures": 0,
+        "history": [],
+        "stable": {"port": 1, "pid": 2**22 + 1},
+        "canary": {"port": 2, "pid": 2**22 + 2, "version": "7"},
+        "router": {"port": 3, "pid": 2**22 + 3, "token": "t"},
+    }
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    with pytest.raises(ShipyardError, match="canary aborted at weight 0: GET") as info:
+        canary._advance(state, policy)
+    assert not isinstance(info.value, GateFailed)
+    assert state["status"] == "aborted" and state["weight"] == 0
+    assert weights[-1] == {"weight": 0, "mode": "canary", "canary": None} and aborted == ["7"]

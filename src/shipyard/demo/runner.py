@@ -28,7 +28,14 @@ from shipyard.deploy import processes
 from shipyard.errors import ShipyardError
 
 STEPS = ("pipeline", "first champion", "live traffic", "retrain", "canary", "bad version")
-FINAL = ("promoted", "rejected", "failed to start", "rolled back after restart", "stopped")
+FINAL = (
+    "promoted",
+    "rejected",
+    "aborted",
+    "failed to start",
+    "rolled back after restart",
+    "stopped",
+)
 # Lines worth echoing from a step's output: our progress lines and DVC's stage headers.
 _ECHO = re.compile(r"^\[\s*\d+\.\ds\]|^Running stage|^error:")
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from shipyard.artifacts import progress
 from shipyard.deploy import deployment, outcome, paired, processes
 from shipyard.deploy.analysis import AlertRateTest, Alerts, judge
 from shipyard.deploy.window import Window, parse_metrics, window
-from shipyard.errors import ShipyardError
+from shipyard.errors import GateFailed, ShipyardError
 from shipyard.gates import GateResult
 from shipyard.policy import CanaryPolicy, Policy
 
@@ -238,7 +238,35 @@ def _clearly_off(
 
 
 def _advance(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    """Step through the weights; a failed last step always rejects, whatever was tolerated."""
+    """Step through the weights, then promote or reject; abort if the controller loses sight
+    of the canary (a scrape or a weight change that keeps failing), never crash at a weight."""
+    try:
+        failed = _steps(state, policy)
+    except GateFailed:
+        raise
+    except ShipyardError as err:
+        _abort(state, str(err))
+    if failed is not None:
+        return _reject(state, failed)
+    return _promote(state, policy)
+
+
+def _abort(state: dict[str, Any], reason: str) -> NoReturn:
+    """Weight 0 and the canary stopped, as best it can, then the version tagged aborted."""
+    state.update(weight=0, status="aborted")
+    deployment.save_state(state)
+    try:
+        deployment.admin(state, weight=0, mode="canary", canary=None)
+    except ShipyardError as err:  # the router may be the part that is gone
+        progress("deploy", f"could not set weight 0: {err}")
+    time.sleep(DRAIN_SECONDS)
+    processes.stop(state["canary"]["pid"])
+    outcome.aborted(state["model"], state["canary"]["version"])
+    raise ShipyardError(f"deploy: {state['model']}: canary aborted at weight 0: {reason}")
+
+
+def _steps(state: dict[str, Any], policy: Policy) -> list[GateResult] | None:
+    """Every step's judgement; the failing results when the canary must be rejected."""
     cfg = policy.canary
     saved = state.get("baseline")
     baseline: Window | None = Window(**saved) if saved else None
@@ -288,8 +316,8 @@ def _advance(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
             f"{max(left, 0)} more failed step{'' if left == 1 else 's'} tolerated)",
         )
         if rejects(state["failures"], cfg, final=final, passed=passed):
-            return _reject(state, results)
-    return _promote(state, policy)
+            return results
+    return None
 
 
 def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,20 +61,39 @@ def save_state(state: dict[str, Any]) -> None:
         scratch.write_text(json.dumps(state, indent=2, sort_keys=True))
 
 
+ATTEMPTS = 3  # a loaded machine can miss one 10 s deadline; three in a row is an outage
+
+
+def _call(method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One loopback call, retried on a timeout or a refused connection, then a ShipyardError."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return httpx.request(method, url, timeout=10, **kwargs)
+        except httpx.TransportError as err:
+            if attempt == ATTEMPTS:
+                raise ShipyardError(
+                    f"{method} {url}: {type(err).__name__} {ATTEMPTS} times"
+                ) from None
+            time.sleep(1.0)
+    raise AssertionError("unreachable")
+
+
 def admin(state: dict[str, Any], **update: Any) -> None:
-    answer = httpx.post(
+    answer = _call(
+        "POST",
         f"http://127.0.0.1:{state['router']['port']}/router/weights",
         json=update,
         headers={"Authorization": f"Bearer {state['router']['token']}"},
-        timeout=10,
     )
     if answer.status_code != 200:
         raise ShipyardError(f"router refused the update: {answer.status_code} {answer.text[:200]}")
 
 
 def scrape(variant: dict[str, Any]) -> str:
-    answer = httpx.get(f"http://127.0.0.1:{variant['port']}/metrics", timeout=10)
-    answer.raise_for_status()
+    url = f"http://127.0.0.1:{variant['port']}/metrics"
+    answer = _call("GET", url)
+    if answer.status_code != 200:
+        raise ShipyardError(f"GET {url}: {answer.status_code}")
     return answer.text
 
 
