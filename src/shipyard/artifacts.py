@@ -11,15 +11,38 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARTIFACTS = Path("artifacts")
-VALIDATED = ARTIFACTS / "validated"
-FEATURES = ARTIFACTS / "features"
-MODELS = ARTIFACTS / "models"
-EVAL = ARTIFACTS / "eval"
-REGISTERED = ARTIFACTS / "registered"
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage reads and writes, under one root: a parameter, not a working-directory
+    constant, so a second pipeline (the demo's skewed version, a test) runs beside the first."""
+
+    root: Path = Path("artifacts")
+
+    @property
+    def validated(self) -> Path:
+        return self.root / "validated"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def registered(self) -> Path:
+        return self.root / "registered"
+
 
 _START = time.monotonic()
 LEVEL_ENV = "SHIPYARD_LOG_LEVEL"

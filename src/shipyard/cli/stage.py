@@ -13,7 +13,15 @@ from shipyard.pipeline import STAGES
 @click.command()
 @click.argument("name", type=click.Choice(STAGES))
 @params_option
-def stage(name: str, params_path: Path) -> None:
+@click.option(
+    "--artifacts",
+    "artifacts_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Folder the stages read and write under (a second pipeline runs beside the first).",
+)
+def stage(name: str, params_path: Path, artifacts_root: Path) -> None:
     """Run one pipeline stage (what `dvc repro` calls).
 
     \b
@@ -25,8 +33,9 @@ def stage(name: str, params_path: Path) -> None:
     """
     from importlib import import_module
 
+    from shipyard.artifacts import Layout
     from shipyard.config import load_params
 
     params = load_params(params_path)
     module = import_module(f"shipyard.pipeline.{name}")
-    module.run(params)
+    module.run(params, Layout(artifacts_root))

@@ -14,12 +14,14 @@ from shipyard.cli.options import params_option
 @params_option
 def summary(params_path: Path) -> None:
     """Print the registered version, its test metrics and how to open the MLflow UI."""
-    from shipyard.artifacts import REGISTERED
+    from shipyard.artifacts import Layout
     from shipyard.config import load_params
     from shipyard.errors import ShipyardError
+    from shipyard.pipeline.register import REFERENCE_FILE, REGISTRATION_FILE
 
     params = load_params(params_path)
-    record_path = REGISTERED / "registration.json"
+    registered = Layout().registered
+    record_path = registered / REGISTRATION_FILE
     if not record_path.exists():
         raise ShipyardError(f"{record_path}: not found; run `dvc repro` first")
     record = json.loads(record_path.read_text())
@@ -30,7 +32,7 @@ def summary(params_path: Path) -> None:
     )
     for key, value in record["test"].items():
         click.echo(f"  test {key:<20} {value:.4f}")
-    click.echo(f"reference  {REGISTERED / 'reference.parquet'} (id {record['reference_id']})")
+    click.echo(f"reference  {registered / REFERENCE_FILE} (id {record['reference_id']})")
     click.echo("metrics    dvc metrics show   |   plots: dvc plots show")
     if uri.startswith("sqlite:"):
         click.echo(

@@ -224,10 +224,10 @@ class Demo(Runner):
     def train_bad_version(self) -> None:
         """The skewed stages, then its Bento, so the shadow can start at once."""
         started = time.monotonic()
-        dest = skew.prepare(self.repo, self.repo / "build" / "skewed", self.config.skew)
+        pipeline = skew.prepare(self.repo, Path("build/skewed"), self.config.skew)
         progress("demo", f"bad version: training on {skew.describe(self.config.skew)}")
         for stage in skew.STAGES:
-            self.sh("shipyard", "stage", stage, cwd=dest, step="bad version")
+            self.sh(*pipeline.stage_args(stage), step="bad version")
         version = self.alias("candidate")
         if version is None or version == self.figures.get("v2"):
             raise DemoFailed("demo: step 'bad version': the skewed stages registered no version")

@@ -121,7 +121,6 @@ class Runner:
         self,
         *cmd: str,
         codes: tuple[int, ...] = (0,),
-        cwd: Path | None = None,
         step: str | None = None,
     ) -> int:
         """Run a command in the copy, its output in the step's log; progress lines echoed."""
@@ -134,7 +133,7 @@ class Runner:
             out.write(f"$ {' '.join(cmd)}\n")
             proc = subprocess.Popen(
                 cmd,
-                cwd=cwd or self.repo,
+                cwd=self.repo,
                 env=self.env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,

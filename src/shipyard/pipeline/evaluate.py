@@ -1,8 +1,11 @@
-"""evaluate: score every candidate, pick the best on validation, report it on test."""
+"""evaluate: score every candidate, pick the best on validation, report it on test.
+
+`evaluate` is the pure core over loaded models and frames; `run` reads, logs and writes."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +13,13 @@ import numpy as np
 import pandas as pd
 
 from shipyard import metrics, tracking
-from shipyard.artifacts import EVAL, FEATURES, MODELS, atomic_dir, progress, read_json, write_json
+from shipyard.artifacts import Layout, atomic_dir, progress, write_json
 from shipyard.config import EvaluateSection, Params
-from shipyard.models import storage
-from shipyard.pipeline.featurize import FeatureColumns
-from shipyard.pipeline.train import RUNS_FILE
+from shipyard.pipeline.featurize import SPLITS, FeatureColumns
+from shipyard.pipeline.train import TrainingRuns
+
+METRICS_FILE = "metrics.json"
+CANDIDATES_FILE = "candidates.json"
 
 
 def latency_ms_p50(model: Any, rows: pd.DataFrame) -> float:
@@ -83,51 +88,77 @@ def _figures(y: np.ndarray, p: np.ndarray, threshold: float, name: str) -> None:
         plt.close(fig)
 
 
-def run(params: Params) -> None:
-    with atomic_dir(EVAL) as out:
-        evaluate(params, out)
+@dataclass(frozen=True)
+class Evaluation:
+    """Every candidate's figures and the one chosen; what `run` logs and writes."""
+
+    scores: dict[str, dict[str, dict[str, float]]]
+    test_scores: dict[str, np.ndarray]
+    best: str
+    select_by: str
+    threshold: float  # the best candidate's alert-budget cut on test
+
+    def summary(self) -> dict[str, Any]:
+        """`metrics.json`: what `dvc metrics show` prints and register gates on."""
+        best = self.scores[self.best]
+        return {
+            "test": best["test"],
+            "validation": best["validation"],
+            "threshold_at_budget": self.threshold,
+        }
 
 
-def evaluate(params: Params, out: Path) -> None:
-    cfg, target = params.evaluate, params.data.target
-    runs = read_json(MODELS / RUNS_FILE)
-    cols = FeatureColumns.load(FEATURES / "features.json")
-    splits = {s: pd.read_parquet(FEATURES / f"{s}.parquet") for s in ("validation", "test")}
-    loaded = {
-        name: storage.load(MODELS / name / "model.skops", c["trusted_types"])
-        for name, c in runs["candidates"].items()
-    }
+def evaluate(
+    loaded: dict[str, Any],
+    splits: dict[str, pd.DataFrame],
+    cols: FeatureColumns,
+    target: str,
+    cfg: EvaluateSection,
+) -> Evaluation:
+    """The pure core: score, choose on validation, cut the threshold on test."""
     scores, test_scores = score_candidates(loaded, splits, cols, target, cfg)
     best = pick_best(scores, cfg.select_by)
-    y = splits["test"][target].to_numpy()
-    p = test_scores[best]
-    threshold = metrics.budget_threshold(p, cfg.alert_budget)
-    progress("evaluate", f"best by validation {cfg.select_by}: {best}")
+    threshold = metrics.budget_threshold(test_scores[best], cfg.alert_budget)
+    return Evaluation(scores, test_scores, best, cfg.select_by, threshold)
 
+
+def run(params: Params, layout: Layout) -> None:
+    with atomic_dir(layout.eval) as out:  # a failure also removes a stale output
+        runs = TrainingRuns.load(layout.models)
+        cols = FeatureColumns.load(layout.features / "features.json")
+        splits = {s: pd.read_parquet(layout.features / f"{s}.parquet") for s in SPLITS[1:]}
+        loaded = {name: runs.load_model(layout.models, name) for name in runs.candidates}
+        result = evaluate(loaded, splits, cols, params.data.target, params.evaluate)
+        progress("evaluate", f"best by validation {result.select_by}: {result.best}")
+        y = splits["test"][params.data.target].to_numpy()
+        _log(params, runs, result, y)
+        _write(out, result, y)
+
+
+def _log(params: Params, runs: TrainingRuns, result: Evaluation, y: np.ndarray) -> None:
     tracking.configure(params.base)
-    with tracking.pipeline_run("", {}, run_id=runs["parent_run_id"]):
-        tracking.log_metrics({f"test_{k}": v for k, v in scores[best]["test"].items()})
-        tracking.set_tags({"shipyard.best_candidate": best})
-        for name, c in runs["candidates"].items():
-            with tracking.candidate_run(name, {}, run_id=c["run_id"]):
-                for split, values in scores[name].items():
+    with tracking.pipeline_run("", {}, run_id=runs.parent_run_id):
+        tracking.log_metrics(
+            {f"test_{k}": v for k, v in result.scores[result.best]["test"].items()}
+        )
+        tracking.set_tags({"shipyard.best_candidate": result.best})
+        for name, c in runs.candidates.items():
+            with tracking.candidate_run(name, {}, run_id=c.run_id):
+                for split, values in result.scores[name].items():
                     tracking.log_metrics({f"{split}_{k}": v for k, v in values.items()})
-                cut = metrics.budget_threshold(test_scores[name], cfg.alert_budget)
-                _figures(y, test_scores[name], cut, name)
+                p = result.test_scores[name]
+                _figures(y, p, metrics.budget_threshold(p, params.evaluate.alert_budget), name)
 
+
+def _write(out: Path, result: Evaluation, y: np.ndarray) -> None:
+    p = result.test_scores[result.best]
+    write_json(out / METRICS_FILE, result.summary())
     write_json(
-        out / "metrics.json",
-        {
-            "test": scores[best]["test"],
-            "validation": scores[best]["validation"],
-            "threshold_at_budget": threshold,
-        },
-    )
-    write_json(
-        out / "candidates.json", {"best": best, "select_by": cfg.select_by, "scores": scores}
+        out / CANDIDATES_FILE,
+        {"best": result.best, "select_by": result.select_by, "scores": result.scores},
     )
     plots = out / "plots"
     plots.mkdir()
     write_json(plots / "roc.json", metrics.roc_points(y, p))
     write_json(plots / "prc.json", metrics.pr_points(y, p))
-    write_json(plots / "confusion.json", metrics.confusion_rows(y, p, threshold))
+    write_json(plots / "confusion.json", metrics.confusion_rows(y, p, result.threshold))

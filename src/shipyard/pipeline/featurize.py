@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from shipyard.artifacts import FEATURES, VALIDATED, atomic_dir, progress, write_json
+from shipyard.artifacts import Layout, atomic_dir, progress, write_json
 from shipyard.config import DataSection, FeaturizeSection, Params, SplitConfig
 from shipyard.errors import ShipyardError
 from shipyard.history import feature_names, history_features
@@ -72,9 +72,9 @@ def featurize(
     return split_by_time(table, data.timestamp, cfg.split), cols
 
 
-def run(params: Params) -> None:
-    with atomic_dir(FEATURES) as out:
-        frame = pd.read_parquet(VALIDATED / "data.parquet")
+def run(params: Params, layout: Layout) -> None:
+    with atomic_dir(layout.features) as out:
+        frame = pd.read_parquet(layout.validated / "data.parquet")
         progress("featurize", f"computing history features on {len(frame)} rows")
         splits, cols = featurize(frame, params)
         for name, part in splits.items():

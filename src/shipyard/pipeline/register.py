@@ -1,4 +1,6 @@
-"""register: gate the best candidate on absolute thresholds, then register it as @candidate."""
+"""register: gate the best candidate on absolute thresholds, then register it as @candidate.
+
+`gate`, `reference_sample` and `version_tags` are the pure core; `run` reads and registers."""
 
 from __future__ import annotations
 
@@ -9,28 +11,20 @@ from typing import Any
 import pandas as pd
 
 from shipyard import registry, tracking
-from shipyard.artifacts import (
-    EVAL,
-    FEATURES,
-    MODELS,
-    REGISTERED,
-    atomic_dir,
-    progress,
-    read_json,
-    write_json,
-)
+from shipyard.artifacts import Layout, atomic_dir, progress, read_json, write_json
 from shipyard.config import Params
 from shipyard.errors import GateFailed
 from shipyard.gates import GateResult, check_thresholds, first_failure
 from shipyard.lineage import VERSION_SECTIONS, lineage_tags
-from shipyard.models import storage
+from shipyard.pipeline.evaluate import CANDIDATES_FILE, METRICS_FILE
 from shipyard.pipeline.featurize import FeatureColumns
-from shipyard.pipeline.train import RUNS_FILE
+from shipyard.pipeline.train import TrainingRuns
 from shipyard.schema import dump_ranges, field_ranges
 from shipyard.serving.buckets import dump_bounds, reference_bounds
 from shipyard.tags import TAG, TEST_METRIC_PREFIX
 
 REFERENCE_FILE = "reference.parquet"
+REGISTRATION_FILE = "registration.json"
 TEST_FILE = "test.parquet"  # the frozen test set promotion compares challenger and champion on
 
 
@@ -83,98 +77,89 @@ def reference_id(sample: pd.DataFrame) -> str:
 
 
 def version_tags(
-    runs: dict[str, Any],
+    runs: TrainingRuns,
     best: str,
-    test: dict[str, float],
+    evaluation: dict[str, Any],
     results: list[GateResult],
-    ref_id: str,
-    threshold: float,
-    reference_scores: pd.Series,
+    reference: pd.DataFrame,
     ranges: dict[str, tuple[float, float]],
     lineage: dict[str, str],
     label: str,
 ) -> dict[str, str]:
-    tags = {**runs["tags"], **lineage}  # train's lineage covers less than this version
-    run_id = runs["candidates"][best]["run_id"]
-    tags.update({f"{TEST_METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in test.items()})
+    """Everything a later step reads off the version: promotion, packaging, serving, drift."""
+    tags = {**runs.tags, **lineage}  # train's lineage covers less than this version
+    run_id = runs.candidates[best].run_id
+    tags.update({f"{TEST_METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in evaluation["test"].items()})
     tags.update({f"shipyard.gate.{r.gate}": r.describe() for r in results})
     tags.update(
         {
             TAG["pipeline_gates"]: "passed",
             TAG["candidate"]: best,
-            TAG["pipeline_run_id"]: runs["parent_run_id"],
-            TAG["reference_id"]: ref_id,
+            TAG["pipeline_run_id"]: runs.parent_run_id,
+            TAG["reference_id"]: reference_id(reference),
             TAG["reference_uri"]: f"runs:/{run_id}/reference/{REFERENCE_FILE}",
             TAG["test_uri"]: f"runs:/{run_id}/evaluation/{TEST_FILE}",
             TAG["label_column"]: label,
-            TAG["threshold_at_budget"]: f"{threshold:.6g}",
-            TAG["score_buckets"]: dump_bounds(reference_bounds(reference_scores.to_numpy())),
+            TAG["threshold_at_budget"]: f"{evaluation['threshold_at_budget']:.6g}",
+            TAG["score_buckets"]: dump_bounds(reference_bounds(reference["score"].to_numpy())),
             TAG["field_ranges"]: dump_ranges(ranges),
         }
     )
     return tags
 
 
-def run(params: Params) -> None:
-    with atomic_dir(REGISTERED) as out:  # a failed gate also removes a stale output
-        record = register(params, out)
+def run(params: Params, layout: Layout) -> None:
+    with atomic_dir(layout.registered) as out:  # a failed gate also removes a stale output
+        record = register(params, layout, out)
     progress(
         "register", f"{record['model_name']} version {record['version']} is @{record['alias']}"
     )
 
 
-def register(params: Params, out: Path) -> dict[str, Any]:
-    runs = read_json(MODELS / RUNS_FILE)
-    best = read_json(EVAL / "candidates.json")["best"]
-    evaluation = read_json(EVAL / "metrics.json")
-    test = evaluation["test"]
-    results = gate(test, params)
+def register(params: Params, layout: Layout, out: Path) -> dict[str, Any]:
+    runs = TrainingRuns.load(layout.models)
+    best = read_json(layout.eval / CANDIDATES_FILE)["best"]
+    evaluation = read_json(layout.eval / METRICS_FILE)
+    results = gate(evaluation["test"], params)
     progress("register", "gates passed: " + "; ".join(r.describe() for r in results))
 
-    cand = runs["candidates"][best]
-    model = storage.load(MODELS / best / "model.skops", cand["trusted_types"])
-    cols = FeatureColumns.load(FEATURES / "features.json")
-    train = pd.read_parquet(FEATURES / "train.parquet")
-    sample = reference_sample(train, cols, model, params)
-    ranges = field_ranges(train, cols.numeric, params.data.columns)
-    ref_id = reference_id(sample)
+    cand = runs.candidates[best]
+    cols = FeatureColumns.load(layout.features / "features.json")
+    train = pd.read_parquet(layout.features / "train.parquet")
+    sample = reference_sample(train, cols, runs.load_model(layout.models, best), params)
     sample.to_parquet(out / REFERENCE_FILE, index=False)
+    tags = version_tags(
+        runs,
+        best,
+        evaluation,
+        results,
+        sample,
+        field_ranges(train, cols.numeric, params.data.columns),
+        lineage_tags(params, VERSION_SECTIONS),
+        params.data.target,
+    )
 
     name = params.base.model_name
     tracking.configure(params.base)
     with (
-        tracking.pipeline_run("", {}, run_id=runs["parent_run_id"]),
-        tracking.candidate_run(best, {}, run_id=cand["run_id"]),
+        tracking.pipeline_run("", {}, run_id=runs.parent_run_id),
+        tracking.candidate_run(best, {}, run_id=cand.run_id),
     ):
         tracking.log_artifact(out / REFERENCE_FILE, "reference")
-        tracking.log_artifact(FEATURES / TEST_FILE, "evaluation")
-    threshold = evaluation["threshold_at_budget"]
-    lineage = lineage_tags(params, VERSION_SECTIONS)
-    tags = version_tags(
-        runs,
-        best,
-        test,
-        results,
-        ref_id,
-        threshold,
-        sample["score"],
-        ranges,
-        lineage,
-        params.data.target,
-    )
-    version = registry.register_version(cand["model_uri"], name, cand["run_id"], tags)
+        tracking.log_artifact(layout.features / TEST_FILE, "evaluation")
+    version = registry.register_version(cand.model_uri, name, cand.run_id, tags)
     registry.set_alias(name, registry.CANDIDATE, version)
     record = {
         "model_name": name,
         "version": version,
         "alias": registry.CANDIDATE,
         "candidate": best,
-        "model_uri": cand["model_uri"],
-        "run_id": cand["run_id"],
+        "model_uri": cand.model_uri,
+        "run_id": cand.run_id,
         "tracking_uri": tracking.tracking_uri(params.base),
-        "test": test,
+        "test": evaluation["test"],
         "gates": [r.as_dict() for r in results],
-        "reference_id": ref_id,
+        "reference_id": tags[TAG["reference_id"]],
     }
-    write_json(out / "registration.json", record)
+    write_json(out / REGISTRATION_FILE, record)
     return record

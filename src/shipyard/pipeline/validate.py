@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from shipyard.artifacts import VALIDATED, atomic_dir, progress, write_json
+from shipyard.artifacts import Layout, atomic_dir, progress, write_json
 from shipyard.config import DataSection, Params, ValidateSection
 from shipyard.data.source import read_files
 from shipyard.errors import ValidationFailed
@@ -83,8 +83,8 @@ def rules_checked(data: DataSection, rules: ValidateSection) -> list[str]:
     return [rule for rule, used in applied.items() if used]
 
 
-def run(params: Params) -> None:
-    with atomic_dir(VALIDATED) as out:  # a failed check also removes a stale output
+def run(params: Params, layout: Layout) -> None:
+    with atomic_dir(layout.validated) as out:  # a failed check also removes a stale output
         frame, report = validate(params)
         frame.to_parquet(out / "data.parquet", index=False)
         write_json(out / "report.json", report)
