@@ -12,7 +12,8 @@ The window arithmetic (`window`) and the gates (`analysis`, `paired`) live elsew
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
@@ -35,6 +36,29 @@ DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finis
 PREDICTION_LOG_FLUSH = 1.2  # seconds: a service flushes its prediction log every second
 COMPLETE, TIME_UP = "complete", "step time is up"
 ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault seen early
+
+
+@dataclass(frozen=True)
+class Plant:
+    """Everything the controller reads or moves besides its state file.
+
+    The real router, processes, registry and clock by default. Unit tests pass a simulated
+    fleet and clock instead, so the step, reject, abort and resume logic runs in milliseconds
+    rather than waiting out real windows; a few real-process tests keep the real parts honest.
+    """
+
+    scrape: Callable[[dict[str, Any]], str] = deployment.scrape
+    route: Callable[..., None] = deployment.admin  # (state, weight=, mode=, stable=, canary=)
+    stop: Callable[[int], None] = processes.stop
+    alive: Callable[[int], bool] = processes.alive
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    passed: Callable[[str, str, dict[str, Any], Policy], None] = outcome.passed
+    rejected: Callable[[str, str, str, dict[str, Any]], Exception] = outcome.rejected
+    aborted: Callable[[str, str], None] = outcome.aborted
+
+
+REAL = Plant()
 
 
 def start(name: str, policy: Policy, *, router_port: int = 3000) -> dict[str, Any]:
@@ -141,29 +165,29 @@ def deploy(
         f"stable v{stable['version']} and canary v{canary['version']} behind "
         f"http://127.0.0.1:{router_port} ({strategy})",
     )
-    return _advance(state, policy)
+    return advance(state, policy)
 
 
 def _wait_for_traffic(
-    state: dict[str, Any], policy: Policy, before: tuple[str, str], final: bool
+    state: dict[str, Any], policy: Policy, before: tuple[str, str], final: bool, plant: Plant
 ) -> tuple[Window, Window, tuple[Window, Window], bool]:
     """Scrape once a second until `ready` says the step can be judged.
 
     Returns both step windows, both variants' windows since the canary started, and whether
     the step ended early on a fault.
     """
-    start = time.monotonic()
+    start = plant.clock()
     parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
     first = tuple(parse_metrics(text) for text in state["start_scrapes"])
     while True:
-        time.sleep(min(1.0, policy.canary.step_seconds))
+        plant.sleep(min(1.0, policy.canary.step_seconds))
         after = (
-            parse_metrics(deployment.scrape(state["stable"])),
-            parse_metrics(deployment.scrape(state["canary"])),
+            parse_metrics(plant.scrape(state["stable"])),
+            parse_metrics(plant.scrape(state["canary"])),
         )
         stable, canary = window(parsed[0], after[0]), window(parsed[1], after[1])
         since = (window(first[0], after[0]), window(first[1], after[1]))
-        elapsed = time.monotonic() - start
+        elapsed = plant.clock() - start
         reason = ready(stable, canary, since, policy, elapsed, final)
         if reason is not None:
             if reason not in ON_TIME:
@@ -237,53 +261,54 @@ def _clearly_off(
     return None
 
 
-def _advance(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
+def advance(state: dict[str, Any], policy: Policy, plant: Plant = REAL) -> dict[str, Any]:
     """Step through the weights, then promote or reject; abort if the controller loses sight
     of the canary (a scrape or a weight change that keeps failing), never crash at a weight."""
     try:
-        failed = _steps(state, policy)
+        failed = _steps(state, policy, plant)
     except GateFailed:
         raise
     except ShipyardError as err:
-        _abort(state, str(err))
+        _abort(state, str(err), plant)
     if failed is not None:
-        return _reject(state, failed)
-    return _promote(state, policy)
+        return _reject(state, failed, plant)
+    return _promote(state, policy, plant)
 
 
-def _abort(state: dict[str, Any], reason: str) -> NoReturn:
+def _abort(state: dict[str, Any], reason: str, plant: Plant) -> NoReturn:
     """Weight 0 and the canary stopped, as best it can, then the version tagged aborted."""
     state.update(weight=0, status="aborted")
     deployment.save_state(state)
     try:
-        deployment.admin(state, weight=0, mode="canary", canary=None)
+        plant.route(state, weight=0, mode="canary", canary=None)
     except ShipyardError as err:  # the router may be the part that is gone
         progress("deploy", f"could not set weight 0: {err}")
-    time.sleep(DRAIN_SECONDS)
-    processes.stop(state["canary"]["pid"])
-    outcome.aborted(state["model"], state["canary"]["version"])
+    plant.sleep(DRAIN_SECONDS)
+    plant.stop(state["canary"]["pid"])
+    plant.aborted(state["model"], state["canary"]["version"])
     raise ShipyardError(f"deploy: {state['model']}: canary aborted at weight 0: {reason}")
 
 
-def _steps(state: dict[str, Any], policy: Policy) -> list[GateResult] | None:
+def _steps(state: dict[str, Any], policy: Policy, plant: Plant) -> list[GateResult] | None:
     """Every step's judgement; the failing results when the canary must be rejected."""
     cfg = policy.canary
     saved = state.get("baseline")
     baseline: Window | None = Window(**saved) if saved else None
     state["failures_tolerated"] = cfg.failures_tolerated
-    for i in range(state["step"], len(cfg.steps)):
+    i = state["step"]
+    while i < len(cfg.steps):
         final = i == len(cfg.steps) - 1
         weight = 0 if state["strategy"] == "shadow" else cfg.steps[i]
         state.update(step=i, weight=weight)
         deployment.save_state(state)  # the intended weight is on disk before the router changes
-        deployment.admin(state, weight=weight, mode=state["strategy"])
+        plant.route(state, weight=weight, mode=state["strategy"])
         progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
-        before = (deployment.scrape(state["stable"]), deployment.scrape(state["canary"]))
+        before = (plant.scrape(state["stable"]), plant.scrape(state["canary"]))
         if "start_scrapes" not in state:  # score and alert gates count from here on
             state["start_scrapes"] = list(before)
             state["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
             deployment.save_state(state)
-        stable, canary, since, early = _wait_for_traffic(state, policy, before, final)
+        stable, canary, since, early = _wait_for_traffic(state, policy, before, final, plant)
         if stable.requests >= cfg.min_requests or baseline is None:
             baseline = stable  # at 100% the last well-fed stable window stands in
             state["baseline"] = asdict(baseline)  # and survives a controller restart
@@ -292,7 +317,7 @@ def _steps(state: dict[str, Any], policy: Policy) -> list[GateResult] | None:
         if canary.requests < cfg.min_requests and not early:  # a fault needs no more
             results = [*results, _too_little(canary.requests, cfg.min_requests)]
         if state["strategy"] == "shadow":
-            results += _paired(state, cfg, final)
+            results += _paired(state, cfg, final, plant)
         passed = all(r.passed for r in results)
         state["history"].append(
             {
@@ -317,6 +342,8 @@ def _steps(state: dict[str, Any], policy: Policy) -> list[GateResult] | None:
         )
         if rejects(state["failures"], cfg, final=final, passed=passed):
             return results
+        if passed:  # a tolerated failure repeats its step: no canary steps up on a failure
+            i += 1
     return None
 
 
@@ -325,14 +352,16 @@ def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> b
     return failures > cfg.failures_tolerated or (final and not passed)
 
 
-def _paired(state: dict[str, Any], cfg: CanaryPolicy, final: bool) -> list[GateResult]:
+def _paired(
+    state: dict[str, Any], cfg: CanaryPolicy, final: bool, plant: Plant
+) -> list[GateResult]:
     """Shadow only: stable's and the canary's answers to the same requests, side by side.
 
     On the last step it waits (up to 5 steps' time) for the alerted records the
     disagreement gate needs, as the alert-rate test waits for its expected alerts.
     """
     need = cfg.gates.min_expected_positives
-    start = time.monotonic()
+    start = plant.clock()
     reader = paired.Reader(
         deployment.prediction_log(state["model"]),
         str(state["stable"]["version"]),
@@ -340,9 +369,9 @@ def _paired(state: dict[str, Any], cfg: CanaryPolicy, final: bool) -> list[GateR
         state.get("started_at", ""),  # a state from before pairing: every record
     )
     while True:
-        time.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
+        plant.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
         found = reader.read()
-        waited = time.monotonic() - start
+        waited = plant.clock() - start
         if not final or found.either_alerted >= need or waited > 5 * cfg.step_seconds:
             return paired.gates(found, cfg.paired, cfg.min_requests, need, final=final)
 
@@ -359,14 +388,14 @@ def _analysis(state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
+def _reject(state: dict[str, Any], results: list[GateResult], plant: Plant) -> dict[str, Any]:
     failed = next(r for r in results if not r.passed)
     state.update(weight=0, status="rolling back")
     deployment.save_state(state)
-    deployment.admin(state, weight=0, mode="canary", canary=None)
-    time.sleep(DRAIN_SECONDS)
-    processes.stop(state["canary"]["pid"])
-    error = outcome.rejected(
+    plant.route(state, weight=0, mode="canary", canary=None)
+    plant.sleep(DRAIN_SECONDS)
+    plant.stop(state["canary"]["pid"])
+    error = plant.rejected(
         state["model"], state["canary"]["version"], failed.describe(), _analysis(state)
     )
     state["status"] = "rejected"  # only once the registry says so too
@@ -374,37 +403,37 @@ def _reject(state: dict[str, Any], results: list[GateResult]) -> dict[str, Any]:
     raise error
 
 
-def _promote(state: dict[str, Any], policy: Policy) -> dict[str, Any]:
-    outcome.passed(state["model"], state["canary"]["version"], _analysis(state), policy)
+def _promote(state: dict[str, Any], policy: Policy, plant: Plant) -> dict[str, Any]:
+    plant.passed(state["model"], state["canary"]["version"], _analysis(state), policy)
     # The canary process becomes the stable one; the old stable retires.
-    deployment.admin(
+    plant.route(
         state,
         weight=0,
         mode="canary",
         stable=deployment.url(state["canary"]),
         canary=None,
     )
-    time.sleep(DRAIN_SECONDS)
-    processes.stop(state["stable"]["pid"])
+    plant.sleep(DRAIN_SECONDS)
+    plant.stop(state["stable"]["pid"])
     state.update(stable=state["canary"], canary=None, weight=0, status="promoted")
     deployment.save_state(state)
     return state
 
 
-def resume(name: str, policy: Policy) -> dict[str, Any]:
+def resume(name: str, policy: Policy, plant: Plant = REAL) -> dict[str, Any]:
     """Continue where a dead controller stopped; if a process is gone, roll back to weight 0."""
     state = deployment.load_state(name)
     if state["status"] != "running":
         return state
     needed = [state["stable"]["pid"], state["canary"]["pid"], state["router"]["pid"]]
-    if all(processes.alive(pid) for pid in needed):
+    if all(plant.alive(pid) for pid in needed):
         progress("deploy", f"resuming at step {state['step'] + 1} (weight {state['weight']}%)")
-        return _advance(state, policy)
+        return advance(state, policy, plant)
     state.update(weight=0, status="rolled back after restart")
     deployment.save_state(state)
-    if processes.alive(state["router"]["pid"]):
-        deployment.admin(state, weight=0, mode="canary", canary=None)
-    time.sleep(DRAIN_SECONDS)
-    processes.stop(state["canary"]["pid"])
-    outcome.aborted(name, state["canary"]["version"])
+    if plant.alive(state["router"]["pid"]):
+        plant.route(state, weight=0, mode="canary", canary=None)
+    plant.sleep(DRAIN_SECONDS)
+    plant.stop(state["canary"]["pid"])
+    plant.aborted(name, state["canary"]["version"])
     raise ShipyardError(f"deploy: {name}: a process of the canary is gone; rolled back to weight 0")
