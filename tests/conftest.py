@@ -1,8 +1,10 @@
-"""Shared fixtures: fresh params per test, an isolated MLflow store, no runs left open."""
+"""Shared fixtures: fresh params per test, an isolated MLflow store and runtime folder, no
+runs left open."""
 
 from __future__ import annotations
 
 import copy
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,10 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("SHIPYARD_DECISION_KEY", "test-decision-key")  # decisions are signed
+    if "SHIPYARD_RUNTIME_DIR" not in os.environ:  # a module's own world keeps its folder
+        # Locks, audit logs and prediction logs of one test never meet another's, even when
+        # two pytest workers share the checkout.
+        monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path / "runtime"))
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is not None and mlflow.active_run() is not None:

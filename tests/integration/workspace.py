@@ -17,7 +17,11 @@ from tests.conftest import REPO
 
 def env() -> dict[str, str]:
     """The real environment, on embedded defaults: no tracking server, our venv first on PATH."""
-    out = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+    out = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("MLFLOW_TRACKING") and k != "SHIPYARD_RUNTIME_DIR"
+    }
     out.update(scratch.GIT_IDENTITY)
     out["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{out.get('PATH', '')}"
     out["MLFLOW_DISABLE_TELEMETRY"] = "true"
