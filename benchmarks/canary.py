@@ -19,7 +19,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 from tests.integration import traffic
@@ -28,6 +27,7 @@ from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 from benchmarks._timing import env
 from benchmarks.serving import wrk
 from shipyard.deploy.processes import free_port
+from shipyard.deploy.state import DeploymentState
 from shipyard.traffic import Clients
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,13 +48,13 @@ def run_canary(
     return result, clients, elapsed
 
 
-def router_overhead(tmp: Path, state: dict[str, Any]) -> None:
+def router_overhead(tmp: Path, state: DeploymentState) -> None:
     rows = frame(n=500, seed=3).drop(columns=TARGET).to_dict("records")
     bodies = [json.dumps({"features": r}).encode() for r in rows]
     print("\nrouter overhead (wrk, same load; goal: a few ms at p50)")
     print(f"  {'path':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    direct = f"http://127.0.0.1:{state['stable']['port']}/predict"
-    routed = f"http://127.0.0.1:{state['router']['port']}/predict"
+    direct = f"{state.stable.url}/predict"
+    routed = f"http://127.0.0.1:{state.live_router().port}/predict"
     for label, url in (("direct to stable", direct), ("through the router", routed)):
         fig = wrk(url, bodies, tmp)
         print(f"  {label:<28} {fig['rps']:8.0f} {fig['p50']:8.1f} {fig['p99']:8.1f}")

@@ -10,6 +10,8 @@ from typing import Any
 import psutil
 import pytest
 
+from shipyard.deploy.state import DeploymentState
+
 pytestmark = pytest.mark.slow
 NAME = "fraud-detector"
 
@@ -102,11 +104,12 @@ def test_clients_never_failed_and_never_saw_the_bad_version(demo: dict[str, Any]
 
 
 def test_the_rollback_left_v2_serving(demo: dict[str, Any]) -> None:
-    state = json.loads((demo["repo"] / ".shipyard" / "deploy" / f"{NAME}.json").read_text())
-    assert state["version"] == "3" and state["status"] == "rejected"
-    assert state["stable"]["version"] == "2"
-    assert state["strategy"] == "shadow"
-    assert all(not step["passed"] for step in state["history"])
+    path = demo["repo"] / ".shipyard" / "deploy" / f"{NAME}.json"
+    state = DeploymentState.parse(path.read_text(), str(path))
+    assert state.version == "3" and state.status == "rejected"
+    assert state.stable.version == "2"
+    assert state.strategy == "shadow"
+    assert all(not step.passed for step in state.history)
 
 
 def test_nothing_is_left_running(demo: dict[str, Any]) -> None:

@@ -155,7 +155,7 @@ def test_killed_controller_resumes_at_a_known_weight(
         controller.kill()
         controller.wait(timeout=30)
         state = load_state(NAME)
-        assert (state["status"], state["weight"]) == ("running", 50)
+        assert (state.status, state.weight) == ("running", 50)
         result = subprocess.run(
             ["shipyard", "deploy", "resume", NAME, "--policy", str(world["tmp"] / "policy.yaml")],
             cwd=world["tmp"],

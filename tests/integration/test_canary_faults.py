@@ -88,7 +88,7 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: deploy: {NAME} version {version} rolled back: canary gate ")
     state = load_state(NAME)
-    assert state["status"] == "rejected" and state["weight"] == 0
+    assert state.status == "rejected" and state.weight == 0
     assert FAULTS[fault] & traffic.failed_gates(state)
     # No client saw an error: a canary's 5xx is retried on stable by the router.
     assert {s for s, _ in seen} == {200}
@@ -119,9 +119,9 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     state = load_state(NAME)
-    assert state["status"] == "rejected"
+    assert state.status == "rejected"
     assert "max_logit_shift" in traffic.failed_gates(state)
-    shift = next(g for g in state["history"][-1]["gates"] if g["gate"] == "max_logit_shift")
+    shift = next(g for g in state.history[-1].gates if g["gate"] == "max_logit_shift")
     assert shift["value"] == pytest.approx(2.0, abs=0.3)  # the fault's own size, paired
     assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
 
@@ -138,8 +138,8 @@ def test_an_honest_retrain_passes_and_becomes_champion(in_world: dict[str, Any])
     )
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_state(NAME)
-    assert state["status"] == "promoted"
-    last = {g["gate"]: g["passed"] for g in state["history"][-1]["gates"]}
+    assert state.status == "promoted"
+    last = {g["gate"]: g["passed"] for g in state.history[-1].gates}
     assert last["min_expected_positives"] and last["positive_rate_ratio"]
     assert {s for s, _ in seen} == {200}
     champion = registry.version_by_alias(NAME, "champion")
@@ -155,7 +155,7 @@ def test_an_honest_shadow_passes_on_the_paired_gates(in_world: dict[str, Any]) -
         world["tmp"], world["env"], honest, "shadow", world["tmp"] / "policy.yaml"
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    last = {g["gate"]: g for g in load_state(NAME)["history"][-1]["gates"]}
+    last = {g["gate"]: g for g in load_state(NAME).history[-1].gates}
     assert last["min_pairs"]["passed"] and last["max_logit_shift"]["passed"]
     assert last["max_alert_disagreement"]["passed"]
     assert {s for s, _ in seen} == {200}

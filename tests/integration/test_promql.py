@@ -70,7 +70,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     tags["canary"] = bento.package(NAME, versions["canary"], policy, buckets)
     services = {role: start_service(NAME, v, tags[role], role) for role, v in versions.items()}
     prom_port = processes.free_port()
-    targets = [f"127.0.0.1:{s['port']}" for s in services.values()]
+    targets = [f"127.0.0.1:{s.port}" for s in services.values()]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "shipyard", "static_configs": [{"targets": targets}]}],
@@ -87,7 +87,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     )
     try:
         for s in services.values():
-            processes.wait_ready(f"http://127.0.0.1:{s['port']}/readyz", s["pid"], Path(s["log"]))
+            processes.wait_ready(f"{s.url}/readyz", s.pid, Path(s.log))
         processes.wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prom, tmp / "prometheus.log")
         yield {
             "versions": versions,
@@ -97,7 +97,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
             "buckets": buckets,
         }
     finally:
-        for pid in [prom, *(s["pid"] for s in services.values())]:
+        for pid in [prom, *(s.pid for s in services.values())]:
             processes.stop(pid)
         for k, v in saved.items():
             if v is None:
@@ -123,18 +123,18 @@ def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> N
     services, prom = served["services"], served["prom"]
     _wait_for_scrapes(prom, 2)
     time.sleep(2)  # a zero-traffic sample first, so `increase` starts from it
-    before = {r: _get(f"http://127.0.0.1:{s['port']}/metrics") for r, s in services.items()}
+    before = {r: _get(f"{s.url}/metrics") for r, s in services.items()}
     rows = frame(n=400, seed=5).drop(columns=TARGET).to_dict("records")
     for row in rows:
         for s in services.values():
             request = urllib.request.Request(
-                f"http://127.0.0.1:{s['port']}/predict",
+                f"{s.url}/predict",
                 json.dumps({"features": row}).encode(),
                 {"content-type": "application/json"},
             )
             with urllib.request.urlopen(request, timeout=10) as resp:
                 assert resp.status == 200
-    after = {r: _get(f"http://127.0.0.1:{s['port']}/metrics") for r, s in services.items()}
+    after = {r: _get(f"{s.url}/metrics") for r, s in services.items()}
     time.sleep(3)  # the last counts scraped
     windows = {r: window(parse_metrics(before[r]), parse_metrics(after[r])) for r in services}
     gates = served["policy"].canary.gates

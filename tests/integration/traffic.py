@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from shipyard import traffic
 from shipyard.deploy.processes import free_port
+from shipyard.deploy.state import DeploymentState
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 
 
@@ -42,6 +42,6 @@ def deploy(
     return result, clients.seen()
 
 
-def failed_gates(state: dict[str, Any]) -> set[str]:
+def failed_gates(state: DeploymentState) -> set[str]:
     """Gates that failed in the deployment's last judged step."""
-    return {g["gate"] for g in state["history"][-1]["gates"] if not g["passed"]}
+    return set(state.history[-1].failed_gates())

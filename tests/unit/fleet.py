@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from shipyard.deploy import deployment
 from shipyard.deploy.canary import Plant
+from shipyard.deploy.state import DeploymentState, Router, Variant
 from shipyard.errors import GateFailed, ShipyardError
 from shipyard.serving.buckets import LATENCY_BUCKETS, reference_bounds
 
@@ -162,15 +163,15 @@ class Fleet:
         self.outcomes.append(("rejected", version))
         return GateFailed(f"deploy: {name} version {version} rolled back: canary gate {failed}")
 
-    def _scrape(self, variant: dict[str, Any]) -> str:
+    def _scrape(self, variant: Variant) -> str:
         if self.scrape_fails:
-            raise ShipyardError(f"GET {deployment.url(variant)}/metrics: ReadTimeout 3 times")
-        return (self.stable if variant["version"] == self.stable.version else self.canary).scrape()
+            raise ShipyardError(f"GET {variant.url}/metrics: ReadTimeout 3 times")
+        return (self.stable if variant.version == self.stable.version else self.canary).scrape()
 
-    def _route(self, state: dict[str, Any], **update: Any) -> None:
+    def _route(self, state: DeploymentState, **update: Any) -> None:
         self.routes.append(update)
         # The controller writes the weight it intends before it tells the router.
-        self.weights_on_disk.append(deployment.load_state(state["model"])["weight"])
+        self.weights_on_disk.append(deployment.load_state(state.model).weight)
         self.weight = update.get("weight", self.weight)
         self.mode = update.get("mode", self.mode)
         if "stable" in update:
@@ -213,16 +214,14 @@ class Fleet:
 STABLE_PID, CANARY_PID, ROUTER_PID = 101, 102, 103  # simulated: no real process is touched
 
 
-def running_state(model: str, strategy: str) -> dict[str, Any]:
+def running_state(model: str, strategy: str) -> DeploymentState:
     """A deployment as `deploy` leaves it before its first step (stable v1, canary v2)."""
-    return {
-        **deployment.new_state(
-            model,
-            "2",
-            {"version": "1", "tag": "m:v1", "port": 1, "pid": STABLE_PID, "log": "-"},
-            {"version": "2", "tag": "m:v2", "port": 2, "pid": CANARY_PID, "log": "-"},
-            strategy,
-        ),
-        "status": "running",
-        "router": {"port": 3, "pid": ROUTER_PID, "token": "t", "log": "-"},
-    }
+    return DeploymentState(
+        model=model,
+        version="2",
+        strategy=strategy,
+        status="running",
+        stable=Variant(version="1", tag="m:v1", port=1, pid=STABLE_PID, log="-"),
+        canary=Variant(version="2", tag="m:v2", port=2, pid=CANARY_PID, log="-"),
+        router=Router(port=3, pid=ROUTER_PID, token="t", log="-"),
+    )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from shipyard.deploy import canary, deployment
+from shipyard.deploy.state import DeploymentState
 from shipyard.errors import GateFailed, ShipyardError
 from shipyard.policy import Policy, load_policy
 from tests.conftest import REPO
@@ -54,7 +54,7 @@ def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "runtime"
 
 
-def fleet_of(behaviour: Behaviour, strategy: str = "canary") -> tuple[Fleet, dict[str, Any]]:
+def fleet_of(behaviour: Behaviour, strategy: str = "canary") -> tuple[Fleet, DeploymentState]:
     log = deployment.prediction_log("m")
     log.mkdir(parents=True)
     fleet = Fleet(Service("1", HONEST, log), Service("2", behaviour, log))
@@ -63,8 +63,8 @@ def fleet_of(behaviour: Behaviour, strategy: str = "canary") -> tuple[Fleet, dic
     return fleet, state
 
 
-def failed_gates(state: dict[str, Any]) -> set[str]:
-    return {g["gate"] for g in state["history"][-1]["gates"] if not g["passed"]}
+def failed_gates(state: DeploymentState) -> set[str]:
+    return set(state.history[-1].failed_gates())
 
 
 def test_an_honest_canary_steps_through_every_weight_and_becomes_stable(policy: Policy) -> None:
@@ -73,7 +73,7 @@ def test_an_honest_canary_steps_through_every_weight_and_becomes_stable(policy: 
     steps = policy.canary.steps
     assert [r["weight"] for r in fleet.routes[: len(steps)]] == steps
     assert fleet.weights_on_disk[: len(steps)] == steps  # on disk before the router moved
-    assert final["status"] == "promoted" and fleet.outcomes == [("passed", "2")]
+    assert final.status == "promoted" and fleet.outcomes == [("passed", "2")]
     assert fleet.routes[-1] == {
         "weight": 0,
         "mode": "canary",
@@ -82,9 +82,9 @@ def test_an_honest_canary_steps_through_every_weight_and_becomes_stable(policy: 
     }
     assert fleet.stopped == [STABLE_PID]  # the old stable retires; the canary serves on
     saved = deployment.load_state("m")
-    assert saved["status"] == "promoted" and saved["stable"]["version"] == "2"
-    assert all(h["passed"] for h in saved["history"]) and len(saved["history"]) == len(steps)
-    assert all(h["canary_requests"] >= policy.canary.min_requests for h in saved["history"])
+    assert saved.status == "promoted" and saved.stable.version == "2"
+    assert all(h.passed for h in saved.history) and len(saved.history) == len(steps)
+    assert all(h.canary_requests >= policy.canary.min_requests for h in saved.history)
     assert fleet.client_errors == 0
 
 
@@ -96,7 +96,7 @@ def test_a_broken_canary_is_rolled_back_by_its_gate_before_half_the_traffic(
     with pytest.raises(GateFailed, match="rolled back: canary gate"):
         canary.advance(state, policy, fleet.plant())
     saved = deployment.load_state("m")
-    assert saved["status"] == "rejected" and saved["weight"] == 0
+    assert saved.status == "rejected" and saved.weight == 0
     assert CAUGHT_BY[fault] & failed_gates(saved), failed_gates(saved)
     assert fleet.outcomes == [("rejected", "2")]
     assert fleet.routes[-1] == {"weight": 0, "mode": "canary", "canary": None}
@@ -108,9 +108,9 @@ def test_a_broken_canary_is_rolled_back_by_its_gate_before_half_the_traffic(
 def test_an_honest_shadow_passes_on_the_paired_gates(policy: Policy) -> None:
     fleet, state = fleet_of(HONEST, "shadow")
     final = canary.advance(state, policy, fleet.plant())
-    assert final["status"] == "promoted"
+    assert final.status == "promoted"
     assert {r["weight"] for r in fleet.routes[:-1]} == {0}  # no client ever got the canary
-    last = {g["gate"]: g for g in final["history"][-1]["gates"]}
+    last = {g["gate"]: g for g in final.history[-1].gates}
     for gate in ("min_pairs", "max_logit_shift", "max_alert_disagreement"):
         assert last[gate]["passed"], last[gate]
 
@@ -120,7 +120,7 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(policy: Policy) -> 
     with pytest.raises(GateFailed):
         canary.advance(state, policy, fleet.plant())
     saved = deployment.load_state("m")
-    shift = next(g for g in saved["history"][-1]["gates"] if g["gate"] == "max_logit_shift")
+    shift = next(g for g in saved.history[-1].gates if g["gate"] == "max_logit_shift")
     assert not shift["passed"] and shift["value"] == pytest.approx(2.0, abs=0.3)
 
 
@@ -130,13 +130,13 @@ def test_a_killed_controller_resumes_at_the_weight_it_left_on_disk(policy: Polic
     with pytest.raises(KeyboardInterrupt):
         canary.advance(state, policy, fleet.plant())
     left = deployment.load_state("m")
-    assert (left["status"], left["step"], left["weight"]) == ("running", 1, 25)
-    assert len(left["history"]) == 1 and fleet.outcomes == []
+    assert (left.status, left.step, left.weight) == ("running", 1, 25)
+    assert len(left.history) == 1 and fleet.outcomes == []
     done = len(fleet.routes)
     final = canary.resume("m", policy, fleet.plant())
     assert [r["weight"] for r in fleet.routes[done : done + 3]] == [25, 50, 100]
-    assert final["status"] == "promoted" and fleet.outcomes == [("passed", "2")]
-    assert [h["step"] for h in final["history"]] == [1, 2, 3, 4]
+    assert final.status == "promoted" and fleet.outcomes == [("passed", "2")]
+    assert [h.step for h in final.history] == [1, 2, 3, 4]
 
 
 @pytest.mark.parametrize("gone", [CANARY_PID, STABLE_PID, ROUTER_PID])
@@ -150,7 +150,7 @@ def test_a_resume_with_a_process_gone_rolls_back_to_weight_zero(policy: Policy, 
     with pytest.raises(ShipyardError, match="a process of the canary is gone; rolled back"):
         canary.resume("m", policy, fleet.plant())
     saved = deployment.load_state("m")
-    assert (saved["status"], saved["weight"]) == ("rolled back after restart", 0)
+    assert (saved.status, saved.weight) == ("rolled back after restart", 0)
     assert fleet.outcomes == [("aborted", "2")] and CANARY_PID in fleet.stopped
     # The weight goes back to 0 through the router when the router is still there.
     assert fleet.routes[done:] == (
@@ -162,7 +162,7 @@ def test_a_finished_deployment_is_not_resumed(policy: Policy) -> None:
     fleet, state = fleet_of(HONEST)
     canary.advance(state, policy, fleet.plant())
     done = len(fleet.routes)
-    assert canary.resume("m", policy, fleet.plant())["status"] == "promoted"
+    assert canary.resume("m", policy, fleet.plant()).status == "promoted"
     assert len(fleet.routes) == done and fleet.outcomes == [("passed", "2")]
 
 
@@ -178,7 +178,7 @@ def test_a_controller_that_loses_sight_of_the_canary_aborts_at_weight_zero(
         canary.advance(state, policy, fleet.plant())
     assert not isinstance(info.value, GateFailed)
     saved = deployment.load_state("m")
-    assert saved["status"] == "aborted" and saved["weight"] == 0
+    assert saved.status == "aborted" and saved.weight == 0
     assert fleet.routes[-1] == {"weight": 0, "mode": "canary", "canary": None}
     assert fleet.outcomes == [("aborted", "2")] and fleet.stopped == [CANARY_PID]
 
@@ -192,13 +192,13 @@ def test_one_failed_step_is_tolerated_but_a_failed_last_step_never_is(policy: Po
     real_sleep = fleet._sleep
 
     def heal(seconds: float) -> None:  # the canary errors only in its first step
-        if len(deployment.load_state("m")["history"]) >= 1:
+        if len(deployment.load_state("m").history) >= 1:
             fleet.canary.behaviour = recovered
         real_sleep(seconds)
 
     final = canary.advance(state, policy, replace(fleet.plant(), sleep=heal))
-    assert final["status"] == "promoted"
-    assert [(h["step"], h["passed"]) for h in final["history"]] == [
+    assert final.status == "promoted"
+    assert [(h.step, h.passed) for h in final.history] == [
         (1, False),  # repeated at its weight, not stepped past
         (1, True),
         (2, True),

@@ -103,7 +103,7 @@ def run(
     from shipyard.deploy import canary
 
     state = canary.deploy(name, ref, policy, strategy=strategy, router_port=port)
-    click.echo(f"{name} version {state['version']}: {state['status']}")
+    click.echo(f"{name} version {state.version}: {state.status}")
 
 
 @deploy.command()
@@ -125,7 +125,7 @@ def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
     params = load_params(params_path)
     tracking.configure(params.base)
     state = canary.start(model, load_policy(policy_path), router_port=port)
-    click.echo(f"{model} version {state['version']}: {state['status']} on port {port}")
+    click.echo(f"{model} version {state.version}: {state.status} on port {port}")
 
 
 @deploy.command()
@@ -142,7 +142,7 @@ def resume(model: str, params_path: Path, policy_path: Path) -> None:
     params = load_params(params_path)
     tracking.configure(params.base)
     state = canary.resume(model, load_policy(policy_path))
-    click.echo(f"{model}: {state['status']}")
+    click.echo(f"{model}: {state.status}")
 
 
 @deploy.command()
@@ -154,26 +154,24 @@ def status(model: str) -> None:
 
     state = deployment.load_state(model)
     click.echo(
-        f"{model}: {state['status']} ({state['strategy'] or 'no canary'}), "
-        f"canary weight {state['weight']}%"
+        f"{model}: {state.status} ({state.strategy or 'no canary'}), canary weight {state.weight}%"
     )
-    for role in ("stable", "canary"):
-        v = state.get(role)
-        if v:
-            click.echo(f"  {role:<7} version {v['version']}  {v['tag']}  port {v['port']}")
-    if "failures_tolerated" in state:
-        left = max(state["failures_tolerated"] - state["failures"], 0)
+    for role, v in (("stable", state.stable), ("canary", state.canary)):
+        if v is not None:
+            click.echo(f"  {role:<7} version {v.version}  {v.tag}  port {v.port}")
+    if state.failures_tolerated is not None:
+        left = max(state.failures_tolerated - state.failures, 0)
         click.echo(
-            f"  failed steps: {state['failures']}; {left} more tolerated before rollback "
+            f"  failed steps: {state.failures}; {left} more tolerated before rollback "
             "(a failed last step always rolls back)"
         )
-    for step in state["history"]:
-        word = "passed" if step["passed"] else "FAILED"
+    for step in state.history:
+        word = "passed" if step.passed else "FAILED"
         click.echo(
-            f"  step {step['step']} weight {step['weight']}%: {word} "
-            f"(stable {step['stable_requests']:.0f} req, canary {step['canary_requests']:.0f} req)"
+            f"  step {step.step} weight {step.weight}%: {word} "
+            f"(stable {step.stable_requests:.0f} req, canary {step.canary_requests:.0f} req)"
         )
-        for gate in step["gates"]:
+        for gate in step.gates:
             click.echo(f"    {GateResult(**gate).describe()}")
 
 

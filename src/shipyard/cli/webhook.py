@@ -74,7 +74,7 @@ def serve(
                     state = canary.deploy(
                         event.model, event.version, policy, router_port=deploy_port
                     )
-                    click.echo(f"webhook: version {event.version}: {state['status']}", err=True)
+                    click.echo(f"webhook: version {event.version}: {state.status}", err=True)
                 except ShipyardError as err:
                     click.echo(f"webhook: version {event.version}: {err}", err=True)
 

@@ -209,15 +209,15 @@ class Demo(Runner):
         finally:
             tally = clients.close()
         self.figures["traffic"]["canary"] = traffic_figures(tally)
-        self.figures["canary"] = {"version": version, "status": state["status"]}
+        self.figures["canary"] = {"version": version, "status": state.status}
         progress(
             "demo",
-            f"canary of v{version}: {state['status']}; "
+            f"canary of v{version}: {state.status}; "
             f"{tally.failed} of {tally.sent} client requests failed",
         )
-        if state["status"] != "promoted":
+        if state.status != "promoted":
             raise DemoFailed(
-                f"demo: step 'canary': version {version} ended {state['status']}, not promoted; "
+                f"demo: step 'canary': version {version} ended {state.status}, not promoted; "
                 f"`shipyard deploy status {self.name}` in {self.repo}"
             )
 
@@ -261,18 +261,18 @@ class Demo(Runner):
         finally:
             tally = clients.close()
         self.figures["traffic"]["bad version"] = traffic_figures(tally)
-        failed = [g["gate"] for g in state["history"][-1]["gates"] if not g["passed"]]
+        failed = state.history[-1].failed_gates()
         self.figures["bad_version"] = {
             "version": version,
-            "status": state["status"],
+            "status": state.status,
             "failed_gates": failed,
         }
         progress(
             "demo",
-            f"shadow of v{version}: {state['status']} ({', '.join(failed)}); "
+            f"shadow of v{version}: {state.status} ({', '.join(failed)}); "
             f"answers clients got, by variant: {tally.by_variant()}",
         )
-        if state["status"] != "rejected":
+        if state.status != "rejected":
             raise DemoFailed(
-                f"demo: step 'bad version': version {version} ended {state['status']}, not rejected"
+                f"demo: step 'bad version': version {version} ended {state.status}, not rejected"
             )

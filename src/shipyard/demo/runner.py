@@ -3,7 +3,6 @@ and a failure turned into one line naming the step and the log."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -25,6 +24,7 @@ from shipyard.artifacts import progress
 from shipyard.demo import scratch, services
 from shipyard.demo.config import DemoConfig
 from shipyard.deploy import processes
+from shipyard.deploy.state import DeploymentState
 from shipyard.errors import ShipyardError
 
 STEPS = ("pipeline", "first champion", "live traffic", "retrain", "canary", "bad version")
@@ -169,7 +169,7 @@ class Runner:
 
     def await_deployment(
         self, version: str, at_step: tuple[int, Callable[[], None]] | None = None
-    ) -> dict[str, Any]:
+    ) -> DeploymentState:
         """Until the canary the webhook started for `version` has an outcome.
 
         `at_step` (index, callback): the callback runs once when the canary reaches that step.
@@ -189,12 +189,12 @@ class Runner:
             if not processes.alive(receiver.pid):
                 raise DemoFailed(f"demo: the webhook receiver exited; log: {receiver.log}")
             if path.exists():
-                state: dict[str, Any] = json.loads(path.read_text())
-                if str(state.get("version")) != version:
+                state = DeploymentState.parse(path.read_text(), str(path))
+                if state.version != version:
                     continue
-                if state.get("status") in FINAL:
+                if state.status in FINAL:
                     return state
-                if at_step and state.get("status") == "running" and state["step"] >= at_step[0]:
+                if at_step and state.status == "running" and state.step >= at_step[0]:
                     at_step[1]()
                     at_step = None
         raise DemoFailed(

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from shipyard.artifacts import progress
 from shipyard.deploy import deployment, outcome, paired, processes
 from shipyard.deploy.analysis import AlertRateTest, Alerts, judge
+from shipyard.deploy.state import DeploymentState, Step, Variant
 from shipyard.deploy.window import Window, parse_metrics, window
 from shipyard.errors import GateFailed, ShipyardError
 from shipyard.gates import GateResult
@@ -47,7 +48,7 @@ class Plant:
     rather than waiting out real windows; a few real-process tests keep the real parts honest.
     """
 
-    scrape: Callable[[dict[str, Any]], str] = deployment.scrape
+    scrape: Callable[[Variant], str] = deployment.scrape
     route: Callable[..., None] = deployment.admin  # (state, weight=, mode=, stable=, canary=)
     stop: Callable[[int], None] = processes.stop
     alive: Callable[[int], bool] = processes.alive
@@ -61,7 +62,7 @@ class Plant:
 REAL = Plant()
 
 
-def start(name: str, policy: Policy, *, router_port: int = 3000) -> dict[str, Any]:
+def start(name: str, policy: Policy, *, router_port: int = 3000) -> DeploymentState:
     """Serve @champion behind the router with no canary: the stable later canaries join."""
     from shipyard import bento, registry
 
@@ -77,19 +78,19 @@ def start(name: str, policy: Policy, *, router_port: int = 3000) -> dict[str, An
     stable = deployment.start_service(
         name, champion, bento.package(name, champion, policy), "stable"
     )
-    state = deployment.new_state(name, champion, stable)
+    state = DeploymentState(model=name, version=champion, stable=stable)
     deployment.save_state(state)
     try:
         deployment.wait_ready(stable)
-        state["router"] = deployment.start_router(name, stable, None, "canary", router_port)
+        state.router = deployment.start_router(name, stable, None, "canary", router_port)
         deployment.save_state(state)
-        deployment.wait_ready(state["router"], "/livez")
+        deployment.wait_router(state.router)
     except Exception:
         deployment.stop_all(name)
-        state["status"] = "failed to start"
+        state.status = "failed to start"
         deployment.save_state(state)
         raise
-    state["status"] = "serving"
+    state.status = "serving"
     deployment.save_state(state)
     progress("deploy", f"v{champion} serving on http://127.0.0.1:{router_port}")
     return state
@@ -110,7 +111,7 @@ def deploy(
     *,
     strategy: str | None = None,
     router_port: int = 3000,
-) -> dict[str, Any]:
+) -> DeploymentState:
     """Start the canary beside stable and step through the policy; returns the final state.
 
     The strategy defaults to what promotion recorded on the version. A stable already
@@ -129,47 +130,49 @@ def deploy(
             name, champion, bento.package(name, champion, policy), "stable"
         )
     else:
-        stable = serving["stable"]
+        stable = serving.stable
     # The canary counts its scores in the buckets stable counts in, or PSI compares nothing.
-    buckets = bento.served_buckets(stable["tag"])
+    buckets = bento.served_buckets(stable.tag)
     canary = deployment.start_service(
         name, challenger, bento.package(name, challenger, policy, buckets), "canary"
     )
-    state = deployment.new_state(name, challenger, stable, canary, strategy)
+    state = DeploymentState(
+        model=name, version=challenger, stable=stable, canary=canary, strategy=strategy
+    )
     if serving is not None:
-        state["router"] = serving["router"]
+        state.router = serving.router
     deployment.save_state(state)
     try:
         for variant in (stable, canary):
             deployment.wait_ready(variant)
         # Clients reach the canary only once both variants can answer.
         if serving is None:
-            state["router"] = deployment.start_router(name, stable, canary, strategy, router_port)
+            state.router = deployment.start_router(name, stable, canary, strategy, router_port)
             deployment.save_state(state)
-            deployment.wait_ready(state["router"], "/livez")
+            deployment.wait_router(state.router)
         else:
-            deployment.admin(state, weight=0, mode=strategy, canary=deployment.url(canary))
+            deployment.admin(state, weight=0, mode=strategy, canary=canary.url)
     except Exception:
         if serving is None:
             deployment.stop_all(name)
         else:  # stable keeps serving; only the canary goes
-            processes.stop(canary["pid"])
-            state["canary"] = None
-        state["status"] = "failed to start"
+            processes.stop(canary.pid)
+            state.canary = None
+        state.status = "failed to start"
         deployment.save_state(state)
         raise
-    state["status"] = "running"
+    state.status = "running"
     deployment.save_state(state)
     progress(
         "deploy",
-        f"stable v{stable['version']} and canary v{canary['version']} behind "
+        f"stable v{stable.version} and canary v{canary.version} behind "
         f"http://127.0.0.1:{router_port} ({strategy})",
     )
     return advance(state, policy)
 
 
 def _wait_for_traffic(
-    state: dict[str, Any], policy: Policy, before: tuple[str, str], final: bool, plant: Plant
+    state: DeploymentState, policy: Policy, before: tuple[str, str], final: bool, plant: Plant
 ) -> tuple[Window, Window, tuple[Window, Window], bool]:
     """Scrape once a second until `ready` says the step can be judged.
 
@@ -178,12 +181,12 @@ def _wait_for_traffic(
     """
     start = plant.clock()
     parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
-    first = tuple(parse_metrics(text) for text in state["start_scrapes"])
+    first = tuple(parse_metrics(text) for text in state.start_scrapes or before)
     while True:
         plant.sleep(min(1.0, policy.canary.step_seconds))
         after = (
-            parse_metrics(plant.scrape(state["stable"])),
-            parse_metrics(plant.scrape(state["canary"])),
+            parse_metrics(plant.scrape(state.stable)),
+            parse_metrics(plant.scrape(state.live_canary())),
         )
         stable, canary = window(parsed[0], after[0]), window(parsed[1], after[1])
         since = (window(first[0], after[0]), window(first[1], after[1]))
@@ -261,7 +264,7 @@ def _clearly_off(
     return None
 
 
-def advance(state: dict[str, Any], policy: Policy, plant: Plant = REAL) -> dict[str, Any]:
+def advance(state: DeploymentState, policy: Policy, plant: Plant = REAL) -> DeploymentState:
     """Step through the weights, then promote or reject; abort if the controller loses sight
     of the canary (a scrape or a weight change that keeps failing), never crash at a weight."""
     try:
@@ -275,72 +278,71 @@ def advance(state: dict[str, Any], policy: Policy, plant: Plant = REAL) -> dict[
     return _promote(state, policy, plant)
 
 
-def _abort(state: dict[str, Any], reason: str, plant: Plant) -> NoReturn:
+def _abort(state: DeploymentState, reason: str, plant: Plant) -> NoReturn:
     """Weight 0 and the canary stopped, as best it can, then the version tagged aborted."""
-    state.update(weight=0, status="aborted")
+    state.weight, state.status = 0, "aborted"
     deployment.save_state(state)
     try:
         plant.route(state, weight=0, mode="canary", canary=None)
     except ShipyardError as err:  # the router may be the part that is gone
         progress("deploy", f"could not set weight 0: {err}")
     plant.sleep(DRAIN_SECONDS)
-    plant.stop(state["canary"]["pid"])
-    plant.aborted(state["model"], state["canary"]["version"])
-    raise ShipyardError(f"deploy: {state['model']}: canary aborted at weight 0: {reason}")
+    plant.stop(state.live_canary().pid)
+    plant.aborted(state.model, state.live_canary().version)
+    raise ShipyardError(f"deploy: {state.model}: canary aborted at weight 0: {reason}")
 
 
-def _steps(state: dict[str, Any], policy: Policy, plant: Plant) -> list[GateResult] | None:
+def _steps(state: DeploymentState, policy: Policy, plant: Plant) -> list[GateResult] | None:
     """Every step's judgement; the failing results when the canary must be rejected."""
     cfg = policy.canary
-    saved = state.get("baseline")
-    baseline: Window | None = Window(**saved) if saved else None
-    state["failures_tolerated"] = cfg.failures_tolerated
-    i = state["step"]
+    baseline: Window | None = Window(**state.baseline) if state.baseline else None
+    state.failures_tolerated = cfg.failures_tolerated
+    i = state.step
     while i < len(cfg.steps):
         final = i == len(cfg.steps) - 1
-        weight = 0 if state["strategy"] == "shadow" else cfg.steps[i]
-        state.update(step=i, weight=weight)
+        weight = 0 if state.strategy == "shadow" else cfg.steps[i]
+        state.step, state.weight = i, weight
         deployment.save_state(state)  # the intended weight is on disk before the router changes
-        plant.route(state, weight=weight, mode=state["strategy"])
+        plant.route(state, weight=weight, mode=state.strategy)
         progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
-        before = (plant.scrape(state["stable"]), plant.scrape(state["canary"]))
-        if "start_scrapes" not in state:  # score and alert gates count from here on
-            state["start_scrapes"] = list(before)
-            state["started_at"] = datetime.now(UTC).isoformat(timespec="milliseconds")
+        before = (plant.scrape(state.stable), plant.scrape(state.live_canary()))
+        if state.start_scrapes is None:  # score and alert gates count from here on
+            state.start_scrapes = list(before)
+            state.started_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             deployment.save_state(state)
         stable, canary, since, early = _wait_for_traffic(state, policy, before, final, plant)
         if stable.requests >= cfg.min_requests or baseline is None:
             baseline = stable  # at 100% the last well-fed stable window stands in
-            state["baseline"] = asdict(baseline)  # and survives a controller restart
+            state.baseline = asdict(baseline)  # and survives a controller restart
         budget = policy.promotion.alert_budget
         results = judge(baseline, canary, cfg.gates, since, final=final, budget=budget)
         if canary.requests < cfg.min_requests and not early:  # a fault needs no more
             results = [*results, _too_little(canary.requests, cfg.min_requests)]
-        if state["strategy"] == "shadow":
+        if state.strategy == "shadow":
             results += _paired(state, cfg, final, plant)
         passed = all(r.passed for r in results)
-        state["history"].append(
-            {
-                "step": i + 1,
-                "weight": weight,
-                "passed": passed,
-                "stable_requests": stable.requests,
-                "canary_requests": canary.requests,
-                "canary_requests_total": since[1].requests,
-                "gates": [r.as_dict() for r in results],
-            }
+        state.history.append(
+            Step(
+                step=i + 1,
+                weight=weight,
+                passed=passed,
+                stable_requests=stable.requests,
+                canary_requests=canary.requests,
+                canary_requests_total=since[1].requests,
+                gates=[r.as_dict() for r in results],
+            )
         )
         if not passed:
-            state["failures"] += 1
+            state.failures += 1
         deployment.save_state(state)
-        left = cfg.failures_tolerated - state["failures"]
+        left = cfg.failures_tolerated - state.failures
         progress(
             "deploy",
             f"step {i + 1}: {'passed' if passed else 'FAILED'} "
             f"({canary.requests:.0f} canary requests; "
             f"{max(left, 0)} more failed step{'' if left == 1 else 's'} tolerated)",
         )
-        if rejects(state["failures"], cfg, final=final, passed=passed):
+        if rejects(state.failures, cfg, final=final, passed=passed):
             return results
         if passed:  # a tolerated failure repeats its step: no canary steps up on a failure
             i += 1
@@ -353,7 +355,7 @@ def rejects(failures: int, cfg: CanaryPolicy, *, final: bool, passed: bool) -> b
 
 
 def _paired(
-    state: dict[str, Any], cfg: CanaryPolicy, final: bool, plant: Plant
+    state: DeploymentState, cfg: CanaryPolicy, final: bool, plant: Plant
 ) -> list[GateResult]:
     """Shadow only: stable's and the canary's answers to the same requests, side by side.
 
@@ -363,10 +365,10 @@ def _paired(
     need = cfg.gates.min_expected_positives
     start = plant.clock()
     reader = paired.Reader(
-        deployment.prediction_log(state["model"]),
-        str(state["stable"]["version"]),
-        str(state["canary"]["version"]),
-        state.get("started_at", ""),  # a state from before pairing: every record
+        deployment.prediction_log(state.model),
+        str(state.stable.version),
+        str(state.live_canary().version),
+        state.started_at or "",  # a state from before pairing: every record
     )
     while True:
         plant.sleep(PREDICTION_LOG_FLUSH)  # the last second's records reach the log
@@ -380,60 +382,61 @@ def _too_little(seen: float, needed: int) -> GateResult:
     return GateResult("min_requests", False, seen, float(needed), ">=")
 
 
-def _analysis(state: dict[str, Any]) -> dict[str, Any]:
+def _analysis(state: DeploymentState) -> dict[str, Any]:
     return {
-        "strategy": state["strategy"],
-        "stable_version": state["stable"]["version"],
-        "steps": state["history"],
+        "strategy": state.strategy,
+        "stable_version": state.stable.version,
+        "steps": [step.model_dump() for step in state.history],
     }
 
 
-def _reject(state: dict[str, Any], results: list[GateResult], plant: Plant) -> dict[str, Any]:
+def _reject(state: DeploymentState, results: list[GateResult], plant: Plant) -> NoReturn:
     failed = next(r for r in results if not r.passed)
-    state.update(weight=0, status="rolling back")
+    state.weight, state.status = 0, "rolling back"
     deployment.save_state(state)
     plant.route(state, weight=0, mode="canary", canary=None)
     plant.sleep(DRAIN_SECONDS)
-    plant.stop(state["canary"]["pid"])
+    plant.stop(state.live_canary().pid)
     error = plant.rejected(
-        state["model"], state["canary"]["version"], failed.describe(), _analysis(state)
+        state.model, state.live_canary().version, failed.describe(), _analysis(state)
     )
-    state["status"] = "rejected"  # only once the registry says so too
+    state.status = "rejected"  # only once the registry says so too
     deployment.save_state(state)
     raise error
 
 
-def _promote(state: dict[str, Any], policy: Policy, plant: Plant) -> dict[str, Any]:
-    plant.passed(state["model"], state["canary"]["version"], _analysis(state), policy)
+def _promote(state: DeploymentState, policy: Policy, plant: Plant) -> DeploymentState:
+    plant.passed(state.model, state.live_canary().version, _analysis(state), policy)
     # The canary process becomes the stable one; the old stable retires.
     plant.route(
         state,
         weight=0,
         mode="canary",
-        stable=deployment.url(state["canary"]),
+        stable=state.live_canary().url,
         canary=None,
     )
     plant.sleep(DRAIN_SECONDS)
-    plant.stop(state["stable"]["pid"])
-    state.update(stable=state["canary"], canary=None, weight=0, status="promoted")
+    plant.stop(state.stable.pid)
+    state.stable, state.canary = state.live_canary(), None
+    state.weight, state.status = 0, "promoted"
     deployment.save_state(state)
     return state
 
 
-def resume(name: str, policy: Policy, plant: Plant = REAL) -> dict[str, Any]:
+def resume(name: str, policy: Policy, plant: Plant = REAL) -> DeploymentState:
     """Continue where a dead controller stopped; if a process is gone, roll back to weight 0."""
     state = deployment.load_state(name)
-    if state["status"] != "running":
+    if state.status != "running":
         return state
-    needed = [state["stable"]["pid"], state["canary"]["pid"], state["router"]["pid"]]
-    if all(plant.alive(pid) for pid in needed):
-        progress("deploy", f"resuming at step {state['step'] + 1} (weight {state['weight']}%)")
+    canary, router = state.live_canary(), state.live_router()
+    if all(plant.alive(pid) for pid in (state.stable.pid, canary.pid, router.pid)):
+        progress("deploy", f"resuming at step {state.step + 1} (weight {state.weight}%)")
         return advance(state, policy, plant)
-    state.update(weight=0, status="rolled back after restart")
+    state.weight, state.status = 0, "rolled back after restart"
     deployment.save_state(state)
-    if plant.alive(state["router"]["pid"]):
+    if plant.alive(router.pid):
         plant.route(state, weight=0, mode="canary", canary=None)
     plant.sleep(DRAIN_SECONDS)
-    plant.stop(state["canary"]["pid"])
-    plant.aborted(name, state["canary"]["version"])
+    plant.stop(canary.pid)
+    plant.aborted(name, canary.version)
     raise ShipyardError(f"deploy: {name}: a process of the canary is gone; rolled back to weight 0")

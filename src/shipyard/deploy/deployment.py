@@ -1,12 +1,8 @@
-"""A local deployment: its `bentoml serve` processes, its router, and its state file.
-
-The state file is the deployment's only memory: every change of weight or outcome is written
-to it before it takes effect, so a dead controller can be resumed or rolled back from it.
-"""
+"""A local deployment: its `bentoml serve` processes, its router, and its state file
+(`deploy.state`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
@@ -17,48 +13,30 @@ import httpx
 
 from shipyard.artifacts import atomic_file
 from shipyard.deploy import processes
+from shipyard.deploy.state import DeploymentState, Router, Variant
 from shipyard.errors import ShipyardError
 from shipyard.runtime import runtime_dir
-
-
-def new_state(
-    model: str,
-    version: str,
-    stable: dict[str, Any],
-    canary: dict[str, Any] | None = None,
-    strategy: str | None = None,
-) -> dict[str, Any]:
-    """A deployment before its first step: `version` is the one being deployed."""
-    return {
-        "model": model,
-        "version": version,
-        "strategy": strategy,
-        "status": "starting",
-        "target": "local",
-        "stable": stable,
-        "canary": canary,
-        "step": 0,
-        "weight": 0,
-        "failures": 0,
-        "history": [],
-    }
 
 
 def state_path(model: str) -> Path:
     return runtime_dir() / "deploy" / f"{model}.json"
 
 
-def load_state(model: str) -> dict[str, Any]:
+def read_state(model: str) -> DeploymentState | None:
     path = state_path(model)
-    if not path.exists():
-        raise ShipyardError(f"deploy: no deployment state for {model} ({path})")
-    state: dict[str, Any] = json.loads(path.read_text())
+    return DeploymentState.parse(path.read_text(), str(path)) if path.exists() else None
+
+
+def load_state(model: str) -> DeploymentState:
+    state = read_state(model)
+    if state is None:
+        raise ShipyardError(f"deploy: no deployment state for {model} ({state_path(model)})")
     return state
 
 
-def save_state(state: dict[str, Any]) -> None:
-    with atomic_file(state_path(state["model"]), mode=0o600) as scratch:  # holds the admin token
-        scratch.write_text(json.dumps(state, indent=2, sort_keys=True))
+def save_state(state: DeploymentState) -> None:
+    with atomic_file(state_path(state.model), mode=0o600) as scratch:  # holds the admin token
+        scratch.write_text(state.model_dump_json(indent=2))
 
 
 ATTEMPTS = 3  # a loaded machine can miss one 10 s deadline; three in a row is an outage
@@ -78,19 +56,20 @@ def _call(method: str, url: str, **kwargs: Any) -> httpx.Response:
     raise AssertionError("unreachable")
 
 
-def admin(state: dict[str, Any], **update: Any) -> None:
+def admin(state: DeploymentState, **update: Any) -> None:
+    router = state.live_router()
     answer = _call(
         "POST",
-        f"http://127.0.0.1:{state['router']['port']}/router/weights",
+        f"http://127.0.0.1:{router.port}/router/weights",
         json=update,
-        headers={"Authorization": f"Bearer {state['router']['token']}"},
+        headers={"Authorization": f"Bearer {router.token}"},
     )
     if answer.status_code != 200:
         raise ShipyardError(f"router refused the update: {answer.status_code} {answer.text[:200]}")
 
 
-def scrape(variant: dict[str, Any]) -> str:
-    url = f"http://127.0.0.1:{variant['port']}/metrics"
+def scrape(variant: Variant) -> str:
+    url = f"{variant.url}/metrics"
     answer = _call("GET", url)
     if answer.status_code != 200:
         raise ShipyardError(f"GET {url}: {answer.status_code}")
@@ -102,7 +81,7 @@ def prediction_log(model: str) -> Path:
     return runtime_dir() / "predictions" / model
 
 
-def start_service(model: str, version: str, tag: str, role: str) -> dict[str, Any]:
+def start_service(model: str, version: str, tag: str, role: str) -> Variant:
     """`bentoml serve TAG` on a free loopback port, in a BentoML home of its own."""
     port = processes.free_port()
     folder = runtime_dir() / "deploy" / model
@@ -126,64 +105,59 @@ def start_service(model: str, version: str, tag: str, role: str) -> dict[str, An
         log,
         env,
     )
-    return {"version": version, "tag": tag, "port": port, "pid": pid, "log": str(log)}
+    return Variant(version=version, tag=tag, port=port, pid=pid, log=str(log))
 
 
 def start_router(
-    model: str, stable: dict[str, Any], canary: dict[str, Any] | None, mode: str, port: int
-) -> dict[str, Any]:
+    model: str, stable: Variant, canary: Variant | None, mode: str, port: int
+) -> Router:
     token = secrets.token_urlsafe(24)
     log = runtime_dir() / "deploy" / model / "router.log"
     env = {**os.environ, "SHIPYARD_ROUTER_TOKEN": token}
     cmd = [processes.bin_path("shipyard"), "deploy", "router", "--port", str(port)]
-    cmd += ["--stable", url(stable), "--weight", "0", "--mode", mode]
+    cmd += ["--stable", stable.url, "--weight", "0", "--mode", mode]
     if canary is not None:
-        cmd += ["--canary", url(canary)]
+        cmd += ["--canary", canary.url]
     pid = processes.start(cmd, log, env)
-    return {"port": port, "pid": pid, "token": token, "log": str(log)}
+    return Router(port=port, pid=pid, token=token, log=str(log))
 
 
-def url(variant: dict[str, Any]) -> str:
-    return f"http://127.0.0.1:{variant['port']}"
+def wait_ready(variant: Variant) -> None:
+    processes.wait_ready(f"{variant.url}/readyz", variant.pid, Path(variant.log))
 
 
-def wait_ready(variant: dict[str, Any], path: str = "/readyz") -> None:
-    processes.wait_ready(f"{url(variant)}{path}", variant["pid"], Path(variant["log"]))
+def wait_router(router: Router) -> None:
+    processes.wait_ready(f"http://127.0.0.1:{router.port}/livez", router.pid, Path(router.log))
 
 
-def serving(name: str, champion: str, router_port: int) -> dict[str, Any] | None:
+def serving(name: str, champion: str, router_port: int) -> DeploymentState | None:
     """The finished deployment whose stable serves `champion` on `router_port`, if still up.
 
     A new canary joins it: clients keep calling the same router and stable answers them
     throughout, with no restart between deployments.
     """
-    path = state_path(name)
-    if not path.exists():
+    state = read_state(name)
+    if state is None or state.status == "running" or state.router is None:
         return None
-    state: dict[str, Any] = json.loads(path.read_text())
-    stable, router = state.get("stable"), state.get("router")
-    if state.get("status") == "running" or not stable or not router:
+    if state.stable.version != champion or state.router.port != router_port:
         return None
-    if str(stable["version"]) != champion or router["port"] != router_port:
-        return None
-    alive = processes.alive(stable["pid"]) and processes.alive(router["pid"])
+    alive = processes.alive(state.stable.pid) and processes.alive(state.router.pid)
     return state if alive else None
 
 
 def refuse_if_running(name: str) -> None:
-    path = state_path(name)
-    if path.exists() and json.loads(path.read_text()).get("status") == "running":
+    state = read_state(name)
+    if state is not None and state.status == "running":
         raise ShipyardError(f"deploy: a deployment of {name} is running; resume or stop it first")
 
 
 def stop_all(name: str) -> None:
-    path = state_path(name)
-    if not path.exists():
+    state = read_state(name)
+    if state is None:
         return
-    state = json.loads(path.read_text())
-    for role in ("router", "canary", "stable"):
-        if state.get(role):
-            processes.stop(state[role]["pid"])
-    if state.get("status") == "running":
-        state["status"] = "stopped"
+    for part in (state.router, state.canary, state.stable):
+        if part is not None:
+            processes.stop(part.pid)
+    if state.status == "running":
+        state.status = "stopped"
     save_state(state)
