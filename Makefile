@@ -7,6 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two workers on two cores: most suites wait on processes and windows, not on the CPU.
+PYTEST_WORKERS ?= 2
 # Each checkout runs its own sources, even with a .venv shared from elsewhere.
 export PYTHONPATH := $(CURDIR)/src
 export MLFLOW_DISABLE_TELEMETRY := true
@@ -63,7 +65,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones included)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"

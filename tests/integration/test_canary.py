@@ -45,6 +45,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     bad = register(tmp, noise=True, seed=2)
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
+    raw["serving"]["max_latency_ms"] = 10_000  # shed for the canary, not for pytest's load
     # Latency is noise on two shared cores. At 100 % stable serves nothing, so its alert rate
     # comes from step 1 alone: a looser alert test (95 %, its minimum of 6 expected alerts)
     # keeps these wiring tests from waiting on a few alerts; the fault suite keeps 99 %.

@@ -2,6 +2,11 @@
 
 Real processes throughout: stable and canary `bentoml serve`, the router, the controller, and
 clients calling the router. Clients that stable answered must never see an error.
+
+One real fault per family of gates (server errors, latency, scores, alert rate, paired
+shadow), each showing that a real service's metrics carry its fault to the gate. Every fault,
+including the shrunk, inflated, segment and noisy ones this suite ran before, goes through
+the controller on a simulated fleet in `tests/unit/test_canary_controller.py` in milliseconds.
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # Two cores run both services, the router and the clients: latency is loose here. The
     # score and alert gates keep the repository's defaults.
     raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
+    # Two pytest workers share the two cores: shedding past 1 s would answer 503 for the
+    # machine's load, not for anything a canary did.
+    raw["serving"]["max_latency_ms"] = 10_000
     (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
     try:
@@ -67,11 +75,7 @@ FAULTS = {
     "diverged": {"max_error_rate"},
     "slow": {"max_p99_ratio"},
     "collapsed": SCORES,
-    "shrunk": SCORES,  # same ranking, same alert rate at its own threshold
-    "inflated": SCORES,
     "silent": {"positive_rate_ratio"},  # honest scores, never alerts
-    "noisy": {"positive_rate_ratio"},  # honest scores, ten times the alerts
-    "segment": SCORES,  # wrong where tx_amount > 1 only
 }
 
 
