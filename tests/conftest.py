@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+DECISION_KEY = "test-decision-key"  # decisions are signed in every test
 
 
 @pytest.fixture
@@ -26,7 +27,7 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """Every test gets its own sqlite store and must close every run it opens."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.setenv("SHIPYARD_DECISION_KEY", "test-decision-key")  # decisions are signed
+    monkeypatch.setenv("SHIPYARD_DECISION_KEY", DECISION_KEY)
     if "SHIPYARD_RUNTIME_DIR" not in os.environ:  # a module's own world keeps its folder
         # Locks, audit logs and prediction logs of one test never meet another's, even when
         # two pytest workers share the checkout.

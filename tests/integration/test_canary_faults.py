@@ -11,6 +11,7 @@ the controller on a simulated fleet in `tests/unit/test_canary_controller.py` in
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import DECISION_KEY, REPO
 from tests.integration import traffic
 from tests.integration.registry_fixtures import NAME, register
 
@@ -37,6 +38,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
         "BENTOML_HOME": str(tmp / "bentoml"),
         "SHIPYARD_ACTOR": "fault-test",
+        "SHIPYARD_DECISION_KEY": DECISION_KEY,  # decisions signed, as in production
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -114,6 +116,7 @@ def in_world(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str
 
 def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str, Any]) -> None:
     """Shadow mode pairs both answers to each request by the id the router gave it."""
+    from shipyard import registry
     from shipyard.deploy.deployment import load_state
 
     world = in_world
@@ -128,6 +131,13 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str,
     shift = next(g for g in state.history[-1].gates if g["gate"] == "max_logit_shift")
     assert shift["value"] == pytest.approx(2.0, abs=0.3)  # the fault's own size, paired
     assert seen and {s for s, _ in seen} == {200} and {v for _, v in seen} == {"stable"}
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: deploy: {NAME} version {shrunk} rolled back: canary gate ")
+    assert registry.resolve(NAME, shrunk).tags["shipyard.canary.result"] == "rejected"
+    champion = registry.version_by_alias(NAME, "champion")
+    assert champion is not None and str(champion.version) == world["stable"]
+    text = traffic.status(world["tmp"], world["env"])
+    assert "rejected (shadow)" in text and "max_logit_shift" in text
 
 
 def test_an_honest_retrain_passes_and_becomes_champion(in_world: dict[str, Any]) -> None:
@@ -146,8 +156,17 @@ def test_an_honest_retrain_passes_and_becomes_champion(in_world: dict[str, Any])
     last = {g["gate"]: g["passed"] for g in state.history[-1].gates}
     assert last["min_expected_positives"] and last["positive_rate_ratio"]
     assert {s for s, _ in seen} == {200}
+    assert {"stable", "canary"} <= {v for _, v in seen}  # traffic really was split
+    assert f"{NAME} version {honest}: promoted" in result.stdout
     champion = registry.version_by_alias(NAME, "champion")
+    previous = registry.version_by_alias(NAME, "previous")
     assert champion is not None and str(champion.version) == honest
+    assert previous is not None and str(previous.version) == world["stable"]
+    assert registry.resolve(NAME, honest).tags["shipyard.canary.result"] == "passed"
+    audit = (world["tmp"] / "runtime" / "audit" / "promotions.jsonl").read_text().splitlines()
+    record = json.loads(audit[-1])
+    assert record["to"] == "champion" and record["evidence"]["canary"]["steps"][-1]["weight"] == 100
+    assert "promoted (canary)" in traffic.status(world["tmp"], world["env"])
 
 
 def test_an_honest_shadow_passes_on_the_paired_gates(in_world: dict[str, Any]) -> None:

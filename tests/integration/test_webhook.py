@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from shipyard.deploy.processes import free_port
-from tests.conftest import REPO
+from tests.conftest import DECISION_KEY, REPO
 from tests.integration.hostile import raw
 from tests.integration.registry_fixtures import NAME, register
 
@@ -82,12 +82,15 @@ class GitHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-@pytest.fixture(params=["github"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture(scope="module", params=["github"])
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """A real mlflow server whose webhook calls `shipyard webhook serve --mode <param>`."""
+    """A real mlflow server whose webhook calls `shipyard webhook serve --mode <param>`: one
+    per module, as a team runs one; each test registers versions of its own."""
     from cryptography.fernet import Fernet
+
+    tmp_path = tmp_path_factory.mktemp("webhook")
 
     bin_dir = str(Path(sys.executable).parent)
     base = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
@@ -141,6 +144,7 @@ def stack(
         **base,
         "MLFLOW_TRACKING_URI": uri,
         "SHIPYARD_WEBHOOK_SECRET": SECRET,
+        "SHIPYARD_DECISION_KEY": DECISION_KEY,  # set before any test's own environment is
         "SHIPYARD_RUNTIME_DIR": str(tmp_path / "hook-runtime"),
         "GITHUB_REPOSITORY": "acme/shipyard",
         "GITHUB_TOKEN": "test-token",
@@ -171,8 +175,6 @@ def stack(
     try:
         until(lambda: up(f"{uri}/health"), 90, "mlflow server")
         until(lambda: up(f"http://127.0.0.1:{wport}/livez"), 60, "webhook receiver")
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path / "runtime"))
         from mlflow import MlflowClient
 
         MlflowClient(tracking_uri=uri, registry_uri=uri).create_webhook(
@@ -188,6 +190,7 @@ def stack(
             "log": tmp_path / "webhook.log",
             "tmp": tmp_path,
             "deploy_port": deploy_port,
+            "uri": uri,
         }
     finally:
         stop = ["shipyard", "deploy", "stop", NAME]
@@ -195,6 +198,17 @@ def stack(
         for proc in (hook_proc, mlflow_proc):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def stack(server: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The module's server for this test's registrations, and a GitHub that saw nothing yet."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server["uri"])
+    monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(server["tmp"] / "runtime"))
+    github: GitHub = server["github"]
+    github.calls.clear()
+    github.failures = github.failed = 0
+    return server
 
 
 def test_challenger_alias_dispatches_to_github(stack: dict[str, Any]) -> None:

@@ -45,3 +45,15 @@ def deploy(
 def failed_gates(state: DeploymentState) -> set[str]:
     """Gates that failed in the deployment's last judged step."""
     return set(state.history[-1].failed_gates())
+
+
+def status(tmp: Path, env: dict[str, str]) -> str:
+    """What `shipyard deploy status` prints for the deployment of NAME."""
+    return subprocess.run(
+        ["shipyard", "deploy", "status", NAME],
+        cwd=tmp,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout

@@ -32,13 +32,14 @@ def demo(in_place: bool, workdir: Path, config_path: Path | None) -> None:
     """
     import json
 
-    from shipyard.demo.config import load_demo_config
+    from shipyard.demo.config import DemoConfig, load_demo_config
     from shipyard.demo.loop import Demo
     from shipyard.demo.summary import render
     from shipyard.errors import ShipyardError
 
     config = load_demo_config(config_path)
-    if in_place and (config.world or any(config.overrides.values())):
+    if in_place and (config.world or config.overrides != DemoConfig().overrides):
+        # In place, even the default demo's shorter canary is not written: your policy runs.
         raise ShipyardError("demo: --in-place runs your own files; a --config may not change them")
     run = Demo(Path.cwd(), workdir, config, in_place=in_place)
     try:
