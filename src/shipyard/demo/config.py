@@ -50,9 +50,9 @@ class DemoConfig(_Strict):
     canary_days: int = Field(default=2, gt=0)  # live days replayed, in a loop, during canaries
     concurrency: int = Field(default=16, gt=0)
     skew: Skew = Skew()
-    # The canary step (0-based) at which the bad version starts training, in the background:
-    # from the second step on, the default policy's windows are bound by time, not requests.
-    train_bad_version_at_step: int = Field(default=1, ge=0)
+    # The canary step (0-based) at which the bad version starts training, in the background
+    # and at the lowest CPU priority: from the first step, as the canary is over in a minute.
+    train_bad_version_at_step: int = Field(default=0, ge=0)
     step_timeout: float = Field(default=900.0, gt=0)
     # Deep-merged into the scratch copy's files; refused with --in-place.
     params: dict[str, Any] = Field(default_factory=dict)
