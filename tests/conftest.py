@@ -39,3 +39,16 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         while mlflow.active_run() is not None:
             mlflow.end_run()
         pytest.fail(f"test left MLflow run {run_id} open")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """One worker per test file, except `tests/e2e`: its files share one demo run (a session
+    fixture), which two workers would each run, on the same two cores."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class ByFile(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    return ByFile(config, log)

@@ -338,6 +338,8 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
     policy = load_policy(REPO / "registry" / "policy.yaml")
     v1 = register(stack["tmp"])
     promotion.promote(NAME, v1, "champion", policy)  # the approved first champion
+    approved = f"champion {v1} approved by a signed {promotion.decision_tag('champion')} decision"
+    until(lambda: approved in stack["log"].read_text(), 60, "the guard to approve v1")
     first = registry.resolve(NAME, v1).tags
     v2 = register(stack["tmp"], seed=1)
     tag = promotion.decision_tag("champion")
@@ -356,8 +358,6 @@ def test_unapproved_champion_is_reverted(stack: dict[str, Any]) -> None:
     until(lambda: reverted(1), 60, "the guard to revert the forged @champion")
     tags = registry.resolve(NAME, v2).tags
     assert tags["shipyard.guard.champion"] == f"unapproved champion alias reverted to version {v1}"
-    approved = f"champion {v1} approved by a signed {tag} decision"
-    assert approved in stack["log"].read_text()
 
     # v2 is then promoted honestly (signed canary, every gate) and rolled back: its grant
     # still verifies, but the rollback's is newer, so setting v2 by hand is reverted again.
