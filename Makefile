@@ -21,13 +21,15 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-# uv installs the lock in seconds where pip took minutes (README, "For developers"); it is
-# pinned in the lock itself, and gets the package sources pip is configured with.
+# uv installs the lock in under a minute where pip took minutes (README, "For developers"); it
+# is pinned in the lock itself, and gets the package sources pip is configured with. Bytecode
+# is compiled here: where PYTHONDONTWRITEBYTECODE is set (this machine, CI), imports never
+# cache it, and every process would compile mlflow, torch and bentoml from source again.
 $(STAMP): requirements.lock pyproject.toml scripts/pip_sources.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --no-deps "$$(grep '^uv==' requirements.lock)"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps \
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps \
 		$$($(BIN)/python scripts/pip_sources.py) -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	$(BIN)/python -m pip check
@@ -69,7 +71,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones included)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"

@@ -52,3 +52,26 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
             return "tests/e2e" if path.startswith("tests/e2e/") else path
 
     return ByFile(config, log)
+
+
+# The longest suites first, each on its own worker as one frees up: the run then ends on short
+# ones instead of one worker alone on a seven-minute file while the other idles.
+LONGEST_FIRST = (
+    "tests/e2e/",
+    "tests/integration/test_canary_faults.py",
+    "tests/integration/test_pipeline.py",
+    "tests/integration/test_serving.py",
+    "tests/integration/test_other_dataset.py",
+    "tests/integration/test_canary.py",
+    "tests/integration/test_promotion.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return next(
+            (i for i, p in enumerate(LONGEST_FIRST) if path.startswith(p)), len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: within a rank, collection order; the same on every worker

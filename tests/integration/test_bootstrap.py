@@ -5,9 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tests.integration.workspace import copy_repo, sh
+
+pytestmark = pytest.mark.slow  # each test simulates the 120-day world
 
 
 def test_bootstrap_regenerates_verifies_and_is_idempotent(tmp_path: Path) -> None:
