@@ -15,6 +15,15 @@ params_option = click.option(
     help="Pipeline parameters file.",
 )
 
+artifacts_option = click.option(
+    "--artifacts",
+    "artifacts_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+    help="Folder the stages read and write under (a second pipeline runs beside the first).",
+)
+
 policy_option = click.option(
     "--policy",
     "policy_path",

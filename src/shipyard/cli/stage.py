@@ -6,21 +6,14 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option
+from shipyard.cli.options import artifacts_option, params_option
 from shipyard.pipeline import STAGES
 
 
 @click.command()
 @click.argument("name", type=click.Choice(STAGES))
 @params_option
-@click.option(
-    "--artifacts",
-    "artifacts_root",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("artifacts"),
-    show_default=True,
-    help="Folder the stages read and write under (a second pipeline runs beside the first).",
-)
+@artifacts_option
 def stage(name: str, params_path: Path, artifacts_root: Path) -> None:
     """Run one pipeline stage (what `dvc repro` calls).
 
