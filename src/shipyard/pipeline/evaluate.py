@@ -15,11 +15,12 @@ import pandas as pd
 from shipyard import metrics, tracking
 from shipyard.artifacts import Layout, atomic_dir, progress, write_json
 from shipyard.config import EvaluateSection, Params
-from shipyard.pipeline.featurize import SPLITS, FeatureColumns
+from shipyard.pipeline.featurize import FeatureColumns
 from shipyard.pipeline.train import TrainingRuns
 
 METRICS_FILE = "metrics.json"
 CANDIDATES_FILE = "candidates.json"
+JUDGED = ("validation", "test")  # chosen on the first, reported on the second
 
 
 def latency_ms_p50(model: Any, rows: pd.DataFrame) -> float:
@@ -126,7 +127,7 @@ def run(params: Params, layout: Layout) -> None:
     with atomic_dir(layout.eval) as out:  # a failure also removes a stale output
         runs = TrainingRuns.load(layout.models)
         cols = FeatureColumns.load(layout.features / "features.json")
-        splits = {s: pd.read_parquet(layout.features / f"{s}.parquet") for s in SPLITS[1:]}
+        splits = {s: pd.read_parquet(layout.features / f"{s}.parquet") for s in JUDGED}
         loaded = {name: runs.load_model(layout.models, name) for name in runs.candidates}
         result = evaluate(loaded, splits, cols, params.data.target, params.evaluate)
         progress("evaluate", f"best by validation {result.select_by}: {result.best}")
