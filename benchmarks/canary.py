@@ -1,9 +1,9 @@
 """Claims about the local canary, measured on synthetic registered versions:
 
 1. Wall time of a full canary on the default policy (registry/policy.yaml), with clients
-   calling the router throughout (4 threads, 20 ms pause between calls).
-2. Latency the router adds: wrk through the router against wrk straight to the variant it
-   forwards to, same load, same moment.
+   calling Envoy throughout (4 threads, 20 ms pause between calls).
+2. Latency Envoy adds: wrk through the deployment's Envoy against wrk straight to the
+   variant it forwards to, same load, same moment.
 3. For each broken challenger (diverged: NaN scores, slow, collapsed: constant score), on
    a short policy: the gate that caught it, client requests that failed, and how long clients
    were exposed to it (first to last canary answer) next to the whole controller run.
@@ -37,7 +37,7 @@ def run_canary(
     tmp: Path, run_env: dict[str, str], version: str, policy: Path
 ) -> tuple[subprocess.CompletedProcess[str], Clients, float]:
     port = free_port()
-    clients = traffic.router_clients(port)
+    clients = traffic.proxy_clients(port)
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--port", str(port)]
     start = time.monotonic()
     result = subprocess.run(
@@ -48,14 +48,14 @@ def run_canary(
     return result, clients, elapsed
 
 
-def router_overhead(tmp: Path, state: DeploymentState) -> None:
+def proxy_overhead(tmp: Path, state: DeploymentState) -> None:
     rows = frame(n=500, seed=3).drop(columns=TARGET).to_dict("records")
     bodies = [json.dumps({"features": r}).encode() for r in rows]
-    print("\nrouter overhead (wrk, same load; goal: a few ms at p50)")
+    print("\nproxy overhead (wrk, same load; goal: a few ms at p50)")
     print(f"  {'path':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     direct = f"{state.stable.url}/predict"
-    routed = f"http://127.0.0.1:{state.live_router().port}/predict"
-    for label, url in (("direct to stable", direct), ("through the router", routed)):
+    routed = f"http://127.0.0.1:{state.live_proxy().port}/predict"
+    for label, url in (("direct to stable", direct), ("through Envoy", routed)):
         fig = wrk(url, bodies, tmp)
         print(f"  {label:<28} {fig['rps']:8.0f} {fig['p50']:8.1f} {fig['p99']:8.1f}")
 
@@ -86,7 +86,7 @@ def main() -> None:
         print(f"  outcome: {result.stdout.strip() or result.stderr.strip().splitlines()[-1]}")
         total = len(clients.events)
         print(f"  wall time {elapsed:.0f} s, {total} client requests, {failed} failed")
-        router_overhead(tmp, load_state(NAME))
+        proxy_overhead(tmp, load_state(NAME))
 
         raw = yaml.safe_load(default.read_text())
         raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=300)

@@ -33,7 +33,7 @@ from shipyard.policy import CanaryPolicy, load_policy
 from shipyard.serving.buckets import reference_bounds
 
 RUNS = 10
-RATE = 200  # requests per second at the router, about what the demo's clients reach here
+RATE = 200  # requests per second at the proxy, about what the demo's clients reach here
 LEGACY_BUCKETS = tuple(round(i * 0.05, 2) for i in range(21))
 LEGACY_DIFF = 0.02
 FAULT_CLASSES = ("collapsed", "shrunk", "inflated", "silent", "noisy", "segment")

@@ -1,7 +1,7 @@
 """Clients that send feature rows to a service over HTTP, with what each request got back.
 
 One client for `shipyard data replay` (each row once) and the demo's and tests' live traffic
-(round and round). The router marks every answer with the variant that gave it, so the demo
+(round and round). Envoy marks every answer with the variant that gave it, so the demo
 can say how many requests failed during a canary and whether a shadow ever answered a client.
 """
 

@@ -42,7 +42,7 @@ Case = tuple[str, str, bytes, bytes, int]  # name, path, header lines, body, sta
 
 
 def service_cases(key: str, record: dict[str, Any], limit: int) -> list[Case]:
-    """Every case the service, and the router in front of it, must answer at once."""
+    """Every case the service, and the Envoy in front of it, must answer at once."""
     cases: list[Case] = []
 
     def add(
@@ -102,7 +102,7 @@ def service_cases(key: str, record: dict[str, Any], limit: int) -> list[Case]:
     add("1001 records", body({"records": [record] * 1001}), 400, path=batch)
     add("no records", body({"records": []}), 400, path=batch)
     add("3 records", body({"records": [record] * 3}), 200, path=batch)
-    # A header the router forwards too (it drops the others before the service sees them).
+    # A header byte past ASCII: the service, and Envoy before it, answer 400.
     add("a header byte that is not UTF-8", one, 400, extra=b"X-Request-Key: \xff\r\n")
     add("a declared body past the limit", b'{"x": "' + b"x" * limit + b'"}', 413)
     add(

@@ -1,5 +1,5 @@
-"""Local canary with real processes: stable and canary `bentoml serve`, the router, the
-controller as a CLI process, and clients calling through the router the whole time.
+"""Local canary with real processes: stable and canary `bentoml serve`, Envoy, the
+controller as a CLI process, and clients calling through Envoy the whole time.
 
 Here: what only a real kill shows. A good canary to @champion and a bad shadow rejected run
 with real processes in `test_canary_faults.py` (honest retrain, shadowed calibration fault);
@@ -79,7 +79,7 @@ def test_killed_controller_resumes_at_a_known_weight(
         monkeypatch.setenv(key, world["env"][key])  # the module's store, not this test's own
     newer = register(world["tmp"], seed=3)
     port = free_port()
-    clients = traffic.router_clients(port)
+    clients = traffic.proxy_clients(port)
     controller = subprocess.Popen(
         [
             "shipyard",

@@ -1,7 +1,7 @@
 """Broken challengers on the local target, each caught by the gate that describes its fault.
 
-Real processes throughout: stable and canary `bentoml serve`, the router, the controller, and
-clients calling the router. Clients that stable answered must never see an error.
+Real processes throughout: stable and canary `bentoml serve`, Envoy, the controller, and
+clients calling Envoy. Clients that stable answered must never see an error.
 
 One real fault per family of gates (server errors, latency, scores, alert rate, paired
 shadow), each showing that a real service's metrics carry its fault to the gate. Every fault,
@@ -52,7 +52,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
     # 25 % first: at 100 % stable serves nothing, and the alert test needs its rate.
     raw["canary"].update(steps=[25, 100], step_seconds=4, min_requests=300, failures_tolerated=0)
-    # Two cores run both services, the router and the clients: latency is loose here. The
+    # Two cores run both services, Envoy and the clients: latency is loose here. The
     # score and alert gates keep the repository's defaults.
     raw["canary"]["gates"].update(max_p99_ms=3000, max_p99_ratio=3)
     # Two pytest workers share the two cores: shedding past 1 s would answer 503 for the
@@ -96,7 +96,7 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     state = load_state(NAME)
     assert state.status == "rejected" and state.weight == 0
     assert FAULTS[fault] & traffic.failed_gates(state)
-    # No client saw an error: a canary's 5xx is retried on stable by the router.
+    # No client saw an error: a canary's 5xx is retried on stable by Envoy.
     assert {s for s, _ in seen} == {200}
     assert {v for _, v in seen} <= {"stable", "canary"}
     assert sum(v == "stable" for _, v in seen) > 100
@@ -115,7 +115,7 @@ def in_world(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str
 
 
 def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str, Any]) -> None:
-    """Shadow mode pairs both answers to each request by the id the router gave it."""
+    """Shadow mode pairs both answers to each request by the id Envoy gave it."""
     from shipyard import registry
     from shipyard.deploy.deployment import load_state
 

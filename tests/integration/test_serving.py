@@ -213,19 +213,19 @@ def test_out_of_range_numbers_name_the_field_and_the_bound(served: Server) -> No
     assert answer["detail"][0]["msg"].startswith("Input should be less than or equal to ")
 
 
-def test_hostile_requests_get_a_4xx_at_once_directly_and_through_the_router(
-    served: Server,
+def test_hostile_requests_get_a_4xx_at_once_directly_and_through_envoy(
+    served: Server, tmp_path: Path
 ) -> None:
-    """Every case in `hostile.service_cases`, on the service and on a router in front of it:
-    the status, within 2 s, and a valid request answered afterwards."""
+    """Every case in `hostile.service_cases`, on the service and on the deployment's Envoy in
+    front of it: the status, within 2 s, and a valid request answered afterwards."""
+    from shipyard.deploy import processes, proxy
     from tests.integration.hostile import raw, service_cases
 
     port = free_port()
-    env = {**served.env, "SHIPYARD_ROUTER_TOKEN": "admin"}  # type: ignore[attr-defined]
-    cmd = ["shipyard", "deploy", "router", "--port", str(port), "--stable", served.base]
-    router = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    stable = proxy.Upstream("stable", "1", int(served.base.rsplit(":", 1)[1]))
+    pid = proxy.start(tmp_path / "envoy", port, proxy.Split(stable))
     try:
-        wait_ready(f"http://127.0.0.1:{port}", router, served.log, "/livez")
+        proxy.wait_ready(proxy.Files(tmp_path / "envoy"), pid)
         for base in (served.base, f"http://127.0.0.1:{port}"):
             for name, path, head, data, status in service_cases(KEY, RECORD, 2_000_000):
                 got, seconds = raw(base + path, head, data)
@@ -234,7 +234,7 @@ def test_hostile_requests_get_a_4xx_at_once_directly_and_through_the_router(
                 )
                 assert served.call("/predict", {"features": RECORD})[0] == 200, name
     finally:
-        kill_tree(router, signal.SIGTERM)
+        processes.stop(pid)
     _, text = served.call("/metrics", key=None)
     for reason in ("auth", "too_large", "content_type", "duplicate_key", "unknown_field"):
         assert f'reason="{reason}"}} 0.0' not in text, reason

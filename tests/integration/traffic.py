@@ -1,4 +1,4 @@
-"""Clients calling a router the whole time a deployment runs, and the deploy command itself."""
+"""Clients calling Envoy the whole time a deployment runs, and the deploy command itself."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from shipyard.deploy.state import DeploymentState
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 
 
-def router_clients(port: int, threads: int = 4, pause: float = 0.02) -> traffic.Clients:
-    """Callers of the router on port, round and round until closed."""
+def proxy_clients(port: int, threads: int = 4, pause: float = 0.02) -> traffic.Clients:
+    """Callers of the deployment's Envoy on port, round and round until closed."""
     rows = frame(n=4000, seed=9).drop(columns=TARGET)
     rows.insert(0, "request_id", [f"c-{i}" for i in range(len(rows))])
     payloads = traffic.bodies(rows, "request_id")
@@ -23,11 +23,11 @@ def router_clients(port: int, threads: int = 4, pause: float = 0.02) -> traffic.
 def deploy(
     cwd: Path, env: dict[str, str], version: str, strategy: str, policy: Path
 ) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, str]]]:
-    """`shipyard deploy NAME@version` with clients on the router throughout."""
+    """`shipyard deploy NAME@version` with clients on Envoy throughout."""
     port = free_port()
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--strategy", strategy]
     cmd += ["--port", str(port), "--policy", str(policy)]
-    clients = router_clients(port)
+    clients = proxy_clients(port)
     try:
         result = subprocess.run(
             cmd,

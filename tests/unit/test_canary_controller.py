@@ -1,7 +1,7 @@
 """The canary controller's step, reject, abort and resume logic on a simulated fleet.
 
 The controller's own code runs unchanged (state file, scrapes parsed as Prometheus text,
-windows, gates, pairing); only the clock, the processes, the router and the registry are
+windows, gates, pairing); only the clock, the processes, the proxy and the registry are
 simulated (`fleet.py`), so each deployment takes milliseconds instead of minutes. The
 real-process suites (`tests/integration/test_canary*.py`) keep what only processes show.
 """
@@ -22,7 +22,7 @@ from tests.unit.fleet import (
     CANARY_PID,
     FAULTS,
     HONEST,
-    ROUTER_PID,
+    PROXY_PID,
     STABLE_PID,
     Behaviour,
     Fleet,
@@ -33,6 +33,7 @@ from tests.unit.fleet import (
 SCORES = {"max_score_psi", "max_score_ks"}
 CAUGHT_BY = {  # fault -> the gates that describe it
     "diverged": {"max_error_rate"},
+    "crashing": {"max_error_rate"},  # seen only in Envoy's statistics
     "slow": {"max_p99_ms", "max_p99_ratio"},
     "collapsed": SCORES,
     "shrunk": SCORES,
@@ -72,12 +73,13 @@ def test_an_honest_canary_steps_through_every_weight_and_becomes_stable(policy: 
     final = canary.advance(state, policy, fleet.plant())
     steps = policy.canary.steps
     assert [r["weight"] for r in fleet.routes[: len(steps)]] == steps
-    assert fleet.weights_on_disk[: len(steps)] == steps  # on disk before the router moved
+    assert fleet.weights_on_disk[: len(steps)] == steps  # on disk before the proxy moved
     assert final.status == "promoted" and fleet.outcomes == [("passed", "2")]
-    assert fleet.routes[-1] == {
+    last = fleet.routes[-1]
+    assert last["stable"].version == "2"  # the canary's process, as stable now
+    assert {k: v for k, v in last.items() if k != "stable"} == {
         "weight": 0,
         "mode": "canary",
-        "stable": "http://127.0.0.1:2",
         "canary": None,
     }
     assert fleet.stopped == [STABLE_PID]  # the old stable retires; the canary serves on
@@ -103,6 +105,15 @@ def test_a_broken_canary_is_rolled_back_by_its_gate_before_half_the_traffic(
     assert fleet.stopped == [CANARY_PID]  # stable keeps serving
     assert max(r["weight"] for r in fleet.routes) <= 25  # never half the clients
     assert fleet.client_errors == 0  # a canary's 5xx is retried on stable
+
+
+def test_a_shadow_that_refuses_connections_fails_on_what_envoy_saw(policy: Policy) -> None:
+    """Its own /metrics show no error (it never answered); the proxy's mirror counts do."""
+    fleet, state = fleet_of(FAULTS["crashing"], "shadow")
+    with pytest.raises(GateFailed, match="max_error_rate"):
+        canary.advance(state, policy, fleet.plant())
+    assert fleet.canary.requests.labels(path="/predict", status="500")._value.get() == 0
+    assert fleet.at_proxy["mirror_5xx"] > 0 and fleet.client_errors == 0
 
 
 def test_an_honest_shadow_passes_on_the_paired_gates(policy: Policy) -> None:
@@ -139,7 +150,7 @@ def test_a_killed_controller_resumes_at_the_weight_it_left_on_disk(policy: Polic
     assert [h.step for h in final.history] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize("gone", [CANARY_PID, STABLE_PID, ROUTER_PID])
+@pytest.mark.parametrize("gone", [CANARY_PID, STABLE_PID, PROXY_PID])
 def test_a_resume_with_a_process_gone_rolls_back_to_weight_zero(policy: Policy, gone: int) -> None:
     fleet, state = fleet_of(HONEST)
     fleet.kill_at = 45.0
@@ -152,9 +163,9 @@ def test_a_resume_with_a_process_gone_rolls_back_to_weight_zero(policy: Policy, 
     saved = deployment.load_state("m")
     assert (saved.status, saved.weight) == ("rolled back after restart", 0)
     assert fleet.outcomes == [("aborted", "2")] and CANARY_PID in fleet.stopped
-    # The weight goes back to 0 through the router when the router is still there.
+    # The weight goes back to 0 through the proxy when the proxy is still there.
     assert fleet.routes[done:] == (
-        [] if gone == ROUTER_PID else [{"weight": 0, "mode": "canary", "canary": None}]
+        [] if gone == PROXY_PID else [{"weight": 0, "mode": "canary", "canary": None}]
     )
 
 

@@ -19,7 +19,6 @@ COMMANDS = [
     ["deploy"],
     ["deploy", "run"],
     ["deploy", "status"],
-    ["deploy", "router"],
     ["webhook", "serve"],
     ["package"],
     ["serve"],

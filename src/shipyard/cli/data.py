@@ -89,7 +89,7 @@ def generate(
 
 @data.command("replay")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option("--url", required=True, help="Base URL of the service or router.")
+@click.option("--url", required=True, help="Base URL of the service or its proxy.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 256))
 @click.option(
     "--history",

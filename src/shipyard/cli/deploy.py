@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option, policy_option, router_port_option
+from shipyard.cli.options import params_option, policy_option, port_option
 
 
 class _DeployGroup(click.Group):
@@ -39,7 +37,7 @@ def deploy() -> None:
     show_default=True,
     help="local: processes on this machine. kubernetes: Argo Rollouts manifests.",
 )
-@router_port_option
+@port_option
 @click.option("--image", help="kubernetes: the image `bentoml containerize` built for the Bento.")
 @click.option(
     "--out",
@@ -102,20 +100,20 @@ def run(
         return
     from shipyard.deploy import canary
 
-    state = canary.deploy(name, ref, policy, strategy=strategy, router_port=port)
+    state = canary.deploy(name, ref, policy, strategy=strategy, port=port)
     click.echo(f"{name} version {state.version}: {state.status}")
 
 
 @deploy.command()
 @click.argument("model")
-@router_port_option
+@port_option
 @params_option
 @policy_option
 def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
-    """Serve MODEL's @champion behind the router, with no canary.
+    """Serve MODEL's @champion behind Envoy, with no canary.
 
     Later canaries (`shipyard deploy MODEL@challenger --port PORT`) join this stable and
-    router, so clients keep calling one address throughout.
+    proxy, so clients keep calling one address throughout.
     """
     from shipyard import tracking
     from shipyard.config import load_params
@@ -124,7 +122,7 @@ def start(model: str, port: int, params_path: Path, policy_path: Path) -> None:
 
     params = load_params(params_path)
     tracking.configure(params.base)
-    state = canary.start(model, load_policy(policy_path), router_port=port)
+    state = canary.start(model, load_policy(policy_path), port=port)
     click.echo(f"{model} version {state.version}: {state.status} on port {port}")
 
 
@@ -159,6 +157,10 @@ def status(model: str) -> None:
     for role, v in (("stable", state.stable), ("canary", state.canary)):
         if v is not None:
             click.echo(f"  {role:<7} version {v.version}  {v.tag}  port {v.port}")
+    if state.proxy is not None:
+        click.echo(
+            f"  envoy   port {state.proxy.port}  config and admin socket in {state.proxy.folder}"
+        )
     if state.failures_tolerated is not None:
         left = max(state.failures_tolerated - state.failures, 0)
         click.echo(
@@ -183,36 +185,3 @@ def stop(model: str) -> None:
 
     deployment.stop_all(model)
     click.echo(f"{model}: stopped")
-
-
-@deploy.command()
-@click.option("--port", required=True, type=click.IntRange(1, 65535))
-@click.option("--stable", required=True, help="Base URL of the stable service.")
-@click.option("--canary", help="Base URL of the canary service.")
-@click.option("--weight", default=0, show_default=True, type=click.IntRange(0, 100))
-@click.option(
-    "--mode", type=click.Choice(["canary", "shadow"]), default="canary", show_default=True
-)
-@click.option(
-    "--max-body-bytes",
-    default=2_000_000,
-    show_default=True,
-    type=click.IntRange(1024),
-    help="Bodies past this get 413 here (as the services' serving.max_body_bytes).",
-)
-def router(
-    port: int, stable: str, canary: str | None, weight: int, mode: str, max_body_bytes: int
-) -> None:
-    """Run the local traffic router (admin token: SHIPYARD_ROUTER_TOKEN)."""
-    import uvicorn
-
-    from shipyard.deploy.router import Split, create_app
-    from shipyard.errors import ShipyardError
-
-    token = os.environ.get("SHIPYARD_ROUTER_TOKEN")
-    if not token:
-        raise ShipyardError("router: SHIPYARD_ROUTER_TOKEN is not set")
-    split = Split(stable=stable, canary=canary, weight=weight, mode=mode)
-    app = create_app(split, token, max_body_bytes)
-    click.echo(json.dumps({"router": port, "stable": stable, "canary": canary}), err=True)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")

@@ -42,10 +42,10 @@ monitoring_policy_option = click.option(
     help="Drift policy file.",
 )
 
-router_port_option = click.option(
+port_option = click.option(
     "--port",
     default=3000,
     show_default=True,
     type=click.IntRange(1, 65535),
-    help="Local target: the router port clients call.",
+    help="Local target: the port Envoy listens on for clients.",
 )

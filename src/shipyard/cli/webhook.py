@@ -71,9 +71,7 @@ def serve(
 
             def deploy() -> None:  # minutes long: MLflow's delivery must not wait for it
                 try:
-                    state = canary.deploy(
-                        event.model, event.version, policy, router_port=deploy_port
-                    )
+                    state = canary.deploy(event.model, event.version, policy, port=deploy_port)
                     click.echo(f"webhook: version {event.version}: {state.status}", err=True)
                 except ShipyardError as err:
                     click.echo(f"webhook: version {event.version}: {err}", err=True)

@@ -117,16 +117,16 @@ class Demo(Runner):
                 f"demo: {self.name} already has a @champion in {self.repo / '.shipyard'}; "
                 "the demo starts from a store without one (run it without IN_PLACE=1)"
             )
-        router = f"http://127.0.0.1:{self.router_port}"
+        front = f"http://127.0.0.1:{self.proxy_port}"
         receiver = services.webhook_receiver(
-            self.repo, self.logs, self.env, self.env["MLFLOW_TRACKING_URI"], self.router_port
+            self.repo, self.logs, self.env, self.env["MLFLOW_TRACKING_URI"], self.proxy_port
         )
         self.services.append(receiver)
         progress("demo", f"webhook receiver on {receiver.url}, registered with MLflow")
         time.sleep(1.5)  # MLFLOW_WEBHOOK_CACHE_TTL: the server sees the new webhook
         self.sh("shipyard", "promote", self.name, "@candidate", "--to", "champion")
-        self.sh("shipyard", "deploy", "start", self.name, "--port", str(self.router_port))
-        progress("demo", f"clients call {router}")
+        self.sh("shipyard", "deploy", "start", self.name, "--port", str(self.proxy_port))
+        progress("demo", f"clients call {front}")
 
     def _features(self, frame: Any, history: Any) -> Any:
         from shipyard.config import parse_params
@@ -159,7 +159,7 @@ class Demo(Runner):
             live = self._period(label, self.first_day() + k * cfg.window_days, drifted)
             features = self._features(live, history)
             start = datetime.now(UTC)
-            url = f"http://127.0.0.1:{self.router_port}"
+            url = f"http://127.0.0.1:{self.proxy_port}"
             sent = traffic.Clients(
                 url, traffic.bodies(features, id_column), threads=cfg.concurrency
             )
@@ -194,7 +194,7 @@ class Demo(Runner):
             live = self._period("canary", first, True)
             features = self._features(live, self.history)
             self.canary_bodies = traffic.bodies(features, self.params["data"]["id"])
-        url = f"http://127.0.0.1:{self.router_port}"
+        url = f"http://127.0.0.1:{self.proxy_port}"
         return traffic.Clients(
             url, self.canary_bodies, threads=self.config.concurrency, repeat=True
         )

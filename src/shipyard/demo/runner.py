@@ -66,7 +66,7 @@ class Runner:
         self.run_id = uuid.uuid4().hex
         self.times: list[StepTime] = []
         self.services: list[services.Service] = []
-        self.router_port = processes.free_port()
+        self.proxy_port = processes.free_port()
         self.figures: dict[str, Any] = {"traffic": {}, "drift": [], "versions": {}}
         self.env = self._env()
         self._step = ""

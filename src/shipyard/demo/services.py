@@ -55,7 +55,7 @@ def ready(service: Service, path: str = "/health") -> None:
 
 
 def webhook_receiver(
-    repo: Path, logs: Path, env: dict[str, str], tracking_uri: str, router_port: int
+    repo: Path, logs: Path, env: dict[str, str], tracking_uri: str, proxy_port: int
 ) -> Service:
     """`shipyard webhook serve --mode local`, registered with the MLflow server."""
     from shipyard import registry
@@ -63,7 +63,7 @@ def webhook_receiver(
     secret = secrets.token_urlsafe(24)
     port = processes.free_port()
     cmd = [processes.bin_path("shipyard"), "webhook", "serve", "--mode", "local"]
-    cmd += ["--port", str(port), "--deploy-port", str(router_port)]
+    cmd += ["--port", str(port), "--deploy-port", str(proxy_port)]
     log = logs / "webhook.log"
     pid = processes.start(cmd, log, {**env, "SHIPYARD_WEBHOOK_SECRET": secret}, cwd=repo)
     receiver = Service("webhook receiver", pid, f"http://127.0.0.1:{port}", log)

@@ -69,7 +69,7 @@ def render(figures: dict[str, Any], name: str) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["", f"{name}: versions"]
     lines += ["  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
-    lines += ["", "traffic (client requests through the router)"]
+    lines += ["", "traffic (client requests through Envoy)"]
     for label, t in figures.get("traffic", {}).items():
         lines.append(
             f"  {label:<12} {t['sent']:>7} sent {t['failed']:>5} failed   {t['by_variant']}"

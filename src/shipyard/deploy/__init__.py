@@ -1,1 +1,1 @@
-"""Deployment: canary analysis now; the controller, router and targets build on it."""
+"""Deployment: canary analysis, the local controller and its Envoy proxy, the Kubernetes target."""

@@ -223,15 +223,12 @@ def judge(
     Without it the step's windows are used.
     """
 
-    def rate(w: Window) -> float:
-        return w.server_errors / w.requests if w.requests else math.nan
-
     p99_canary = quantile(canary.latency_buckets, 0.99) * 1000
     p99_stable = quantile(stable.latency_buckets, 0.99) * 1000
     ratio = p99_canary / p99_stable if p99_stable > 0 else math.nan
     s, c = since or (stable, canary)
     checks = [
-        ("max_error_rate", rate(canary), gates.max_error_rate),
+        ("max_error_rate", canary.error_rate, gates.max_error_rate),
         ("max_p99_ms", p99_canary, gates.max_p99_ms),
         ("max_p99_ratio", ratio, gates.max_p99_ratio),
         (

@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 from shipyard.artifacts import progress
-from shipyard.deploy import deployment, outcome, paired, processes
+from shipyard.deploy import deployment, outcome, paired, processes, proxy
 from shipyard.deploy.analysis import AlertRateTest, Alerts, judge
 from shipyard.deploy.state import DeploymentState, Step, Variant
-from shipyard.deploy.window import Window, parse_metrics, window
+from shipyard.deploy.window import Window, parse_metrics, proxy_counts, window
 from shipyard.errors import GateFailed, ShipyardError
 from shipyard.gates import GateResult
 from shipyard.policy import CanaryPolicy, Policy
@@ -43,13 +43,14 @@ ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault see
 class Plant:
     """Everything the controller reads or moves besides its state file.
 
-    The real router, processes, registry and clock by default. Unit tests pass a simulated
+    The real proxy, processes, registry and clock by default. Unit tests pass a simulated
     fleet and clock instead, so the step, reject, abort and resume logic runs in milliseconds
     rather than waiting out real windows; a few real-process tests keep the real parts honest.
     """
 
     scrape: Callable[[Variant], str] = deployment.scrape
-    route: Callable[..., None] = deployment.admin  # (state, weight=, mode=, stable=, canary=)
+    proxy_stats: Callable[[DeploymentState], str] = deployment.proxy_stats
+    route: Callable[..., None] = deployment.route  # (state, weight=, mode=, stable=, canary=)
     stop: Callable[[int], None] = processes.stop
     alive: Callable[[int], bool] = processes.alive
     sleep: Callable[[float], None] = time.sleep
@@ -62,16 +63,16 @@ class Plant:
 REAL = Plant()
 
 
-def start(name: str, policy: Policy, *, router_port: int = 3000) -> DeploymentState:
-    """Serve @champion behind the router with no canary: the stable later canaries join."""
+def start(name: str, policy: Policy, *, port: int = 3000) -> DeploymentState:
+    """Serve @champion behind Envoy with no canary: the stable later canaries join."""
     from shipyard import bento, registry
 
     holder = registry.version_by_alias(name, registry.CHAMPION)
     if holder is None:
         raise ShipyardError(f"deploy: {name} has no @champion to serve")
     champion = str(holder.version)
-    if deployment.serving(name, champion, router_port):
-        progress("deploy", f"v{champion} is already served on http://127.0.0.1:{router_port}")
+    if deployment.serving(name, champion, port):
+        progress("deploy", f"v{champion} is already served on http://127.0.0.1:{port}")
         return deployment.load_state(name)
     deployment.refuse_if_running(name)
     deployment.stop_all(name)
@@ -82,9 +83,7 @@ def start(name: str, policy: Policy, *, router_port: int = 3000) -> DeploymentSt
     deployment.save_state(state)
     try:
         deployment.wait_ready(stable)
-        state.router = deployment.start_router(name, stable, None, "canary", router_port)
-        deployment.save_state(state)
-        deployment.wait_router(state.router)
+        state.proxy = deployment.start_proxy(name, stable, None, "canary", port)
     except Exception:
         deployment.stop_all(name)
         state.status = "failed to start"
@@ -92,7 +91,7 @@ def start(name: str, policy: Policy, *, router_port: int = 3000) -> DeploymentSt
         raise
     state.status = "serving"
     deployment.save_state(state)
-    progress("deploy", f"v{champion} serving on http://127.0.0.1:{router_port}")
+    progress("deploy", f"v{champion} serving on http://127.0.0.1:{port}")
     return state
 
 
@@ -110,21 +109,21 @@ def deploy(
     policy: Policy,
     *,
     strategy: str | None = None,
-    router_port: int = 3000,
+    port: int = 3000,
 ) -> DeploymentState:
     """Start the canary beside stable and step through the policy; returns the final state.
 
     The strategy defaults to what promotion recorded on the version. A stable already
-    serving the champion on `router_port` is kept, and so is its router.
+    serving the champion on `port` is kept, and so is its proxy.
     """
     from shipyard import bento
 
     challenger, champion = outcome.versions(name, ref)
     strategy = strategy or strategy_of(name, challenger)
     deployment.refuse_if_running(name)
-    serving = deployment.serving(name, champion, router_port)
+    serving = deployment.serving(name, champion, port)
     if serving is None:
-        # A finished deployment's stable and router make way for the new one.
+        # A finished deployment's stable and proxy make way for the new one.
         deployment.stop_all(name)
         stable = deployment.start_service(
             name, champion, bento.package(name, champion, policy), "stable"
@@ -140,18 +139,16 @@ def deploy(
         model=name, version=challenger, stable=stable, canary=canary, strategy=strategy
     )
     if serving is not None:
-        state.router = serving.router
+        state.proxy = serving.proxy
     deployment.save_state(state)
     try:
         for variant in (stable, canary):
             deployment.wait_ready(variant)
         # Clients reach the canary only once both variants can answer.
         if serving is None:
-            state.router = deployment.start_router(name, stable, canary, strategy, router_port)
-            deployment.save_state(state)
-            deployment.wait_router(state.router)
+            state.proxy = deployment.start_proxy(name, stable, canary, strategy, port)
         else:
-            deployment.admin(state, weight=0, mode=strategy, canary=canary.url)
+            deployment.route(state, weight=0, mode=strategy)
     except Exception:
         if serving is None:
             deployment.stop_all(name)
@@ -166,7 +163,7 @@ def deploy(
     progress(
         "deploy",
         f"stable v{stable.version} and canary v{canary.version} behind "
-        f"http://127.0.0.1:{router_port} ({strategy})",
+        f"http://127.0.0.1:{port} ({strategy})",
     )
     return advance(state, policy)
 
@@ -182,13 +179,17 @@ def _wait_for_traffic(
     start = plant.clock()
     parsed = (parse_metrics(before[0]), parse_metrics(before[1]))
     first = tuple(parse_metrics(text) for text in state.start_scrapes or before)
+    clusters = proxy.canary_clusters(state.live_canary().version)
+    at_proxy = parse_metrics(plant.proxy_stats(state))
     while True:
         plant.sleep(min(1.0, policy.canary.step_seconds))
         after = (
             parse_metrics(plant.scrape(state.stable)),
             parse_metrics(plant.scrape(state.live_canary())),
         )
-        stable, canary = window(parsed[0], after[0]), window(parsed[1], after[1])
+        seen = proxy_counts(at_proxy, parse_metrics(plant.proxy_stats(state)), *clusters)
+        stable = window(parsed[0], after[0])
+        canary = replace(window(parsed[1], after[1]), proxy_requests=seen[0], proxy_errors=seen[1])
         since = (window(first[0], after[0]), window(first[1], after[1]))
         elapsed = plant.clock() - start
         reason = ready(stable, canary, since, policy, elapsed, final)
@@ -215,7 +216,7 @@ def ready(
     """
     cfg = policy.canary
     if _erroring(canary, cfg):
-        return f"canary errors ({canary.server_errors:.0f})"
+        return f"canary errors ({canary.errors:.0f})"
     off = _clearly_off(stable, canary, since, policy)
     if off is not None:
         return f"canary far off ({off.describe()})"
@@ -230,10 +231,7 @@ def ready(
 
 
 def _erroring(canary: Window, cfg: CanaryPolicy) -> bool:
-    return (
-        canary.server_errors >= EARLY_ERRORS
-        and canary.server_errors / canary.requests > cfg.gates.max_error_rate
-    )
+    return canary.errors >= EARLY_ERRORS and canary.error_rate > cfg.gates.max_error_rate
 
 
 def _clearly_off(
@@ -284,7 +282,7 @@ def _abort(state: DeploymentState, reason: str, plant: Plant) -> NoReturn:
     deployment.save_state(state)
     try:
         plant.route(state, weight=0, mode="canary", canary=None)
-    except ShipyardError as err:  # the router may be the part that is gone
+    except ShipyardError as err:  # the proxy may be the part that is gone
         progress("deploy", f"could not set weight 0: {err}")
     plant.sleep(DRAIN_SECONDS)
     plant.stop(state.live_canary().pid)
@@ -302,7 +300,7 @@ def _steps(state: DeploymentState, policy: Policy, plant: Plant) -> list[GateRes
         final = i == len(cfg.steps) - 1
         weight = 0 if state.strategy == "shadow" else cfg.steps[i]
         state.step, state.weight = i, weight
-        deployment.save_state(state)  # the intended weight is on disk before the router changes
+        deployment.save_state(state)  # the intended weight is on disk before the proxy changes
         plant.route(state, weight=weight, mode=state.strategy)
         progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
         before = (plant.scrape(state.stable), plant.scrape(state.live_canary()))
@@ -412,7 +410,7 @@ def _promote(state: DeploymentState, policy: Policy, plant: Plant) -> Deployment
         state,
         weight=0,
         mode="canary",
-        stable=state.live_canary().url,
+        stable=state.live_canary(),
         canary=None,
     )
     plant.sleep(DRAIN_SECONDS)
@@ -428,13 +426,13 @@ def resume(name: str, policy: Policy, plant: Plant = REAL) -> DeploymentState:
     state = deployment.load_state(name)
     if state.status != "running":
         return state
-    canary, router = state.live_canary(), state.live_router()
-    if all(plant.alive(pid) for pid in (state.stable.pid, canary.pid, router.pid)):
+    canary, front = state.live_canary(), state.live_proxy()
+    if all(plant.alive(pid) for pid in (state.stable.pid, canary.pid, front.pid)):
         progress("deploy", f"resuming at step {state.step + 1} (weight {state.weight}%)")
         return advance(state, policy, plant)
     state.weight, state.status = 0, "rolled back after restart"
     deployment.save_state(state)
-    if plant.alive(router.pid):
+    if plant.alive(front.pid):
         plant.route(state, weight=0, mode="canary", canary=None)
     plant.sleep(DRAIN_SECONDS)
     plant.stop(canary.pid)

@@ -1,10 +1,9 @@
-"""A local deployment: its `bentoml serve` processes, its router, and its state file
-(`deploy.state`)."""
+"""A local deployment: its `bentoml serve` processes, the Envoy in front of them (`proxy`),
+and its state file (`deploy.state`)."""
 
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -12,8 +11,8 @@ from typing import Any
 import httpx
 
 from shipyard.artifacts import atomic_file
-from shipyard.deploy import processes
-from shipyard.deploy.state import DeploymentState, Router, Variant
+from shipyard.deploy import processes, proxy
+from shipyard.deploy.state import DeploymentState, Proxy, Variant
 from shipyard.errors import ShipyardError
 from shipyard.runtime import runtime_dir
 
@@ -35,7 +34,7 @@ def load_state(model: str) -> DeploymentState:
 
 
 def save_state(state: DeploymentState) -> None:
-    with atomic_file(state_path(state.model), mode=0o600) as scratch:  # holds the admin token
+    with atomic_file(state_path(state.model), mode=0o600) as scratch:
         scratch.write_text(state.model_dump_json(indent=2))
 
 
@@ -56,16 +55,27 @@ def _call(method: str, url: str, **kwargs: Any) -> httpx.Response:
     raise AssertionError("unreachable")
 
 
-def admin(state: DeploymentState, **update: Any) -> None:
-    router = state.live_router()
-    answer = _call(
-        "POST",
-        f"http://127.0.0.1:{router.port}/router/weights",
-        json=update,
-        headers={"Authorization": f"Bearer {router.token}"},
+def _upstream(variant: Variant, role: str) -> proxy.Upstream:
+    return proxy.Upstream(role=role, version=variant.version, port=variant.port)
+
+
+def route(state: DeploymentState, **update: Any) -> None:
+    """Move the proxy to `weight` and `mode`; `stable=` or `canary=` (a Variant, or None for
+    no canary) replace the state's. Returns once Envoy has applied it."""
+    stable = update.get("stable", state.stable)
+    canary = update.get("canary", state.canary)
+    split = proxy.Split(
+        stable=_upstream(stable, "stable"),
+        canary=None if canary is None else _upstream(canary, "canary"),
+        weight=int(update.get("weight", state.weight)),
+        mode=str(update.get("mode", state.strategy or "canary")),
     )
-    if answer.status_code != 200:
-        raise ShipyardError(f"router refused the update: {answer.status_code} {answer.text[:200]}")
+    proxy.update(proxy.Files(Path(state.live_proxy().folder)), split)
+
+
+def proxy_stats(state: DeploymentState) -> str:
+    """Envoy's per-cluster statistics (Prometheus text), for the canary's proxy window."""
+    return proxy.stats(proxy.Files(Path(state.live_proxy().folder)))
 
 
 def scrape(variant: Variant) -> str:
@@ -108,40 +118,36 @@ def start_service(model: str, version: str, tag: str, role: str) -> Variant:
     return Variant(version=version, tag=tag, port=port, pid=pid, log=str(log))
 
 
-def start_router(
-    model: str, stable: Variant, canary: Variant | None, mode: str, port: int
-) -> Router:
-    token = secrets.token_urlsafe(24)
-    log = runtime_dir() / "deploy" / model / "router.log"
-    env = {**os.environ, "SHIPYARD_ROUTER_TOKEN": token}
-    cmd = [processes.bin_path("shipyard"), "deploy", "router", "--port", str(port)]
-    cmd += ["--stable", stable.url, "--weight", "0", "--mode", mode]
-    if canary is not None:
-        cmd += ["--canary", canary.url]
-    pid = processes.start(cmd, log, env)
-    return Router(port=port, pid=pid, token=token, log=str(log))
+def start_proxy(model: str, stable: Variant, canary: Variant | None, mode: str, port: int) -> Proxy:
+    """Envoy on `port` with no traffic on the canary yet; returns once it is ready."""
+    folder = runtime_dir() / "deploy" / model / "envoy"
+    split = proxy.Split(
+        stable=_upstream(stable, "stable"),
+        canary=None if canary is None else _upstream(canary, "canary"),
+        mode=mode,
+    )
+    pid = proxy.start(folder, port, split)
+    running = Proxy(port=port, pid=pid, folder=str(folder), log=str(folder / "envoy.log"))
+    proxy.wait_ready(proxy.Files(folder), pid)
+    return running
 
 
 def wait_ready(variant: Variant) -> None:
     processes.wait_ready(f"{variant.url}/readyz", variant.pid, Path(variant.log))
 
 
-def wait_router(router: Router) -> None:
-    processes.wait_ready(f"http://127.0.0.1:{router.port}/livez", router.pid, Path(router.log))
+def serving(name: str, champion: str, port: int) -> DeploymentState | None:
+    """The finished deployment whose stable serves `champion` on `port`, if still up.
 
-
-def serving(name: str, champion: str, router_port: int) -> DeploymentState | None:
-    """The finished deployment whose stable serves `champion` on `router_port`, if still up.
-
-    A new canary joins it: clients keep calling the same router and stable answers them
+    A new canary joins it: clients keep calling the same proxy and stable answers them
     throughout, with no restart between deployments.
     """
     state = read_state(name)
-    if state is None or state.status == "running" or state.router is None:
+    if state is None or state.status == "running" or state.proxy is None:
         return None
-    if state.stable.version != champion or state.router.port != router_port:
+    if state.stable.version != champion or state.proxy.port != port:
         return None
-    alive = processes.alive(state.stable.pid) and processes.alive(state.router.pid)
+    alive = processes.alive(state.stable.pid) and processes.alive(state.proxy.pid)
     return state if alive else None
 
 
@@ -155,7 +161,7 @@ def stop_all(name: str) -> None:
     state = read_state(name)
     if state is None:
         return
-    for part in (state.router, state.canary, state.stable):
+    for part in (state.proxy, state.canary, state.stable):
         if part is not None:
             processes.stop(part.pid)
     if state.status == "running":

@@ -33,12 +33,12 @@ class Variant(_Record):
         return f"http://127.0.0.1:{self.port}"
 
 
-class Router(_Record):
-    """The process clients call; `token` authorises weight changes on its admin path."""
+class Proxy(_Record):
+    """The Envoy clients call; `folder` holds its configuration and its admin socket."""
 
     port: int
     pid: int
-    token: str
+    folder: str
     log: str
 
 
@@ -67,7 +67,7 @@ class DeploymentState(_Record):
     target: str = "local"
     stable: Variant
     canary: Variant | None = None
-    router: Router | None = None
+    proxy: Proxy | None = None
     step: int = 0
     weight: int = 0
     failures: int = 0
@@ -92,7 +92,7 @@ class DeploymentState(_Record):
             raise ShipyardError(f"deploy: {self.model}: the deployment has no canary")
         return self.canary
 
-    def live_router(self) -> Router:
-        if self.router is None:
-            raise ShipyardError(f"deploy: {self.model}: the deployment has no router")
-        return self.router
+    def live_proxy(self) -> Proxy:
+        if self.proxy is None:
+            raise ShipyardError(f"deploy: {self.model}: the deployment has no proxy")
+        return self.proxy

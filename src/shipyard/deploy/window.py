@@ -42,6 +42,27 @@ class Window:
     score_buckets: list[tuple[float, float]]  # (upper bound, cumulative count)
     predictions: float
     positives: float
+    # The canary as Envoy saw it: attempts, and those that failed (a 5xx, a reset, a refused
+    # connection). A process that crashes or refuses connections counts nothing itself.
+    proxy_requests: float = 0.0
+    proxy_errors: float = 0.0
+
+    @property
+    def error_rate(self) -> float:
+        """The worse of the service's own count and the proxy's; NaN with neither."""
+        rates = [
+            errors / requests
+            for errors, requests in (
+                (self.server_errors, self.requests),
+                (self.proxy_errors, self.proxy_requests),
+            )
+            if requests > 0
+        ]
+        return max(rates) if rates else math.nan
+
+    @property
+    def errors(self) -> float:
+        return max(self.server_errors, self.proxy_errors)
 
 
 def _sum(series: Series, name: str, **match: str) -> float:
@@ -90,3 +111,27 @@ def window(before: Series, after: Series, path: str = "/predict") -> Window:
         predictions=delta_sum("shipyard_predictions_total"),
         positives=delta_sum("shipyard_positive_decisions_total"),
     )
+
+
+def proxy_counts(before: Series, after: Series, cluster: str, fallback: str) -> tuple[float, float]:
+    """(attempts, failures) Envoy sent to one upstream cluster between two scrapes.
+
+    `fallback` is the aggregate that retries the cluster's failures on stable: each retry is
+    one failed attempt. Mirrored requests (shadow) fail as the cluster's own 5xx. Names are as
+    prometheus_client reads Envoy's page (counters gain `_total`), and labels must match
+    exactly: `upstream_rq_total` and the per-code `upstream_rq` read as one name.
+    """
+
+    def delta(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return max(after.get(key, 0.0) - before.get(key, 0.0), 0.0)
+
+    attempts = delta("envoy_cluster_upstream_rq_total", envoy_cluster_name=cluster)
+    refused = delta("envoy_cluster_upstream_cx_connect_fail_total", envoy_cluster_name=cluster)
+    failed = delta("envoy_cluster_upstream_rq_retry_total", envoy_cluster_name=fallback)
+    failed += delta(
+        "envoy_cluster_upstream_rq_xx_total",
+        envoy_cluster_name=cluster,
+        envoy_response_code_class="5",
+    )
+    return attempts + refused, failed

@@ -154,7 +154,7 @@ _PROXY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def _proxy_id(ctx: bentoml.Context) -> str | None:
-    """The proxy's `X-Request-Id` (Envoy's, or the router's): the same on a mirrored copy."""
+    """The proxy's `X-Request-Id` (Envoy's): the same on a mirrored copy."""
     value = ctx.request.headers.get("x-request-id", "")
     return value if _PROXY_ID.fullmatch(value) else None
 
