@@ -1,4 +1,4 @@
-// Validate rendered manifests offline against the Kubernetes and Argo Rollouts schemas.
+// Validate rendered manifests offline against the Kubernetes, Argo Rollouts and Istio schemas.
 // Usage: node validate.mjs FILE...   One line per problem on stderr; exit 1 if any.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
@@ -6,12 +6,14 @@ import { Service } from "kubernetes-models/v1/Service";
 import { ServiceAccount } from "kubernetes-models/v1/ServiceAccount";
 import { Rollout } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/Rollout";
 import { AnalysisTemplate } from "@kubernetes-models/argo-rollouts/argoproj.io/v1alpha1/AnalysisTemplate";
+import { VirtualService } from "@kubernetes-models/istio/networking.istio.io/v1/VirtualService";
 
 const MODELS = {
   "v1/Service": Service,
   "v1/ServiceAccount": ServiceAccount,
   "argoproj.io/v1alpha1/Rollout": Rollout,
   "argoproj.io/v1alpha1/AnalysisTemplate": AnalysisTemplate,
+  "networking.istio.io/v1/VirtualService": VirtualService,
 };
 
 let problems = 0;

@@ -73,9 +73,50 @@ def test_rendered_manifests_validate_and_land_whole(policy: Policy, tmp_path: Pa
         "analysis-template.yaml",
         "rollout.yaml",
         "services.yaml",
+        "virtual-service.yaml",
     ]
     kinds = [d["kind"] for p in out.iterdir() for d in yaml.safe_load_all(p.read_text())]
-    assert sorted(kinds) == ["AnalysisTemplate", "Rollout", "Service", "Service"]
+    assert sorted(kinds) == [
+        "AnalysisTemplate",
+        "Rollout",
+        "Service",
+        "Service",
+        "Service",
+        "VirtualService",
+    ]
+
+
+def test_istio_carries_the_weights_argo_sets(policy: Policy) -> None:
+    """Argo finds the route it weighs by name, and its two destinations by the Services the
+    Rollout names; before the first step stable has every request."""
+    manifests = rendered(policy)
+    canary = manifests["rollout.yaml"][0]["spec"]["strategy"]["canary"]
+    service = manifests["virtual-service.yaml"][0]
+    routing = canary["trafficRouting"]["istio"]["virtualService"]
+    assert routing["name"] == service["metadata"]["name"] == "fraud-detector"
+    routes = {r["name"]: r["route"] for r in service["spec"]["http"]}
+    assert list(routes) == routing["routes"] == ["primary"]
+    weights = {d["destination"]["host"]: d["weight"] for d in routes["primary"]}
+    assert weights == {canary["stableService"]: 100, canary["canaryService"]: 0}
+    names = {s["metadata"]["name"] for s in manifests["services.yaml"]}
+    assert set(service["spec"]["hosts"]) | set(weights) <= names  # every host is a Service
+
+
+def test_shadow_mirrors_every_request_and_never_weighs_the_canary(
+    policy: Policy, tmp_path: Path
+) -> None:
+    manifests = kubernetes.render("fraud-detector", "7", "5", IMAGE, policy, BUCKETS, "shadow")
+    canary = manifests["rollout.yaml"][0]["spec"]["strategy"]["canary"]
+    steps = canary["steps"]
+    assert not any("setWeight" in s for s in steps)
+    assert steps[0] == {"setCanaryScale": {"replicas": policy.kubernetes.replicas}}
+    mirror = steps[1]["setMirrorRoute"]
+    assert mirror["percentage"] == 100 and mirror["name"] in {
+        r["name"] for r in canary["trafficRouting"]["managedRoutes"]
+    }
+    assert sum("analysis" in s for s in steps) == len(policy.canary.steps)
+    assert steps[-1] == {"setMirrorRoute": {"name": mirror["name"]}}  # removed at the end
+    validation.write(manifests, tmp_path / "k8s", policy.kubernetes.kubernetes_version)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +140,12 @@ def test_rendered_manifests_validate_and_land_whole(policy: Policy, tmp_path: Pa
         (
             "services.yaml",
             lambda d: d["spec"]["ports"][0].update(port="eighty"),
-            "services.yaml: Service/fraud-detector-stable",
+            "services.yaml: Service/fraud-detector",
+        ),
+        (
+            "virtual-service.yaml",
+            lambda d: d["spec"]["http"][0]["route"][0].update(weight="all"),
+            "virtual-service.yaml: VirtualService/fraud-detector",
         ),
     ],
 )

@@ -35,7 +35,7 @@ def deploy() -> None:
     type=click.Choice(["local", "kubernetes"]),
     default="local",
     show_default=True,
-    help="local: processes on this machine. kubernetes: Argo Rollouts manifests.",
+    help="local: processes behind Envoy here. kubernetes: Argo Rollouts and Istio manifests.",
 )
 @port_option
 @click.option("--image", help="kubernetes: the image `bentoml containerize` built for the Bento.")
@@ -91,11 +91,11 @@ def run(
     if target == "kubernetes":
         from shipyard.deploy import rollout
 
-        if strategy == "shadow":
-            raise ShipyardError("deploy: --strategy shadow needs a mesh; kubernetes runs canary")
         if not image:
             raise ShipyardError("deploy: --target kubernetes needs --image")
-        result = rollout.run(name, ref, image, policy, out, apply=apply, timeout=timeout)
+        result = rollout.run(
+            name, ref, image, policy, out, apply=apply, timeout=timeout, strategy=strategy
+        )
         click.echo(f"{name} version {result['version']}: {result['status']}")
         return
     from shipyard.deploy import canary

@@ -4,6 +4,11 @@ them, `kubectl` reads Argo's verdict).
 Argo Rollouts steps the weights and runs the analysis; nothing of ours runs in the cluster.
 The Rollout's steps are the policy's steps, and after each one an AnalysisRun judges canary
 against stable with the policy's gates (see `promql.py`). `kubectl apply -f` the folder.
+
+Traffic is split by Istio, whose data plane is Envoy, the proxy the local target runs: Argo
+writes each step's weight into the VirtualService, so a 5 % step is 5 % of requests whatever
+the replica count, and shadow is Istio's mirroring of every request to the canary, as Envoy
+mirrors locally. Clients call the Service named after the model.
 """
 
 from __future__ import annotations
@@ -15,18 +20,20 @@ from shipyard.deploy.promql import gate_queries
 from shipyard.policy import Policy
 
 TEMPLATE = "canary-gates"
+ROUTE, MIRROR = "primary", "mirror"  # the VirtualService's route Argo weighs, and its mirror
 
 
 def _labels(model: str) -> dict[str, str]:
     return {"app.kubernetes.io/name": model, "app.kubernetes.io/part-of": "shipyard"}
 
 
-def _service(model: str, role: str, policy: Policy) -> dict[str, Any]:
+def _service(model: str, role: str | None, policy: Policy) -> dict[str, Any]:
+    """`MODEL-stable`, `MODEL-canary` (Argo narrows their selectors), or `MODEL` (clients')."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": f"{model}-{role}",
+            "name": model if role is None else f"{model}-{role}",
             "namespace": policy.kubernetes.namespace,
             "labels": _labels(model),
         },
@@ -71,7 +78,11 @@ def _analysis_template(
     }
 
 
-def _steps(model: str, version: str, stable_version: str, policy: Policy) -> list[dict[str, Any]]:
+def _steps(
+    model: str, version: str, stable_version: str, policy: Policy, strategy: str
+) -> list[dict[str, Any]]:
+    """Canary: each weight, its window, its analysis. Shadow: the canary scaled up with no
+    weight, every request mirrored to it for each window, then the mirror removed."""
     pause = f"{max(int(policy.canary.step_seconds), 1)}s"
     analysis = {
         "templates": [{"templateName": f"{model}-{TEMPLATE}"}],
@@ -80,14 +91,52 @@ def _steps(model: str, version: str, stable_version: str, policy: Policy) -> lis
             {"name": "stable-version", "value": stable_version},
         ],
     }
-    steps: list[dict[str, Any]] = []
+    if strategy == "shadow":
+        steps: list[dict[str, Any]] = [
+            {"setCanaryScale": {"replicas": policy.kubernetes.replicas}},
+            {
+                "setMirrorRoute": {
+                    "name": MIRROR,
+                    "percentage": 100,
+                    "match": [{"method": {"exact": "POST"}}],
+                }
+            },
+        ]
+        for _ in policy.canary.steps:
+            steps += [{"pause": {"duration": pause}}, {"analysis": analysis}]
+        return [*steps, {"setMirrorRoute": {"name": MIRROR}}]  # no match: the mirror goes
+    steps = []
     for weight in policy.canary.steps:
         steps += [{"setWeight": weight}, {"pause": {"duration": pause}}, {"analysis": analysis}]
     return steps
 
 
+def _virtual_service(model: str, policy: Policy) -> dict[str, Any]:
+    """The route Argo moves: all of it to stable until the first step."""
+
+    def to(role: str, weight: int) -> dict[str, Any]:
+        return {
+            "destination": {"host": f"{model}-{role}", "port": {"number": 80}},
+            "weight": weight,
+        }
+
+    return {
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {
+            "name": model,
+            "namespace": policy.kubernetes.namespace,
+            "labels": _labels(model),
+        },
+        "spec": {
+            "hosts": [model],
+            "http": [{"name": ROUTE, "route": [to("stable", 100), to("canary", 0)]}],
+        },
+    }
+
+
 def _rollout(
-    model: str, version: str, stable_version: str, image: str, policy: Policy
+    model: str, version: str, stable_version: str, image: str, policy: Policy, strategy: str
 ) -> dict[str, Any]:
     k8s = policy.kubernetes
     labels = {**_labels(model), "shipyard.io/model-version": version}
@@ -146,7 +195,11 @@ def _rollout(
                 "canary": {
                     "canaryService": f"{model}-canary",
                     "stableService": f"{model}-stable",
-                    "steps": _steps(model, version, stable_version, policy),
+                    "trafficRouting": {
+                        "istio": {"virtualService": {"name": model, "routes": [ROUTE]}},
+                        "managedRoutes": [{"name": MIRROR}],
+                    },
+                    "steps": _steps(model, version, stable_version, policy, strategy),
                 }
             },
         },
@@ -160,10 +213,12 @@ def render(
     image: str,
     policy: Policy,
     score_buckets: Sequence[float],
+    strategy: str = "canary",
 ) -> dict[str, list[dict[str, Any]]]:
     """File name -> the manifests it holds; `score_buckets` are the ones both images count in."""
     return {
-        "services.yaml": [_service(model, r, policy) for r in ("stable", "canary")],
+        "services.yaml": [_service(model, r, policy) for r in (None, "stable", "canary")],
+        "virtual-service.yaml": [_virtual_service(model, policy)],
         "analysis-template.yaml": [_analysis_template(model, policy, score_buckets)],
-        "rollout.yaml": [_rollout(model, version, stable_version, image, policy)],
+        "rollout.yaml": [_rollout(model, version, stable_version, image, policy, strategy)],
     }

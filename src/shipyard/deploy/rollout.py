@@ -18,14 +18,19 @@ from shipyard.errors import ShipyardError
 from shipyard.policy import Policy
 
 
-def render(name: str, ref: str, image: str, policy: Policy, out: Path) -> dict[str, str]:
-    """Manifests for canarying version REF against the champion, validated, in `out`."""
+def render(
+    name: str, ref: str, image: str, policy: Policy, out: Path, strategy: str | None = None
+) -> dict[str, str]:
+    """Manifests for canarying (or shadowing) version REF against the champion, validated,
+    in `out`. The strategy defaults to what promotion recorded on the version."""
+    from shipyard.deploy.canary import strategy_of
+
     challenger, champion = outcome.versions(name, ref)
-    manifests = kubernetes.render(
-        name, challenger, champion, image, policy, shared_buckets(name, challenger, champion)
-    )
+    strategy = strategy or strategy_of(name, challenger)
+    buckets = shared_buckets(name, challenger, champion)
+    manifests = kubernetes.render(name, challenger, champion, image, policy, buckets, strategy)
     validation.write(manifests, out, policy.kubernetes.kubernetes_version)
-    return {"version": challenger, "stable_version": champion}
+    return {"version": challenger, "stable_version": champion, "strategy": strategy}
 
 
 def shared_buckets(name: str, challenger: str, champion: str) -> tuple[float, ...]:
@@ -102,8 +107,9 @@ def run(
     *,
     apply: bool,
     timeout: float,
+    strategy: str | None = None,
 ) -> dict[str, Any]:
-    versions = render(name, ref, image, policy, out)
+    versions = render(name, ref, image, policy, out, strategy)
     namespace = policy.kubernetes.namespace
     if not apply:
         progress("deploy", f"apply with: kubectl apply -n {namespace} -f {out}")
@@ -111,7 +117,7 @@ def run(
     _apply(out, namespace)
     verdict = watch(name, namespace, timeout, poll=min(10.0, policy.canary.step_seconds))
     analysis = {
-        "strategy": "canary",
+        "strategy": versions["strategy"],
         "target": "kubernetes",
         "stable_version": versions["stable_version"],
         "argo": verdict,
