@@ -130,16 +130,13 @@ def test_a_failing_canary_is_answered_by_stable_and_counted_by_envoy(
             if kill:
                 broken.stop()
             before = front.stats()
-            with httpx.Client() as client:
-                answers = [client.post(front.url + "/predict", content=b"{}") for _ in range(200)]
-            assert {(a.status_code, a.headers["x-shipyard-variant"]) for a in answers} == {
-                (200, "stable")
-            }
+            # Concurrent clients: many retries in flight at once, past Envoy's default of 3.
+            tally = traffic.Clients(front.url, BODIES * 10, threads=16).wait()
+            assert dict(tally.answers) == {(200, "stable"): 1000}, (kill, tally.first_error)
             attempts, failures = proxy_counts(before, front.stats(), cluster, fallback)
-            assert within_binomial(int(attempts), 200, 0.5) and failures == attempts, (
-                kill,
-                attempts,
-            )
+            # Every attempt failed; Envoy's counters may differ by one in flight at the scrape.
+            assert within_binomial(int(attempts), 1000, 0.5), (kill, attempts)
+            assert abs(failures - attempts) <= 0.01 * attempts, (kill, attempts, failures)
     finally:
         stable.stop()
         broken.stop()

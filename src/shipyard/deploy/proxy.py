@@ -9,10 +9,11 @@ socket only this user can open, so no port anyone can reach moves traffic.
   the canary first and, on a 5xx, a reset or a refused connection, retries once on stable.
   A broken canary costs clients nothing; Envoy's per-cluster statistics still count its errors.
 - `shadow` mode: stable answers; every request is mirrored to the canary, whose answer is
-  dropped. Both carry the same `x-request-id`, so the paired gates can match them.
+  dropped. Both carry the `x-request-id` Envoy gave the request (a client's own is replaced),
+  so the paired gates can match them.
 - Stickiness: a client's `X-Request-Key` header picks the split's bucket (a hash in Lua), so
-  one key stays on one variant while the weight holds. Envoy routes before it reads the body,
-  so a `request_id` only in the body does not make a request sticky.
+  one key stays on one variant while the weight holds, and stays on the canary as its weight
+  grows. Envoy routes on headers, so a `request_id` only in the body is not sticky.
 - `x-shipyard-variant` on every answer names the endpoint that gave it (its metadata).
 """
 
@@ -112,12 +113,27 @@ def _endpoint(upstream: Upstream) -> dict[str, Any]:
     }
 
 
+# Envoy's default allows 3 retries in flight per cluster and answers the rest with the canary's
+# own 5xx: under load a broken canary would reach clients. Every request may be retried once.
+_BREAKERS = {
+    "thresholds": [
+        {
+            "max_retries": MAX_CONNECTIONS,
+            "max_connections": MAX_CONNECTIONS,
+            "max_pending_requests": MAX_CONNECTIONS,
+            "max_requests": MAX_CONNECTIONS,
+        }
+    ]
+}
+
+
 def _cluster(upstream: Upstream) -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
         "name": upstream.cluster,
         "type": "STATIC",
         "connect_timeout": "1s",
+        "circuit_breakers": _BREAKERS,
         "load_assignment": {
             "cluster_name": upstream.cluster,
             "endpoints": [{"lb_endpoints": [_endpoint(upstream)]}],
@@ -134,6 +150,7 @@ def clusters(split: Split) -> dict[str, dict[str, Any]]:
             "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
             "name": split.fallback,
             "connect_timeout": "1s",
+            "circuit_breakers": _BREAKERS,
             "lb_policy": "CLUSTER_PROVIDED",
             "cluster_type": {
                 "name": "envoy.clusters.aggregate",
