@@ -83,6 +83,7 @@ benchmarks: pipeline ## print each measured claim next to its baseline (installs
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.proxy
 	$(BIN)/python -m benchmarks.canary
 	$(BIN)/python -m benchmarks.canary_power
 	$(BIN)/python -m benchmarks.drift

@@ -7,7 +7,7 @@ small JSON body per request) goes straight to one upstream and then through the 
 Envoy at a 90/10 split, in the same run; wrk, Envoy and the upstreams share this box's cores.
 Targets: p50 ≤ 1.5 ms and p99 ≤ 3 ms added, and at most half the throughput lost.
 
-Run with `.venv/bin/python -m benchmarks.proxy` (`make benchmarks` installs wrk).
+Run with `make benchmarks` (installs wrk) or `.venv/bin/python -m benchmarks.proxy`.
 """
 
 from __future__ import annotations
