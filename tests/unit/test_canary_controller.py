@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,6 +88,23 @@ def test_an_honest_canary_steps_through_every_weight_and_becomes_stable(policy: 
     assert saved.status == "promoted" and saved.stable.version == "2"
     assert all(h.passed for h in saved.history) and len(saved.history) == len(steps)
     assert all(h.canary_requests >= policy.canary.min_requests for h in saved.history)
+    assert fleet.client_errors == 0
+
+
+def test_a_canary_the_promotion_gates_refuse_does_not_keep_the_traffic(policy: Policy) -> None:
+    """Every canary gate passed, then `promote --to champion` refused it: weight 0, canary
+    stopped, stable still serving, and the refusal is what the controller raises."""
+
+    def refuse(name: str, version: str, analysis: dict[str, Any], policy: Policy) -> None:
+        raise GateFailed("promote: m version 2 to @champion: gate no_regression_ap: failed")
+
+    fleet, state = fleet_of(HONEST)
+    with pytest.raises(GateFailed, match="no_regression_ap"):
+        canary.advance(state, policy, replace(fleet.plant(), passed=refuse))
+    saved = deployment.load_state("m")
+    assert saved.status == "promotion refused" and saved.weight == 0
+    assert fleet.routes[-1] == {"weight": 0, "mode": "canary", "canary": None}
+    assert fleet.stopped == [CANARY_PID] and saved.stable.version == "1"
     assert fleet.client_errors == 0
 
 

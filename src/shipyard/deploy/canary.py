@@ -388,13 +388,18 @@ def _analysis(state: DeploymentState) -> dict[str, Any]:
     }
 
 
-def _reject(state: DeploymentState, results: list[GateResult], plant: Plant) -> NoReturn:
-    failed = next(r for r in results if not r.passed)
+def _retire_canary(state: DeploymentState, plant: Plant) -> None:
+    """Weight 0 on disk, then at the proxy; the canary stops once its requests drained."""
     state.weight, state.status = 0, "rolling back"
     deployment.save_state(state)
     plant.route(state, weight=0, mode="canary", canary=None)
     plant.sleep(DRAIN_SECONDS)
     plant.stop(state.live_canary().pid)
+
+
+def _reject(state: DeploymentState, results: list[GateResult], plant: Plant) -> NoReturn:
+    failed = next(r for r in results if not r.passed)
+    _retire_canary(state, plant)
     error = plant.rejected(
         state.model, state.live_canary().version, failed.describe(), _analysis(state)
     )
@@ -404,7 +409,15 @@ def _reject(state: DeploymentState, results: list[GateResult], plant: Plant) -> 
 
 
 def _promote(state: DeploymentState, policy: Policy, plant: Plant) -> DeploymentState:
-    plant.passed(state.model, state.live_canary().version, _analysis(state), policy)
+    try:
+        plant.passed(state.model, state.live_canary().version, _analysis(state), policy)
+    except ShipyardError:
+        # The promotion gates refused what the canary's gates passed (a version worse offline
+        # than the champion, a lock held elsewhere): it must not keep the last step's traffic.
+        _retire_canary(state, plant)
+        state.status = "promotion refused"
+        deployment.save_state(state)
+        raise
     # The canary process becomes the stable one; the old stable retires.
     plant.route(
         state,
