@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from shipyard.artifacts import atomic_file
 from shipyard.deploy import processes
 from shipyard.errors import ShipyardError
 
@@ -317,11 +318,8 @@ def _resources(items: list[dict[str, Any]]) -> str:
 
 def _replace(path: Path, text: str) -> None:
     """A whole new file renamed over the old one: Envoy never reads half of one."""
-    scratch = path.with_name(f".{path.name}.tmp")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(scratch, path)
+    with atomic_file(path, mode=0o600) as scratch:
+        scratch.write_text(text)
 
 
 def admin_get(files: Files, path: str) -> str:
