@@ -34,6 +34,10 @@ SCORE_GATES = ("max_score_psi", "max_score_ks")
 # pass for a fault. Honest canaries sit well inside both bounds, where that chance is tiny.
 EARLY_ALPHA_SHARE = 0.5
 DRAIN_SECONDS = 2.0  # requests already on their way to a retiring process finish first
+# A shadow gets every request from its first second, while stable is warm: its first-call
+# set-up (thread pools, the batching dispatcher, first model calls) would be its p99. No client
+# sees a shadow's answers, so its first seconds go unjudged at no one's cost.
+SHADOW_WARM_UP = 2.0
 PREDICTION_LOG_FLUSH = 1.2  # seconds: a service flushes its prediction log every second
 COMPLETE, TIME_UP = "complete", "step time is up"
 ON_TIME = (COMPLETE, TIME_UP)  # any other reason to judge a step is a fault seen early
@@ -303,6 +307,8 @@ def _steps(state: DeploymentState, policy: Policy, plant: Plant) -> list[GateRes
         deployment.save_state(state)  # the intended weight is on disk before the proxy changes
         plant.route(state, weight=weight, mode=state.strategy)
         progress("deploy", f"step {i + 1}/{len(cfg.steps)}: canary weight {weight}%")
+        if state.start_scrapes is None and state.strategy == "shadow":
+            plant.sleep(SHADOW_WARM_UP)
         before = (plant.scrape(state.stable), plant.scrape(state.live_canary()))
         if state.start_scrapes is None:  # score and alert gates count from here on
             state.start_scrapes = list(before)
