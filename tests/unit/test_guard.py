@@ -166,3 +166,49 @@ def test_the_apps_own_4xx_is_reported_in_one_line() -> None:
         (400, "validation", "features.a: big")
     ]
     assert json.loads(sent[1]["body"]) == detail  # passed on as the app sent it
+
+
+def _direct(body: bytes, answer: tuple[int, bytes]) -> tuple[list[Any], list[Any], list[Any], int]:
+    """Guard with an endpoint on /predict: what it was given, what was reported, what the app
+    behind saw, and the status sent."""
+    given: list[Any] = []
+    reported: list[Any] = []
+    behind: list[Any] = []
+
+    async def endpoint(payload: dict[str, Any], headers: Any) -> tuple[int, bytes]:
+        given.append((payload, headers.get("x-request-id")))
+        return answer
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        behind.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guard = Guard(app, None, LIMIT, FIELDS, reported.append, endpoints={"/predict": endpoint})
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", b"r-1")]
+    scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers}
+    asyncio.run(guard(scope, receive, send))
+    return given, reported, behind, int(sent[0]["status"])
+
+
+def test_an_endpoint_answers_a_checked_body_and_the_app_behind_is_not_called() -> None:
+    given, reported, behind, status = _direct(b'{"features": {"a": 1}}', (200, b'{"score":1}'))
+    assert given == [({"features": {"a": 1}}, "r-1")] and behind == [] and reported == []
+    assert status == 200
+
+
+def test_an_endpoints_4xx_is_reported_and_a_refused_body_never_reaches_it() -> None:
+    detail = {"error": "1 validation error", "detail": [{"loc": ["features", "a"], "msg": "big"}]}
+    _, reported, _, status = _direct(b'{"features": {}}', (400, json.dumps(detail).encode()))
+    assert status == 400
+    assert [(r.reason, r.message) for r in reported] == [("validation", "features.a: big")]
+    given, reported, behind, status = _direct(b'{"features": {"a": 1, "a": 2}}', (200, b"{}"))
+    assert (status, given, behind, reported[0].reason) == (400, [], [], "duplicate_key")

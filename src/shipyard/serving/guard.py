@@ -51,6 +51,8 @@ class Rejection:
 
 
 Reporter = Callable[[Rejection], None]
+# Answers a checked body itself: (parsed body, lower-cased headers) -> (status, JSON body).
+Endpoint = Callable[[dict[str, Any], Mapping[str, str]], Awaitable[tuple[int, bytes]]]
 
 
 def error_body(message: str, reason: str, loc: tuple[str | int, ...] = ()) -> bytes:
@@ -114,8 +116,9 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def check_body(content_type: str, body: bytes, fields: frozenset[str]) -> None:
-    """Raise _Refused unless `body` is strict JSON: one shallow object of known `fields`."""
+def check_body(content_type: str, body: bytes, fields: frozenset[str]) -> dict[str, Any]:
+    """The parsed body; raises _Refused unless it is strict JSON, one shallow object of known
+    `fields`."""
     media, _, params = content_type.partition(";")
     charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
     if media.strip().lower() != "application/json" or charset != "utf-8":
@@ -138,6 +141,7 @@ def check_body(content_type: str, body: bytes, fields: frozenset[str]) -> None:
         raise _Refused(400, "unknown_field", f"unknown field {name!r}", (name,))
     if _depth(payload) > MAX_DEPTH:
         raise _Refused(400, "depth", f"body nested deeper than {MAX_DEPTH} levels")
+    return payload
 
 
 def _summary(status: int, body: bytes) -> tuple[str, str]:
@@ -154,7 +158,11 @@ def _summary(status: int, body: bytes) -> tuple[str, str]:
 
 class Guard:
     """401 without the configured key (health and metrics stay open); 413 past the size limit;
-    on `bodies` paths (path -> allowed top-level fields) 415 or 400 unless strict JSON."""
+    on `bodies` paths (path -> allowed top-level fields) 415 or 400 unless strict JSON.
+
+    A body path with an `endpoints` entry is answered by that endpoint with the body already
+    parsed, and the app behind is not called: the service's fast prediction path.
+    """
 
     def __init__(
         self,
@@ -163,8 +171,10 @@ class Guard:
         max_body_bytes: int,
         bodies: Mapping[str, frozenset[str]] | None = None,
         on_reject: Reporter | None = None,
+        endpoints: Mapping[str, Endpoint] | None = None,
     ) -> None:
         self.app = app
+        self.endpoints = dict(endpoints or {})
         self.api_key = api_key or None
         self.max_body_bytes = max_body_bytes
         self.bodies = dict(bodies or {})
@@ -199,10 +209,16 @@ class Guard:
             return
         if scope.get("method") == "POST" and path in self.bodies:
             try:
-                check_body(headers.get("content-type", ""), body, self.bodies[path])
+                payload = check_body(headers.get("content-type", ""), body, self.bodies[path])
             except _Refused as err:
                 self.on_reject(Rejection(path, err.status, err.reason, err.message))
                 await _reply(send, err.status, error_body(err.message, err.reason, err.loc))
+                return
+            if path in self.endpoints:
+                status, answer = await self.endpoints[path](payload, headers)
+                if 400 <= status < 500:
+                    self.on_reject(Rejection(path, status, *_summary(status, answer)))
+                await _reply(send, status, answer)
                 return
         await self.app(scope, _replay(body, receive), self._watch(path, send))
 

@@ -7,8 +7,17 @@ with skops and the allow-list, never unpickled.
 Both endpoints feed BentoML's adaptive batching dispatcher (the CorkDispatcher behind
 `batchable=True` APIs), so concurrent single-record requests are scored in one model call
 while each endpoint keeps its own request shape.
+
+The two prediction paths are answered by `Direct`, inside the guard, with BentoML's own input
+models and the same method bodies as the `@bentoml.api` methods. BentoML's per-request
+machinery around an API call (Starlette routing, its IO descriptors and serde, the response
+object, tracing spans at a sample rate of 0) cost more than the model; the README's serving
+section has the figures. BentoML still runs the process, the model store, health, metrics
+and the OpenAPI document.
 """
 
+import gc
+import json
 import logging
 import os
 import re
@@ -22,7 +31,8 @@ import bentoml
 import numpy as np
 import pandas as pd
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
-from bentoml.exceptions import InternalServerError, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InternalServerError, ServiceUnavailable
+from pydantic import BaseModel, ValidationError
 
 from shipyard.models import storage
 from shipyard.runtime import runtime_dir
@@ -38,7 +48,9 @@ from shipyard.serving.schema import (
     record_model,
 )
 from shipyard.serving.spec import load_spec
+from shipyard.serving.timeout import install as install_timeout
 
+install_timeout()
 SPEC = load_spec()
 Record = record_model(SPEC)
 Batch = batch_type(SPEC, Record)
@@ -153,9 +165,9 @@ def _log_folder() -> Path:
 _PROXY_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
-def _proxy_id(ctx: bentoml.Context) -> str | None:
+def _proxy_id(headers: Any) -> str | None:
     """The proxy's `X-Request-Id` (Envoy's): the same on a mirrored copy."""
-    value = ctx.request.headers.get("x-request-id", "")
+    value = headers.get("x-request-id", "")
     return value if _PROXY_ID.fullmatch(value) else None
 
 
@@ -163,10 +175,19 @@ def _overloaded() -> Any:
     raise ServiceUnavailable("overloaded: the batch queue is past its latency budget")
 
 
+_BODIES = {  # path -> the top-level fields of its input, as the signatures below say
+    "/predict": frozenset({"features", "request_id"}),
+    "/predict_batch": frozenset({"records", "request_id"}),
+}
+
+
 @bentoml.service(
     name=SPEC.model_name,
     traffic={"timeout": 30},
     logging={"access": {"enabled": False}},  # the prediction log and metrics cover requests
+    # Spans are sampled at 0 unless a user configures tracing; excluded, these paths skip
+    # the span machinery, which alone cut a trivial endpoint from 12,800 to 3,600 req/s.
+    tracing={"excluded_urls": list(_BODIES)},
 )
 class PredictionService:
     model_ref = bentoml.models.BentoModel(SPEC.bento_model)
@@ -188,7 +209,13 @@ class PredictionService:
             LATENCY.labels(**_LABELS, path=path)
             for status in ("200", "400", "401", "413", "415", "500", "503"):
                 REQUESTS.labels(**_LABELS, path=path, status=status)
+        self._floats = all(_DTYPES.get(kind) == "float64" for kind in SPEC.fields.values())
         self._warm_up()
+        # The model's objects (torch, sklearn, pandas) are long-lived: frozen, the collector
+        # stops walking them, which cut the p99 under load from about 200 ms to 25 ms.
+        gc.collect()
+        gc.freeze()
+        _LIVE[:] = [self]
         self.ready = True
 
     def _warm_up(self) -> None:
@@ -205,8 +232,7 @@ class PredictionService:
             name: (False if kind == "boolean" else sum(SPEC.field_ranges[name]) / 2)
             for name, kind in SPEC.fields.items()
         }
-        frame = pd.DataFrame([row] * 8, columns=self.fields)
-        frame = frame.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
+        frame = self._frame([row] * 8)
         for size in (1, 8, 1):
             self.model.predict_proba(frame.iloc[:size])
 
@@ -218,12 +244,20 @@ class PredictionService:
         """A normal stop writes every pending record; only a kill can lose the last batch."""
         self.log.close()
 
+    def _frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+        """The model's input frame. All-double records become one float64 block in one step:
+        per-column casts of a frame built from dicts cost more than the model on small
+        batches."""
+        if self._floats:
+            values = np.array([[row[f] for f in self.fields] for row in rows], dtype=np.float64)
+            return pd.DataFrame(values, columns=self.fields, copy=False)
+        frame = pd.DataFrame(rows, columns=self.fields)
+        return frame.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
+
     def _predict_many(self, groups: list[list[dict[str, Any]]]) -> list[np.ndarray]:
         """One model call for every request the dispatcher gathered; scores split back."""
         flat = [row for group in groups for row in group]
-        frame = pd.DataFrame(flat, columns=self.fields)
-        frame = frame.astype({f: _DTYPES[t] for f, t in SPEC.fields.items()})
-        scores = self.model.predict_proba(frame)[:, 1]
+        scores = self.model.predict_proba(self._frame(flat))[:, 1]
         if not np.isfinite(scores).all():  # a diverged model must fail loudly, not answer NaN
             raise InternalServerError("the model returned a non-finite score")
         BATCH_SIZE.labels(**_LABELS).observe(len(flat))
@@ -244,11 +278,11 @@ class PredictionService:
         return result
 
     async def _score(
-        self, records: list[Any], request_id: str | None, ctx: bentoml.Context
+        self, records: list[Any], request_id: str | None, proxy_id: str | None
     ) -> list[Prediction]:
         rows = [r.model_dump() for r in records]
         scores = await self._scores(rows)
-        base = request_id or _proxy_id(ctx) or uuid.uuid4().hex
+        base = request_id or proxy_id or uuid.uuid4().hex
         now = datetime.now(UTC).isoformat(timespec="milliseconds")
         out = []
         for i, (row, score) in enumerate(zip(rows, scores, strict=True)):
@@ -287,7 +321,7 @@ class PredictionService:
         request_id: RequestId | None = None,
     ) -> Prediction:
         """Score one record of named fields."""
-        return (await self._score([features], request_id, ctx))[0]
+        return (await self._score([features], request_id, _proxy_id(ctx.request.headers)))[0]
 
     @bentoml.api
     async def predict_batch(
@@ -297,14 +331,54 @@ class PredictionService:
         request_id: RequestId | None = None,
     ) -> BatchPrediction:
         """Score a batch of records; request ids are `<request_id>-<index>`."""
-        return BatchPrediction(predictions=await self._score(records, request_id, ctx))
+        proxy_id = _proxy_id(ctx.request.headers)
+        return BatchPrediction(predictions=await self._score(records, request_id, proxy_id))
+
+    async def answer(self, name: str, given: Any, proxy_id: str | None) -> BaseModel:
+        """What `name`'s `@bentoml.api` method returns, for input already validated."""
+        if name == "predict":
+            return (await self._score([given.features], given.request_id, proxy_id))[0]
+        records = await self._score(given.records, given.request_id, proxy_id)
+        return BatchPrediction(predictions=records)
+
+
+_LIVE: list[PredictionService] = []  # the worker's instance, once its model is loaded
+_UNEXPECTED = json.dumps(  # BentoML's own 5xx body: the log has the detail
+    {"error": "An unexpected error has occurred, please check the server log."}
+).encode()
+
+
+class Direct:
+    """One prediction path answered inside the guard, as BentoML would answer it: the body
+    validated by BentoML's input model for the method, a 400 in BentoML's shape, the
+    method's output as JSON, and a BentoML error's status with BentoML's body."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    async def __call__(self, payload: dict[str, Any], headers: Any) -> tuple[int, bytes]:
+        if not _LIVE:
+            return 503, _UNEXPECTED
+        try:
+            spec = PredictionService.apis[self.name].input_spec  # type: ignore[attr-defined]
+            given = spec.model_validate(payload)
+        except ValidationError as exc:
+            detail = exc.errors(include_context=False, include_input=False)
+            error = f"{exc.error_count()} validation error for {exc.title}"
+            body = {"error": error, "detail": detail}
+            return 400, json.dumps(body, separators=(",", ":")).encode()
+        try:
+            output = await _LIVE[0].answer(self.name, given, _proxy_id(headers))
+        except BentoMLException as exc:
+            log.error("%s: %s", self.name, exc)
+            return exc.error_code.value, _UNEXPECTED
+        except Exception:
+            log.exception("%s failed", self.name)
+            return 500, _UNEXPECTED
+        return 200, output.model_dump_json().encode()
 
 
 _API_KEY = os.environ.get("SHIPYARD_API_KEY") or None
-_BODIES = {  # path -> the top-level fields of its input, as the signatures above say
-    "/predict": frozenset({"features", "request_id"}),
-    "/predict_batch": frozenset({"records", "request_id"}),
-}
 # Outermost first: metering sees the guard's refusals; the guard keeps the document private.
 PredictionService.add_asgi_middleware(Metered)  # type: ignore[attr-defined]
 PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
@@ -313,6 +387,7 @@ PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=SPEC.max_body_bytes,
     bodies=_BODIES,
     on_reject=_rejected,
+    endpoints={path: Direct(path.removeprefix("/")) for path in _BODIES},
 )
 PredictionService.add_asgi_middleware(  # type: ignore[attr-defined]
     Documented, paths=tuple(_BODIES), keyed=_API_KEY is not None
