@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -67,21 +68,40 @@ def test_batch_bounds() -> None:
         adapter.validate_python([GOOD] * 4)
 
 
+def _logged(log: PredictionLog, want: int) -> list[str]:
+    """Request ids on disk once `want` lines are there (the writer thread flushes)."""
+    deadline = time.monotonic() + 5
+    while True:
+        ids = [json.loads(x)["request_id"] for x in log.path.read_text().splitlines()]
+        if len(ids) >= want or time.monotonic() > deadline:
+            return ids
+        time.sleep(0.01)
+
+
 def test_prediction_log_batches_and_survives_a_torn_line(tmp_path: Path) -> None:
     log = PredictionLog(tmp_path, batch=3, interval=60)
-    for i in range(4):
+    for i in range(3):
         log.append({"request_id": str(i)})
-    # Three flushed as one batch; the fourth waits for the next batch or the timer.
-    assert [json.loads(x)["request_id"] for x in log.path.read_text().splitlines()] == [
-        "0",
-        "1",
-        "2",
-    ]
+    assert _logged(log, 3) == ["0", "1", "2"]  # a batch is due: the writer flushes it
+    log.append({"request_id": "3"})
+    time.sleep(0.2)  # the fourth waits for the next batch, the timer or the close
+    assert _logged(log, 3) == ["0", "1", "2"]
     log.close()
     with log.path.open("a") as f:
         f.write('{"request_id": "torn')  # what a kill in the middle of a write can leave
     records, bad = read_log(tmp_path)
     assert [r["request_id"] for r in records] == ["0", "1", "2", "3"] and bad == 1
+
+
+def test_prediction_log_flushes_itself_past_its_backlog(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path, batch=1000, interval=60, backlog=5)
+    for i in range(5):
+        log.append({"request_id": str(i)})
+    # No batch is due and the timer is far: the fifth append wrote all five before returning.
+    assert [json.loads(x)["request_id"] for x in log.path.read_text().splitlines()] == [
+        str(i) for i in range(5)
+    ]
+    log.close()
 
 
 def test_prediction_log_refuses_nan(tmp_path: Path) -> None:
