@@ -273,6 +273,8 @@ def test_metrics_are_labelled_by_version(served: Server) -> None:
         'shipyard_http_request_duration_seconds_count{model_name="fraud-detector",model_version="1",path="/predict"}'
         in text
     )
+    status, _ = served.call("/metrics", raw=b"{}", key=None)  # served by the service itself
+    assert status == 405
 
 
 def test_concurrent_single_requests_are_batched(served: Server) -> None:

@@ -136,6 +136,20 @@ def _exposition() -> bytes:
     return generate_latest(registry)
 
 
+async def _metrics(scope: Any, send: Any) -> None:
+    """`GET /metrics` (and HEAD, as Starlette routes it); 405 for any other method."""
+    if scope.get("method") not in ("GET", "HEAD"):
+        headers = [(b"allow", b"GET, HEAD"), (b"content-type", b"text/plain; charset=utf-8")]
+        await send({"type": "http.response.start", "status": 405, "headers": headers})
+        await send({"type": "http.response.body", "body": b"Method Not Allowed"})
+        return
+    body = await asyncio.to_thread(_exposition)
+    headers = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
 class Metered:
     """Counts every response by status and times it, labelled by model version; answers
     `/metrics` itself.
@@ -153,10 +167,7 @@ class Metered:
             await self.app(scope, receive, send)
             return
         if scope.get("path") == "/metrics":
-            body = await asyncio.to_thread(_exposition)
-            headers = [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-            await send({"type": "http.response.start", "status": 200, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
+            await _metrics(scope, send)
             return
         start, status = time.perf_counter(), [500]
 
