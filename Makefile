@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv tools demo pipeline screenshot test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr
+.PHONY: help venv tools demo pipeline screenshot test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr stack-up stack-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -50,7 +50,14 @@ $(PROMETHEUS):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
 
-tools: $(NODE_TOOLS) $(PROMETHEUS) ## node manifest validator and Prometheus (Debian packages)
+# The team stack's database (`shipyard stack up`): Debian keeps initdb/pg_ctl in a versioned
+# folder off PATH, and `runuser` runs them as `postgres` when we are root.
+POSTGRES := /usr/lib/postgresql/15/bin/initdb
+$(POSTGRES):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
+
+tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) ## node validator, Prometheus, PostgreSQL (Debian)
 
 # The whole loop in a scratch copy under .shipyard/demo (IN_PLACE=1: in this working tree).
 demo: $(STAMP) ## data, pipeline, champion, drift, retrain, canary, a rejected bad version
@@ -60,6 +67,12 @@ pipeline: $(STAMP) ## data -> dvc repro -> registered @candidate, in this workin
 	$(BIN)/shipyard data bootstrap
 	$(BIN)/dvc repro
 	$(BIN)/shipyard summary
+
+stack-up: $(STAMP) $(POSTGRES) ## team stack on loopback: PostgreSQL, S3 stand-in, mlflow server
+	$(BIN)/shipyard stack up
+
+stack-down: $(STAMP) ## stop the team stack
+	$(BIN)/shipyard stack down
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks scripts

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+LOCK_ENV = "SHIPYARD_LOCK_URI"
+
 
 def runtime_dir() -> Path:
     return Path(os.environ.get("SHIPYARD_RUNTIME_DIR", ".shipyard"))
@@ -20,7 +22,16 @@ def runtime_dir() -> Path:
 
 @contextmanager
 def lock(name: str) -> Iterator[None]:
-    """An exclusive lock shared by every process on this machine (released on exit or crash)."""
+    """An exclusive lock: across machines when `SHIPYARD_LOCK_URI` names a PostgreSQL database
+    (an advisory lock there), else across the processes of this machine (a file lock). Either
+    is released when its holder exits or crashes."""
+    uri = os.environ.get(LOCK_ENV)
+    if uri:
+        from shipyard.locks import advisory
+
+        with advisory(uri, name):
+            yield
+        return
     path = runtime_dir() / "locks" / f"{name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as handle:

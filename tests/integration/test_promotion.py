@@ -19,6 +19,9 @@ from shipyard.errors import GateFailed, ShipyardError
 from shipyard.policy import Policy, load_policy
 from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, register
+from tests.integration.team_stack import backend, team_stack
+
+__all__ = ["backend", "team_stack"]  # fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +53,7 @@ def test_repository_policy_loads() -> None:
 
 
 def test_first_model_becomes_champion_without_canary(
-    tmp_path: Path, policy: Policy, runtime_dir: Path
+    tmp_path: Path, policy: Policy, runtime_dir: Path, backend: str
 ) -> None:
     v1 = register(tmp_path)
     record = promotion.promote(NAME, v1, "champion", policy)
@@ -180,7 +183,7 @@ def test_passed_canary_allows_champion(tmp_path: Path, policy: Policy) -> None:
     assert record["decision"] == "passed" and alias("previous") == v1
 
 
-def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path) -> None:
+def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path, backend: str) -> None:
     v1 = register(tmp_path)
     promotion.promote(NAME, v1, "champion", policy)
     with pytest.raises(ShipyardError, match="no @previous version"):
@@ -194,28 +197,14 @@ def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path) -> None:
     assert audit(runtime_dir)[-1]["action"] == "rollback"
 
 
-def test_concurrent_promotions_do_not_both_win(
-    tmp_path: Path, runtime_dir: Path, raw_params: dict[str, Any]
-) -> None:
-    """Two real processes judge against the same champion; only the first to commit wins."""
+def _race(
+    tmp_path: Path, raw_params: dict[str, Any], contenders: list[str], machines: list[Path]
+) -> tuple[list[int], list[list[str]]]:
+    """Each contender promoted to champion by its own process, from its own working folder;
+    the commit step held until both have judged against the same champion."""
     from shipyard import runtime
 
-    v1 = register(tmp_path)
-    policy = load_policy(REPO / "registry" / "policy.yaml")
-    promotion.promote(NAME, v1, "champion", policy)
-    contenders = [register(tmp_path, seed=s, canary="passed") for s in (1, 2)]
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [
-        "shipyard",
-        "promote",
-        NAME,
-        "",
-        "--to",
-        "champion",
-        "--policy",
-        str(REPO / "registry" / "policy.yaml"),
-    ]
     waiting: list[str] = []
 
     def watch(proc: subprocess.Popen[str], out: list[str]) -> None:
@@ -225,15 +214,16 @@ def test_concurrent_promotions_do_not_both_win(
             if "waiting for the registry lock" in line:
                 waiting.append(line)
 
-    with runtime.lock(f"registry-{NAME}"):  # hold the commit step until both have judged
+    with runtime.lock(f"registry-{NAME}"):  # the lock both processes are about to take
         procs, logs, threads = [], [], []
-        for version in contenders:
-            args = cmd.copy()
-            args[3] = version
+        for version, machine in zip(contenders, machines, strict=True):
+            machine.mkdir(parents=True, exist_ok=True)
+            (machine / "params.yaml").write_text(yaml.safe_dump(raw_params))
+            policy = str(REPO / "registry" / "policy.yaml")
             proc = subprocess.Popen(
-                args,
-                cwd=tmp_path,
-                env=env,
+                ["shipyard", "promote", NAME, version, "--to", "champion", "--policy", policy],
+                cwd=machine,
+                env={**env, "SHIPYARD_RUNTIME_DIR": str(machine / "runtime")},
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -252,11 +242,36 @@ def test_concurrent_promotions_do_not_both_win(
     codes = [p.wait(timeout=60) for p in procs]
     for t in threads:
         t.join(timeout=5)
-    assert sorted(codes) == [0, 1], logs
-    loser = logs[codes.index(1)]
-    assert "champion changed during promotion" in loser[-1]
-    winner = contenders[codes.index(0)]
-    assert alias("champion") == winner and alias("previous") == v1
+    return codes, logs
+
+
+def test_concurrent_promotions_do_not_both_win(
+    tmp_path: Path, runtime_dir: Path, raw_params: dict[str, Any], backend: str
+) -> None:
+    """Two real processes judge against the same champion; only the first to commit wins.
+
+    On sqlite both share one working folder, hence one file lock. Against the team stack each
+    has its own folder, as on two machines: only the advisory lock on PostgreSQL is shared.
+    Several rounds, each against the champion the last one left.
+    """
+    v1 = register(tmp_path)
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    promotion.promote(NAME, v1, "champion", policy)
+    champion, rounds = v1, 3 if backend == "stack" else 1
+    for round_ in range(rounds):
+        contenders = [register(tmp_path, seed=s, canary="passed") for s in (1, 2)]
+        if backend == "stack":
+            machines = [tmp_path / f"machine-{round_}-{m}" for m in "ab"]
+        else:
+            machines = [runtime_dir.parent, runtime_dir.parent]
+        codes, logs = _race(tmp_path, raw_params, contenders, machines)
+        assert sorted(codes) == [0, 1], logs
+        loser = logs[codes.index(1)]
+        winner = contenders[codes.index(0)]
+        assert "champion changed during promotion" in loser[-1]
+        assert f"was {champion}, now {winner}" in loser[-1]  # the one line names the winner
+        assert alias("champion") == winner and alias("previous") == champion
+        champion = winner
 
 
 # fault -> the promotion gate that must name it (ranking is the same, or as good)

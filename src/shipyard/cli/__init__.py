@@ -14,6 +14,7 @@ from shipyard.cli.deploy import deploy
 from shipyard.cli.monitoring import drift, monitor, retrain
 from shipyard.cli.registry import promote, rollback
 from shipyard.cli.serving import package, serve
+from shipyard.cli.stack import stack
 from shipyard.cli.stage import stage
 from shipyard.cli.summary import summary
 from shipyard.cli.webhook import webhook
@@ -54,3 +55,4 @@ main.add_command(drift)
 main.add_command(monitor)
 main.add_command(retrain)
 main.add_command(demo)
+main.add_command(stack)

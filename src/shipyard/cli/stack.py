@@ -1,0 +1,60 @@
+"""`shipyard stack up|down|env`: the team stack (PostgreSQL, S3, mlflow server) on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+FOLDER_HELP = "Where the stack keeps its state and logs [default: <runtime>/stack]."
+
+
+def _folder(folder: Path | None) -> Path:
+    from shipyard.runtime import runtime_dir
+
+    return folder or runtime_dir() / "stack"
+
+
+def _exports(values: dict[str, str]) -> str:
+    return "\n".join(f"export {k}={v}" for k, v in values.items())
+
+
+@click.group()
+def stack() -> None:
+    """The registry a team runs (MLflow server on PostgreSQL, artifacts on S3), on loopback."""
+
+
+@stack.command()
+@click.option("--folder", type=click.Path(path_type=Path), help=FOLDER_HELP)
+def up(folder: Path | None) -> None:
+    """Start PostgreSQL, the S3 stand-in and `mlflow server`; print what to export.
+
+    Use it with: eval "$(shipyard stack up | grep ^export)".
+    """
+    from shipyard import stack as team
+
+    running = team.up(_folder(folder), say=lambda line: click.echo(line, err=True))
+    click.echo(_exports(running.client_env()))
+
+
+@stack.command()
+@click.option("--folder", type=click.Path(path_type=Path), help=FOLDER_HELP)
+def env(folder: Path | None) -> None:
+    """Print the exports for the running stack."""
+    from shipyard import stack as team
+    from shipyard.errors import ShipyardError
+
+    running = team.load(_folder(folder))
+    if running is None:
+        raise ShipyardError(f"stack: none recorded in {_folder(folder)}; run `shipyard stack up`")
+    click.echo(_exports(running.client_env()))
+
+
+@stack.command()
+@click.option("--folder", type=click.Path(path_type=Path), help=FOLDER_HELP)
+def down(folder: Path | None) -> None:
+    """Stop every process of the stack and remove its database cluster."""
+    from shipyard import stack as team
+
+    stopped = team.down(_folder(folder))
+    click.echo("stack: stopped" if stopped else f"stack: none recorded in {_folder(folder)}")

@@ -1,0 +1,98 @@
+"""The team stack for real: PostgreSQL, moto's S3 server and `mlflow server` on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shipyard import locks, registry, stack
+from shipyard.deploy import processes
+from shipyard.errors import ShipyardError
+from tests.integration.registry_fixtures import NAME, register
+
+pytestmark = pytest.mark.stack
+
+HOLDER = """
+import sys, time
+from shipyard import locks
+with locks.advisory(sys.argv[1], "registry-held"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, stack.Stack]]:
+    """A stack of this module's own: its last test stops it."""
+    folder = tmp_path_factory.mktemp("own-stack")
+    running = stack.up(folder, say=lambda _: None)
+    try:
+        yield folder, running
+    finally:
+        stack.down(folder)
+
+
+def test_artifacts_go_through_the_server_to_the_bucket(
+    tmp_path: Path, own_stack: tuple[Path, stack.Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+
+    _, running = own_stack
+    for key, value in running.client_env().items():
+        monkeypatch.setenv(key, value)
+    run_id = registry.resolve(NAME, register(tmp_path)).run_id
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # no local path anywhere
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=running.s3_endpoint,
+        aws_access_key_id=running.access_key,
+        aws_secret_access_key=running.secret_key,
+        region_name=stack.REGION,
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=running.bucket)["Contents"]]
+    assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith(".skops") for k in keys)
+    assert any(run.info.run_id in k and k.endswith(".parquet") for k in keys)  # frozen test set
+
+
+def test_the_advisory_lock_waits_for_its_holder_and_a_killed_holder_frees_it(
+    own_stack: tuple[Path, stack.Stack],
+) -> None:
+    _, running = own_stack
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, running.database_uri],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        refused = pytest.raises(ShipyardError, match="still held after 1 s")
+        with refused, locks.advisory(running.database_uri, "registry-held", timeout=1):
+            pytest.fail("granted while another process holds it")
+        holder.kill()  # no unlock: PostgreSQL ends the session and its lock with it
+        holder.wait(timeout=10)
+        start = time.monotonic()
+        with locks.advisory(running.database_uri, "registry-held", timeout=30):
+            assert time.monotonic() - start < 10
+    finally:
+        holder.kill()
+
+
+def test_down_stops_every_process(own_stack: tuple[Path, stack.Stack]) -> None:
+    folder, running = own_stack
+    assert stack.down(folder) is True
+    assert not processes.alive(running.mlflow_pid) and not processes.alive(running.s3_pid)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", running.postgres_port), 2):
+        pass
+    assert stack.load(folder) is None and not Path(running.pgdata).exists()
+    assert stack.down(folder) is False  # twice is harmless
