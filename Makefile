@@ -89,13 +89,14 @@ test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones inc
 unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
-benchmarks: pipeline ## print each measured claim next to its baseline (installs wrk)
+benchmarks: pipeline $(POSTGRES) ## print each measured claim next to its baseline (installs wrk)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.registry
 	$(BIN)/python -m benchmarks.proxy
 	$(BIN)/python -m benchmarks.canary
 	$(BIN)/python -m benchmarks.canary_power
