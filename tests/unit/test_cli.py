@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
+
+from tests.conftest import REPO
 
 HEAVY = ["mlflow", "evidently", "bentoml", "torch", "sklearn", "pandas", "dvc"]
 COMMANDS = [
@@ -16,6 +20,10 @@ COMMANDS = [
     ["summary"],
     ["promote"],
     ["webhook"],
+    ["stack"],
+    ["stack", "up"],
+    ["stack", "env"],
+    ["stack", "down"],
     ["deploy"],
     ["deploy", "run"],
     ["deploy", "status"],
@@ -52,3 +60,51 @@ def test_every_help_works_without_heavy_imports() -> None:
     for args, (code, text) in zip(COMMANDS, report["outs"], strict=True):
         assert code == 0, args
         assert "Usage:" in text and len(text.splitlines()) > 3, args
+
+
+def test_a_tracking_server_away_is_one_line_naming_it(tmp_path: Path) -> None:
+    from shipyard.deploy.processes import free_port
+
+    port = free_port()  # nothing listens there
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"  # MLflow's own retries take two minutes
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("shipyard")),
+            "promote",
+            "fraud-detector",
+            "1",
+            "--to",
+            "challenger",
+            "--policy",
+            str(REPO / "registry" / "policy.yaml"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert (
+        last == f"error: tracking server http://127.0.0.1:{port} unreachable (Connection refused)"
+    )
+    assert "Traceback" not in out.stderr
+
+
+def test_tracking_messages() -> None:
+    from shipyard.errors import tracking_message
+
+    refused = (
+        "API request to https://mlflow.team:5000/api/2.0/mlflow/registered-models/get failed "
+        "with error code 403 != 200. Response body: 'forbidden'"
+    )
+    assert tracking_message(refused) == (
+        "tracking server https://mlflow.team:5000: "
+        "error code 403 != 200. Response body: 'forbidden'"
+    )
+    assert tracking_message("RESOURCE_DOES_NOT_EXIST: no such version\nmore") == (
+        "MLflow: RESOURCE_DOES_NOT_EXIST: no such version"
+    )

@@ -21,15 +21,22 @@ from shipyard.cli.webhook import webhook
 
 
 class _Group(click.Group):
-    """Turns a ShipyardError into one line on stderr and exit status 1."""
+    """Turns a ShipyardError, or an MLflow client error (a server away, a refused request),
+    into one line on stderr and exit status 1."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from shipyard.errors import ShipyardError
+        from shipyard.errors import ShipyardError, tracking_message
 
         try:
             return super().invoke(ctx)
         except ShipyardError as err:
             click.echo(f"error: {err}", err=True)
+            sys.exit(1)
+        except Exception as err:
+            mlflow = sys.modules.get("mlflow.exceptions")
+            if mlflow is None or not isinstance(err, mlflow.MlflowException):
+                raise
+            click.echo(f"error: {tracking_message(err.message)}", err=True)
             sys.exit(1)
 
 
