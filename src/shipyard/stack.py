@@ -77,6 +77,8 @@ class Stack:
             # The receiver runs on this machine: loopback and plain http are allowed here.
             "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
             "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+            # A new or changed webhook fires within a second, not after MLflow's 60 s cache.
+            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         }
 
 

@@ -24,6 +24,9 @@ from shipyard.deploy.processes import free_port
 from tests.conftest import DECISION_KEY, REPO
 from tests.integration.hostile import raw
 from tests.integration.registry_fixtures import NAME, register
+from tests.integration.team_stack import team_stack
+
+__all__ = ["team_stack"]  # fixture
 
 pytestmark = pytest.mark.slow
 SECRET = "webhook-secret"
@@ -82,12 +85,13 @@ class GitHub:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
-@pytest.fixture(scope="module", params=["github"])
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("stack", marks=pytest.mark.stack)])
 def server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    """A real mlflow server whose webhook calls `shipyard webhook serve --mode <param>`: one
-    per module, as a team runs one; each test registers versions of its own."""
+    """A real mlflow server whose webhook calls `shipyard webhook serve --mode github`: one
+    per module, as a team runs one; each test registers versions of its own. `sqlite`: a
+    server on a sqlite file; `stack`: the team stack's, on PostgreSQL with S3 artifacts."""
     from cryptography.fernet import Fernet
 
     tmp_path = tmp_path_factory.mktemp("webhook")
@@ -104,27 +108,41 @@ def server(
     }
     server_env.pop("MLFLOW_TRACKING_URI", None)
     log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115
-    mlflow_proc = subprocess.Popen(
-        [
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(mport),
-            "--workers",
-            "1",
-        ],
-        env=server_env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
+    if request.param == "stack":
+        from mlflow import MlflowClient
+
+        team = request.getfixturevalue("team_stack")
+        uri = team.tracking_uri
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        for model in client.search_registered_models():  # the server outlives each module
+            client.delete_registered_model(model.name)
+        for hook in client.list_webhooks():
+            client.delete_webhook(hook.webhook_id)
+    mlflow_proc = (
+        None
+        if request.param == "stack"
+        else subprocess.Popen(
+            [
+                "mlflow",
+                "server",
+                "--backend-store-uri",
+                f"sqlite:///{tmp_path / 'server.db'}",
+                "--artifacts-destination",
+                str(tmp_path / "artifacts"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mport),
+                "--workers",
+                "1",
+            ],
+            env=server_env,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
     )
-    uri = f"http://127.0.0.1:{mport}"
+    uri = team.tracking_uri if request.param == "stack" else f"http://127.0.0.1:{mport}"
     github = GitHub()
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
@@ -160,7 +178,7 @@ def server(
             "--port",
             str(wport),
             "--mode",
-            request.param,
+            "github",
             "--deploy-port",
             str(deploy_port),
             "--policy",
@@ -196,8 +214,9 @@ def server(
         stop = ["shipyard", "deploy", "stop", NAME]
         subprocess.run(stop, cwd=tmp_path, env=hook_env, capture_output=True, check=False)
         for proc in (hook_proc, mlflow_proc):
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
 
 
 @pytest.fixture
