@@ -197,16 +197,31 @@ def up(folder: Path, say: Callable[[str], None] = print) -> Stack:
         processes.wait_ready(f"{stack.s3_endpoint}/moto-api/", stack.s3_pid, s3_log, 60)
         _create_bucket(stack)
         say(f"stack: mlflow server on {stack.tracking_uri}")
-        mlflow_log = folder / "mlflow-server.log"
-        env = {**os.environ, **stack.server_env()}
-        env.pop("MLFLOW_TRACKING_URI", None)
-        stack = replace(stack, mlflow_pid=processes.start(_mlflow_cmd(stack), mlflow_log, env))
-        _save(folder, stack)
-        processes.wait_ready(f"{stack.tracking_uri}/health", stack.mlflow_pid, mlflow_log)
+        stack = _start_mlflow(folder, stack)
     except BaseException:
         down(folder)
         raise
     return stack
+
+
+def _start_mlflow(folder: Path, stack: Stack) -> Stack:
+    mlflow_log = folder / "mlflow-server.log"
+    env = {**os.environ, **stack.server_env()}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    stack = replace(stack, mlflow_pid=processes.start(_mlflow_cmd(stack), mlflow_log, env))
+    _save(folder, stack)
+    processes.wait_ready(f"{stack.tracking_uri}/health", stack.mlflow_pid, mlflow_log)
+    return stack
+
+
+def restart_server(folder: Path) -> Stack:
+    """Start the stack's `mlflow server` again on its port (after a crash or a kill)."""
+    stack = load(folder)
+    if stack is None:
+        raise ShipyardError(f"stack: none recorded in {folder}; run `shipyard stack up`")
+    if processes.alive(stack.mlflow_pid):
+        processes.stop(stack.mlflow_pid)
+    return _start_mlflow(folder, stack)
 
 
 def _mlflow_cmd(stack: Stack) -> list[str]:

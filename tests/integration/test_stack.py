@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from shipyard import locks, registry, stack
 from shipyard.deploy import processes
 from shipyard.errors import ShipyardError
+from tests.conftest import REPO
 from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.stack
@@ -88,8 +93,63 @@ def test_the_advisory_lock_waits_for_its_holder_and_a_killed_holder_frees_it(
         holder.kill()
 
 
-def test_down_stops_every_process(own_stack: tuple[Path, stack.Stack]) -> None:
+def test_a_server_killed_mid_promotion_moves_no_alias_and_the_next_promotion_works(
+    tmp_path: Path,
+    own_stack: tuple[Path, stack.Stack],
+    monkeypatch: pytest.MonkeyPatch,
+    raw_params: dict[str, Any],
+) -> None:
+    """The promoter judged its gates and waits for the lock; the server dies before it
+    commits. No alias moves without its record, the promoter says so in one line, and once
+    the server is back the same promotion goes through."""
+    from shipyard import promotion, runtime
+    from shipyard.policy import load_policy
+
     folder, running = own_stack
+    for key, value in running.client_env().items():
+        monkeypatch.setenv(key, value)
+    policy = load_policy(REPO / "registry" / "policy.yaml")
+    champion = register(tmp_path)
+    promotion.promote(NAME, champion, "champion", policy)
+    contender = register(tmp_path, seed=1, canary="passed")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw_params))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "1"  # fail within seconds, not minutes
+    cmd = ["shipyard", "promote", NAME, contender, "--to", "champion"]
+    cmd += ["--policy", str(REPO / "registry" / "policy.yaml")]
+    with runtime.lock(f"registry-{NAME}"):  # hold it: the promoter stops before its commit
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, text=True, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        lines: list[str] = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "waiting for the registry lock" in line:
+                break
+        assert lines and "waiting for the registry lock" in lines[-1], lines
+        os.killpg(running.mlflow_pid, signal.SIGKILL)  # the server and its workers, at once
+        deadline = time.monotonic() + 30
+        while processes.alive(running.mlflow_pid) and time.monotonic() < deadline:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(running.mlflow_pid, os.WNOHANG)  # ours: reap it
+            time.sleep(0.1)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == 1
+    assert rest.strip().splitlines()[-1].startswith("error: tracking server "), rest[-2000:]
+    stack.restart_server(folder)
+
+    def held() -> str | None:
+        mv = registry.version_by_alias(NAME, registry.CHAMPION)
+        return None if mv is None else str(mv.version)
+
+    assert held() == champion  # not moved: it never reached its commit
+    record = promotion.promote(NAME, contender, "champion", policy)  # the next one works
+    assert record["decision"] == "passed" and held() == contender
+
+
+def test_down_stops_every_process(own_stack: tuple[Path, stack.Stack]) -> None:
+    folder, _ = own_stack
+    running = stack.load(folder)  # as recorded now: the server may have been restarted
+    assert running is not None and processes.alive(running.mlflow_pid)
     assert stack.down(folder) is True
     assert not processes.alive(running.mlflow_pid) and not processes.alive(running.s3_pid)
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", running.postgres_port), 2):
