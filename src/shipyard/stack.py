@@ -160,9 +160,15 @@ def load(folder: Path) -> Stack | None:
     return Stack(**json.loads(path.read_text())) if path.exists() else None
 
 
-def up(folder: Path, say: Callable[[str], None] = print) -> Stack:
+def up(
+    folder: Path, say: Callable[[str], None] = print, env: dict[str, str] | None = None
+) -> Stack:
     """Start the three services, or return the running stack recorded in `folder`. A service
-    that fails to start stops the ones already started."""
+    that fails to start stops the ones already started.
+
+    `env` is added to the S3 endpoint's and the server's environment (the demo marks its
+    processes so that none outlives it).
+    """
     running = load(folder)
     if running is not None and processes.alive(running.mlflow_pid):
         return running
@@ -192,21 +198,21 @@ def up(folder: Path, say: Callable[[str], None] = print) -> Stack:
         say(f"stack: S3 endpoint (moto) on {stack.s3_endpoint}")
         s3_log = folder / "s3.log"
         cmd = [moto, "-H", "127.0.0.1", "-p", str(stack.s3_port)]
-        stack = replace(stack, s3_pid=processes.start(cmd, s3_log))
+        stack = replace(stack, s3_pid=processes.start(cmd, s3_log, {**os.environ, **(env or {})}))
         _save(folder, stack)
         processes.wait_ready(f"{stack.s3_endpoint}/moto-api/", stack.s3_pid, s3_log, 60)
         _create_bucket(stack)
         say(f"stack: mlflow server on {stack.tracking_uri}")
-        stack = _start_mlflow(folder, stack)
+        stack = _start_mlflow(folder, stack, env or {})
     except BaseException:
         down(folder)
         raise
     return stack
 
 
-def _start_mlflow(folder: Path, stack: Stack) -> Stack:
+def _start_mlflow(folder: Path, stack: Stack, extra: dict[str, str] | None = None) -> Stack:
     mlflow_log = folder / "mlflow-server.log"
-    env = {**os.environ, **stack.server_env()}
+    env = {**os.environ, **(extra or {}), **stack.server_env()}
     env.pop("MLFLOW_TRACKING_URI", None)
     stack = replace(stack, mlflow_pid=processes.start(_mlflow_cmd(stack), mlflow_log, env))
     _save(folder, stack)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:  # the runner imports pandas: not for `shipyard --help`
+    from shipyard.demo.runner import Backend
 
 
 @click.command()
@@ -26,7 +30,15 @@ import click
     type=click.Path(dir_okay=False, path_type=Path),
     help="A smaller world or other policies (YAML, shipyard.demo.config); default: none.",
 )
-def demo(in_place: bool, workdir: Path, config_path: Path | None) -> None:
+@click.option(
+    "--backend",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="sqlite: mlflow server on a file in the copy. postgres: the team stack "
+    "(PostgreSQL, S3 stand-in, artifact proxy, advisory lock) on loopback, stopped at the end.",
+)
+def demo(in_place: bool, workdir: Path, config_path: Path | None, backend: Backend) -> None:
     """Data, pipeline, first champion, live traffic, drift, retraining, a canary to a new
     champion, and a bad version the canary rejects; then a summary. Stops what it started.
     """
@@ -41,7 +53,7 @@ def demo(in_place: bool, workdir: Path, config_path: Path | None) -> None:
     if in_place and (config.world or config.overrides != DemoConfig().overrides):
         # In place, even the default demo's shorter canary is not written: your policy runs.
         raise ShipyardError("demo: --in-place runs your own files; a --config may not change them")
-    run = Demo(Path.cwd(), workdir, config, in_place=in_place)
+    run = Demo(Path.cwd(), workdir, config, in_place=in_place, backend=backend)
     try:
         run.run()
     finally:

@@ -17,7 +17,14 @@ from shipyard import traffic
 from shipyard.artifacts import progress
 from shipyard.demo import scratch, services, skew
 from shipyard.demo.config import DemoConfig, merge
-from shipyard.demo.runner import Background, DemoFailed, Runner, StepTime, traffic_figures
+from shipyard.demo.runner import (
+    Backend,
+    Background,
+    DemoFailed,
+    Runner,
+    StepTime,
+    traffic_figures,
+)
 
 LOW_PRIORITY = ("nice", "-n", "19")
 
@@ -26,9 +33,15 @@ class Demo(Runner):
     """The loop's six steps, in order, then the stop; figures go to `summary.json`."""
 
     def __init__(
-        self, source: Path, workdir: Path, config: DemoConfig, *, in_place: bool = False
+        self,
+        source: Path,
+        workdir: Path,
+        config: DemoConfig,
+        *,
+        in_place: bool = False,
+        backend: Backend = "sqlite",
     ) -> None:
-        super().__init__(source, workdir, config, in_place=in_place)
+        super().__init__(source, workdir, config, in_place=in_place, backend=backend)
         self.history: Any = None  # raw rows whose outcomes are known: features' history
         self.canary_bodies: list[bytes] = []
         self._bad_version = Background(self.train_bad_version)
@@ -79,9 +92,13 @@ class Demo(Runner):
                         yaml.safe_dump(merge(yaml.safe_load(path.read_text()), changes))
                     )
             scratch.commit(self.repo, "demo settings")
-        server = services.mlflow_server(self.repo, self.logs, self.env)
-        self.services.append(server)
-        self.env["MLFLOW_TRACKING_URI"] = server.url
+        server = None
+        if self.backend == "postgres":
+            self.start_stack()
+        else:
+            server = services.mlflow_server(self.repo, self.logs, self.env)
+            self.services.append(server)
+            self.env["MLFLOW_TRACKING_URI"] = server.url
         world = self.config.world
         if world is None:
             self.sh("shipyard", "data", "bootstrap")
@@ -93,8 +110,9 @@ class Demo(Runner):
             write_csv(frame, str(self.repo / "data" / "transactions.csv"))
             self.sh("dvc", "add", "-q", "data")
             scratch.commit(self.repo, "demo data")
-        services.ready(server)
-        progress("demo", f"MLflow server on {server.url} (store {self.repo / '.shipyard'})")
+        if server is not None:
+            services.ready(server)
+            progress("demo", f"MLflow server on {server.url} (store {self.repo / '.shipyard'})")
         self.sh("dvc", "repro")
         self.figures["v1"] = self.alias("candidate")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -40,6 +40,11 @@ FINAL = (
 _ECHO = re.compile(r"^\[\s*\d+\.\ds\]|^Running stage|^error:")
 
 
+# Where the registry lives: `mlflow server` on the copy's sqlite file, or the team stack
+# (PostgreSQL, S3 through the server's artifact proxy, the advisory lock) on loopback.
+Backend = Literal["sqlite", "postgres"]
+
+
 class DemoFailed(ShipyardError):
     pass
 
@@ -55,9 +60,16 @@ class Runner:
     the processes it started; every process carries `services.MARK` so none can escape."""
 
     def __init__(
-        self, source: Path, workdir: Path, config: DemoConfig, *, in_place: bool = False
+        self,
+        source: Path,
+        workdir: Path,
+        config: DemoConfig,
+        *,
+        in_place: bool = False,
+        backend: Backend = "sqlite",
     ) -> None:
         self.config = config
+        self.backend = backend
         self.source = source.resolve()
         self.workdir = workdir.resolve()
         self.logs = self.workdir / "logs"
@@ -212,6 +224,20 @@ class Runner:
             out[str(mv.version)] = {"tags": dict(detail.tags), "aliases": list(detail.aliases)}
         return out
 
+    @property
+    def stack_folder(self) -> Path:
+        return self.workdir / "stack"
+
+    def start_stack(self) -> None:
+        """The team stack in the work folder; the clients get only its exports, as against a
+        team's own server."""
+        from shipyard import stack
+
+        marked = {services.MARK: self.run_id}
+        running = stack.up(self.stack_folder, say=lambda line: progress("demo", line), env=marked)
+        self.env.update(running.client_env())
+        progress("demo", f"team stack up: {running.tracking_uri} (state in {self.stack_folder})")
+
     def stop(self) -> int:
         """Receiver (no new canary can start), deployment, server; then sweep what escaped."""
         for service in reversed(self.services):
@@ -228,6 +254,10 @@ class Runner:
         for service in self.services:
             if service.name == "mlflow server":
                 processes.stop(service.pid)
+        if self.backend == "postgres":
+            from shipyard import stack
+
+            stack.down(self.stack_folder)
         return services.sweep(self.run_id)
 
 
