@@ -24,6 +24,7 @@ COMMANDS = [
     ["stack", "up"],
     ["stack", "env"],
     ["stack", "down"],
+    ["stack", "move"],
     ["deploy"],
     ["deploy", "run"],
     ["deploy", "status"],

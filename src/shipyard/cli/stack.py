@@ -58,3 +58,32 @@ def down(folder: Path | None) -> None:
 
     stopped = team.down(_folder(folder))
     click.echo("stack: stopped" if stopped else f"stack: none recorded in {_folder(folder)}")
+
+
+@stack.command()
+@click.argument("model")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    help="The store the model is in now, e.g. sqlite:///.shipyard/mlflow.db.",
+)
+@click.option(
+    "--to",
+    "target",
+    envvar="MLFLOW_TRACKING_URI",
+    required=True,
+    help="The team server [default: $MLFLOW_TRACKING_URI].",
+)
+def move(model: str, source: str, target: str) -> None:
+    """Carry MODEL, its versions, runs, artifacts, tags, aliases and signed decisions from
+    one store to another, whole or not at all. Grants that verify are signed again for the
+    new run ids (SHIPYARD_DECISION_KEY); ones that do not verify keep failing."""
+    from shipyard import transfer
+
+    moved = transfer.move(model, source, target, say=lambda line: click.echo(line, err=True))
+    click.echo(
+        f"moved {model}: {len(moved.versions)} versions, {len(moved.runs)} runs, "
+        f"aliases {moved.aliases or 'none'}, {moved.resigned} grants signed again, "
+        f"{moved.unverified} copied unverified"
+    )
