@@ -110,6 +110,8 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _pgdata(folder: Path) -> Path:
+    """The cluster's folder: in `folder`, except as root, where `postgres` owns it and
+    `folder` (often a test's, mode 0700) may be closed to that user."""
     if os.geteuid() != 0:
         return folder / "pgdata"
     owner = pwd.getpwnam("postgres")

@@ -1,4 +1,6 @@
-"""One run of the whole loop (`shipyard demo` on the tiny config), shared by the e2e tests."""
+"""The whole loop (`shipyard demo` on the tiny config), run once per registry backend and
+shared by the e2e tests: on the embedded sqlite store, and on the team stack. The two runs
+are asked for from two modules, so that pytest-xdist can give them to two workers."""
 
 from __future__ import annotations
 
@@ -13,13 +15,16 @@ from tests.conftest import REPO
 from tests.integration.workspace import env
 
 TINY = Path(__file__).with_name("tiny.yaml")
+_RUNS: dict[str, dict[str, Any]] = {}
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    workdir = tmp_path_factory.mktemp("demo")
+def _demo(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    if backend in _RUNS:
+        return _RUNS[backend]
+    workdir = tmp_path_factory.mktemp(f"demo-{backend}")
+    cmd = ["shipyard", "demo", "--workdir", str(workdir), "--config", str(TINY)]
     result = subprocess.run(
-        ["shipyard", "demo", "--workdir", str(workdir), "--config", str(TINY)],
+        [*cmd, "--backend", backend],
         cwd=REPO,
         env=env(),
         capture_output=True,
@@ -29,4 +34,17 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     summary = workdir / "summary.json"
     figures = json.loads(summary.read_text()) if summary.exists() else {}
-    return {"result": result, "figures": figures, "repo": workdir / "repo", "workdir": workdir}
+    run = {"result": result, "figures": figures, "repo": workdir / "repo", "workdir": workdir}
+    _RUNS[backend] = run
+    return run
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The embedded run; `test_demo_stack.py` overrides it with the run on the team stack."""
+    return _demo("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def stack_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return _demo("postgres", tmp_path_factory)

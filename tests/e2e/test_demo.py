@@ -1,16 +1,24 @@
 """The closed loop, every transition: data -> v1 champion -> drift -> retrain -> v2 canaried to
-champion -> a skewed v3 rejected in shadow, with clients unharmed and nothing left running."""
+champion -> a skewed v3 rejected in shadow, with clients unharmed and nothing left running.
+
+Then drift checks on what the embedded run left behind (its prediction log, reports and
+store): the outcomes the demo does not reach (too few rows, a log whose schema changed, the
+Evidently UI) and the tiny world's false-alarm rate. They sit in this module so that one
+pytest-xdist worker runs the embedded demo once for both."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
+from shipyard.deploy import processes
 from shipyard.deploy.state import DeploymentState
+from tests.integration.workspace import env, sh
 
 pytestmark = pytest.mark.slow
 NAME = "fraud-detector"
@@ -56,6 +64,17 @@ def test_versions_and_aliases(demo: dict[str, Any]) -> None:
         "max_score_ks",
         "positive_rate_ratio",
     }
+
+
+def test_artifacts_went_where_the_backend_keeps_them(demo: dict[str, Any]) -> None:
+    """On the team stack every version's artifacts went through the server's proxy (to S3),
+    none to a local path; embedded, they stay in the copy."""
+    figures = demo["figures"]
+    where = {v: d["artifact_uri"] for v, d in figures["versions"].items()}
+    if figures["backend"] == "postgres":
+        assert all(uri.startswith("mlflow-artifacts:/") for uri in where.values()), where
+    else:
+        assert all(str(demo["repo"]) in uri for uri in where.values()), where
 
 
 def test_decision_records(demo: dict[str, Any]) -> None:
@@ -122,3 +141,99 @@ def test_nothing_is_left_running(demo: dict[str, Any]) -> None:
         if cwd.startswith(root) or root in cmd:
             running.append((proc.info["pid"], cmd))
     assert running == []
+
+
+def shipyard(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["shipyard", *args], cwd=repo, env=env(), capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def loop(demo: dict[str, Any]) -> dict[str, Any]:
+    assert demo["result"].returncode == 0, demo["result"].stderr[-3000:]
+    return {"repo": demo["repo"]}
+
+
+def test_monitor_ui_serves_the_workspace(loop: dict[str, Any]) -> None:
+    import urllib.request
+
+    port = processes.free_port()
+    log = loop["repo"] / "ui.log"
+    ui = ["shipyard", "monitor", "ui", "--port", str(port)]
+    pid = processes.start(ui, log, env(), cwd=loop["repo"])
+    try:
+        processes.wait_ready(f"http://127.0.0.1:{port}/", pid, log, timeout=120)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/projects", timeout=10) as r:
+            assert NAME in r.read().decode()
+    finally:
+        processes.stop(pid)
+
+
+def test_too_few_rows_cannot_be_judged(loop: dict[str, Any]) -> None:
+    result = shipyard(
+        loop["repo"], "drift", "check", NAME, "--window", "2020-01-01T00:00/2020-01-02T00:00"
+    )
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "0 rows in the window; at least 300 needed" in result.stdout  # tiny.yaml
+
+
+def test_a_log_whose_schema_differs_cannot_be_judged(loop: dict[str, Any]) -> None:
+    """Records with a feature the reference does not have: exit 5, naming the column."""
+    folder = loop["repo"] / ".shipyard" / "predictions" / NAME
+    served = [
+        record
+        for path in sorted(folder.glob("predictions-2*.jsonl"))
+        for record in map(json.loads, path.read_text().splitlines())
+        if record["model_version"] == "1"
+    ][:400]
+    lines = []
+    for i, record in enumerate(served):
+        record["timestamp"] = f"2021-01-01T00:{i // 60:02d}:{i % 60:02d}.000+00:00"
+        record["features"]["channel_score"] = 0.5
+        lines.append(json.dumps(record))
+    (folder / "predictions-schema-test.jsonl").write_text("\n".join(lines) + "\n")
+    window = "2021-01-01T00:00/2021-01-01T01:00"
+    check = ["drift", "check", NAME, "--version", "1", "--window", window]  # v1 served them
+    result = shipyard(loop["repo"], *check)
+    assert result.returncode == 5, result.stderr[-2000:]
+    assert "added ['channel_score'], removed []" in result.stdout
+
+
+FALSE_ALARM = """
+import json, sys
+import pandas as pd
+from shipyard import registry, tracking
+from shipyard.config import load_params
+from shipyard.policy import load_policy
+from shipyard.data.replay import live_features
+from shipyard.data.simulator import Simulator
+from shipyard.monitoring.drift import judge
+from shipyard.monitoring.policy import load_monitoring_policy
+from shipyard.monitoring.reference import load_reference
+
+params = load_params()
+tracking.configure(params.base)
+policy = load_monitoring_policy("monitoring/policy.yaml")
+reference = load_reference("fraud-detector", "1")
+model = registry.load_model("fraud-detector", "1")
+world = Simulator(n_customers=250, n_terminals=500, seed=11)
+start = world.period(int(sys.argv[1]), int(sys.argv[1]) + 1)["tx_datetime"].min()
+history = pd.read_parquet("artifacts/validated/data.parquet")
+history = history[history["tx_datetime"] < start]  # without the retrained live data
+drifted = []
+for first in range(int(sys.argv[1]), int(sys.argv[2]), 2):
+    live = world.period(first, first + 2)
+    live["transaction_id"] = live["transaction_id"].astype("Int64")
+    features = live_features(history, live, params)
+    features["score"] = model.predict_proba(features[reference.features])[:, 1]
+    drifted.append(judge(reference, features, policy).drifted)
+    history = pd.concat([history, live], ignore_index=True)
+print(json.dumps(drifted))
+"""
+
+
+def test_stationary_periods_raise_no_alarm(loop: dict[str, Any]) -> None:
+    """Five stationary two-day windows after training: none may count as drifted."""
+    out = sh(loop["repo"], "python", "-c", FALSE_ALARM, "61", "71").stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [False] * 5

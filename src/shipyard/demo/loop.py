@@ -76,6 +76,7 @@ class Demo(Runner):
             self.figures["steps"] = {t.name: round(t.seconds, 1) for t in self.times}
             self.figures["left_running"] = len(services.leftovers(self.run_id))
             self.figures["repo"] = str(self.repo)
+            self.figures["backend"] = self.backend
             self.figures["logs"] = str(self.logs)
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "summary.json").write_text(json.dumps(self.figures, indent=2))

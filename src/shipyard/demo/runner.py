@@ -221,7 +221,12 @@ class Runner:
         out = {}
         for mv in registry.versions(self.name, self.env["MLFLOW_TRACKING_URI"]):
             detail = client.get_model_version(self.name, mv.version)
-            out[str(mv.version)] = {"tags": dict(detail.tags), "aliases": list(detail.aliases)}
+            out[str(mv.version)] = {
+                "tags": dict(detail.tags),
+                "aliases": list(detail.aliases),
+                # where its run's artifacts went: the copy's folder, or the server's proxy
+                "artifact_uri": client.get_run(mv.run_id).info.artifact_uri,
+            }
         return out
 
     @property
