@@ -59,6 +59,10 @@ class Stack:
         return f"http://127.0.0.1:{self.s3_port}"
 
     @property
+    def artifacts_destination(self) -> str:
+        return f"s3://{self.bucket}/mlflow"
+
+    @property
     def tracking_uri(self) -> str:
         return f"http://127.0.0.1:{self.mlflow_port}"
 
@@ -204,12 +208,22 @@ def up(
         _save(folder, stack)
         processes.wait_ready(f"{stack.s3_endpoint}/moto-api/", stack.s3_pid, s3_log, 60)
         _create_bucket(stack)
+        for line in check(stack):
+            say(f"stack: {line}")
         say(f"stack: mlflow server on {stack.tracking_uri}")
         stack = _start_mlflow(folder, stack, env or {})
     except BaseException:
         down(folder)
         raise
     return stack
+
+
+def check(stack: Stack) -> list[str]:
+    """The server's two stores, as `shipyard stack check` checks a team's."""
+    from shipyard import stores
+
+    keys = (stack.access_key, stack.secret_key)
+    return stores.check(stack.database_uri, stack.artifacts_destination, stack.s3_endpoint, keys)
 
 
 def _start_mlflow(folder: Path, stack: Stack, extra: dict[str, str] | None = None) -> Stack:
@@ -240,7 +254,7 @@ def _mlflow_cmd(stack: Stack) -> list[str]:
         # SQLAlchemy's plain `postgresql://` now means psycopg 3; the lock pins psycopg2.
         stack.database_uri.replace("postgresql://", "postgresql+psycopg2://", 1),
         "--artifacts-destination",
-        f"s3://{stack.bucket}/mlflow",
+        stack.artifacts_destination,
         "--serve-artifacts",
         "--host",
         "127.0.0.1",

@@ -69,6 +69,53 @@ def test_artifacts_go_through_the_server_to_the_bucket(
     assert any(run.info.run_id in k and k.endswith(".parquet") for k in keys)  # frozen test set
 
 
+def test_a_lost_bucket_registers_nothing_and_is_named(
+    tmp_path: Path, own_stack: tuple[Path, stack.Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's bucket is gone: the client, behind the artifact proxy, gets one line
+    saying the artifact store failed (not that the server is away); no version is made
+    without its artifacts; the server-side check names the bucket; once it is back,
+    registering works again."""
+    import boto3
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from shipyard.errors import tracking_message
+
+    _, running = own_stack
+    for key, value in running.client_env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # seconds, not minutes
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=running.s3_endpoint,
+        aws_access_key_id=running.access_key,
+        aws_secret_access_key=running.secret_key,
+        region_name=stack.REGION,
+    )
+    kept = {}  # the earlier versions' artifacts, put back with the bucket
+    for item in s3.list_objects_v2(Bucket=running.bucket).get("Contents", []):
+        kept[item["Key"]] = s3.get_object(Bucket=running.bucket, Key=item["Key"])["Body"].read()
+        s3.delete_object(Bucket=running.bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=running.bucket)
+    client = MlflowClient()
+    before = len(client.search_model_versions(f"name='{NAME}'"))
+    with pytest.raises(MlflowException) as caught:
+        register(tmp_path, seed=5)
+    line = tracking_message(caught.value.message)
+    assert line.startswith(f"tracking server {running.tracking_uri}: its artifact store failed")
+    assert len(client.search_model_versions(f"name='{NAME}'")) == before
+    with pytest.raises(ShipyardError, match=f"bucket '{running.bucket}' does not exist"):
+        stack.check(running)
+    s3.create_bucket(Bucket=running.bucket)
+    for key, body in kept.items():
+        s3.put_object(Bucket=running.bucket, Key=key, Body=body)
+    assert stack.check(running)[-1].endswith("read and write ok")
+    version = register(tmp_path, seed=5)
+    assert len(client.search_model_versions(f"name='{NAME}'")) == before + 1
+    assert client.get_model_version(NAME, version).run_id
+
+
 def test_the_advisory_lock_waits_for_its_holder_and_a_killed_holder_frees_it(
     own_stack: tuple[Path, stack.Stack],
 ) -> None:

@@ -23,6 +23,7 @@ COMMANDS = [
     ["stack"],
     ["stack", "up"],
     ["stack", "env"],
+    ["stack", "check"],
     ["stack", "down"],
     ["stack", "move"],
     ["deploy"],
@@ -108,4 +109,37 @@ def test_tracking_messages() -> None:
     )
     assert tracking_message("RESOURCE_DOES_NOT_EXIST: no such version\nmore") == (
         "MLflow: RESOURCE_DOES_NOT_EXIST: no such version"
+    )
+
+
+def test_tracking_messages_name_what_failed_behind_the_server() -> None:
+    from shipyard.errors import tracking_message
+
+    artifacts = (
+        "API request to http://127.0.0.1:5000/api/2.0/mlflow-artifacts/artifacts/0/r/a.txt "
+        "failed with exception HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries "
+        "exceeded with url: /api/2.0/mlflow-artifacts/artifacts/0/r/a.txt (Caused by "
+        "ResponseError('too many 500 error responses'))"
+    )
+    line = tracking_message(artifacts)
+    assert line.startswith("tracking server http://127.0.0.1:5000: its artifact store failed")
+    assert "unreachable" not in line and "shipyard stack check" in line
+    cut = artifacts.replace(
+        "ResponseError('too many 500 error responses')",
+        "ProtocolError('Connection aborted.', ConnectionResetError(104, 'Connection reset by "
+        "peer'))",
+    )
+    assert tracking_message(cut).startswith(
+        "tracking server http://127.0.0.1:5000: its artifact store failed (the server cut"
+    )
+    older = (
+        "API request to endpoint /api/2.0/mlflow/logged-models failed with error code 404 != "
+        "200. Response body: '<!doctype html>\n<html lang=en>\n<title>404 Not Found</title>'"
+    )
+    assert tracking_message(older, "http://team:5000", "3.17.2") == (
+        "tracking server http://team:5000 has no endpoint /api/2.0/mlflow/logged-models: "
+        "a server older than this client (MLflow 3.17.2); upgrade the server"
+    )
+    assert tracking_message(older.replace("404", "502"), "http://team:5000") == (
+        "tracking server http://team:5000: /api/2.0/mlflow/logged-models answered HTTP 502"
     )

@@ -36,7 +36,10 @@ class _Group(click.Group):
             mlflow = sys.modules.get("mlflow.exceptions")
             if mlflow is None or not isinstance(err, mlflow.MlflowException):
                 raise
-            click.echo(f"error: {tracking_message(err.message)}", err=True)
+            import mlflow as client  # loaded already: the error came from it
+
+            line = tracking_message(err.message, client.get_tracking_uri(), client.__version__)
+            click.echo(f"error: {line}", err=True)
             sys.exit(1)
 
 

@@ -1,4 +1,5 @@
-"""`shipyard stack up|down|env`: the team stack (PostgreSQL, S3, mlflow server) on loopback."""
+"""`shipyard stack up|env|check|down|move`: the team stack (PostgreSQL, S3, mlflow server)
+on loopback, and the check of a team's own stores."""
 
 from __future__ import annotations
 
@@ -48,6 +49,55 @@ def env(folder: Path | None) -> None:
     if running is None:
         raise ShipyardError(f"stack: none recorded in {_folder(folder)}; run `shipyard stack up`")
     click.echo(_exports(running.client_env()))
+
+
+@stack.command()
+@click.option(
+    "--backend-store-uri",
+    envvar="MLFLOW_BACKEND_STORE_URI",
+    help="The server's database, e.g. postgresql://user:pass@db:5432/mlflow "
+    "[default: $MLFLOW_BACKEND_STORE_URI, else the running loopback stack's].",
+)
+@click.option(
+    "--artifacts-destination",
+    envvar="MLFLOW_ARTIFACTS_DESTINATION",
+    help="The server's artifact root, e.g. s3://bucket/mlflow [default: "
+    "$MLFLOW_ARTIFACTS_DESTINATION]. Credentials: the AWS variables, as the server's.",
+)
+@click.option(
+    "--s3-endpoint",
+    envvar="MLFLOW_S3_ENDPOINT_URL",
+    help="A MinIO or other S3 endpoint [default: $MLFLOW_S3_ENDPOINT_URL, else AWS].",
+)
+@click.option("--folder", type=click.Path(path_type=Path), help=FOLDER_HELP)
+def check(
+    backend_store_uri: str | None,
+    artifacts_destination: str | None,
+    s3_endpoint: str | None,
+    folder: Path | None,
+) -> None:
+    """Check a tracking server's database and bucket before it starts, where it runs.
+
+    One line per store; exit 1 with one line naming the endpoint and what is wrong: an
+    unreachable database or S3 endpoint, refused credentials, a missing bucket, a schema
+    older or newer than this MLflow.
+    """
+    from shipyard import stack as team
+    from shipyard import stores
+    from shipyard.errors import ShipyardError
+
+    if backend_store_uri:
+        lines = stores.check(backend_store_uri, artifacts_destination, s3_endpoint)
+    else:
+        running = team.load(_folder(folder))
+        if running is None:
+            raise ShipyardError(
+                "stack check: give --backend-store-uri (or MLFLOW_BACKEND_STORE_URI), "
+                f"or start a stack in {_folder(folder)}"
+            )
+        lines = team.check(running)
+    for line in lines:
+        click.echo(line)
 
 
 @stack.command()
