@@ -16,7 +16,7 @@ export DO_NOT_TRACK := 1
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv tools demo pipeline screenshot test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr stack-up stack-down
+.PHONY: help venv spark tools demo pipeline screenshot test lint typecheck unit lock benchmarks clean dvc-remote retrain-pr stack-up stack-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,16 @@ $(STAMP): requirements.lock pyproject.toml scripts/pip_sources.py
 	touch $@
 
 venv: $(STAMP) ## create .venv from requirements.lock
+
+# The Spark engine of `shipyard score`: an extra over the lock, for the tests and benchmarks.
+SPARK := $(VENV)/.spark
+$(SPARK): $(STAMP) requirements-spark.lock
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python --no-deps \
+		$$($(BIN)/python scripts/pip_sources.py) -r requirements-spark.lock
+	$(BIN)/python -m pip check
+	touch $@
+
+spark: $(SPARK) ## add pyspark (requirements-spark.lock) to .venv
 
 # Tools the tests run that PyPI does not ship: node validates rendered Argo Rollouts manifests
 # against the CRD schemas (npm lock), Prometheus evaluates the canary gates' PromQL.
@@ -57,7 +67,13 @@ $(POSTGRES):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15
 
-tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) ## node validator, Prometheus, PostgreSQL (Debian)
+# `shipyard score --engine spark`: pyspark runs Spark's JVM.
+JAVA := /usr/bin/java
+$(JAVA):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
+
+tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) $(JAVA) ## node validator, Prometheus, PostgreSQL, Java (Debian)
 
 # The whole loop in a scratch copy under .shipyard/demo (IN_PLACE=1: in this working tree).
 demo: $(STAMP) ## data, pipeline, champion, drift, retrain, canary, a rejected bad version
@@ -83,13 +99,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck tools ## ruff, mypy, then every pytest suite (slow ones included)
+test: lint typecheck tools $(SPARK) ## ruff, mypy, then every pytest suite (slow ones included)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
-benchmarks: pipeline $(POSTGRES) ## print each measured claim next to its baseline (installs wrk)
+benchmarks: pipeline $(POSTGRES) $(SPARK) ## print each measured claim next to its baseline (installs wrk)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
@@ -97,6 +113,7 @@ benchmarks: pipeline $(POSTGRES) ## print each measured claim next to its baseli
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.registry
+	$(BIN)/python -m benchmarks.batch
 	$(BIN)/python -m benchmarks.proxy
 	$(BIN)/python -m benchmarks.canary
 	$(BIN)/python -m benchmarks.canary_power

@@ -104,6 +104,52 @@ def apply_contract(frame: pd.DataFrame, data: DataSection, source: str) -> pd.Da
     return out
 
 
+def check_rows(
+    frame: pd.DataFrame, data: DataSection, source: str
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Rows to score, checked one by one: the typed declared columns, and per row the first
+    broken rule (`column: rule: detail`) or <NA>.
+
+    A missing column is the file's fault and raises, naming it; a bad value is one row's,
+    which batch scoring writes to its rejects. The label may be absent or empty: rows being
+    scored have none yet, and where one is known it feeds the risk windows as in training.
+    """
+    needed = [c for c in data.columns if c != data.target]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise ValidationFailed(source, missing[0], "columns", "required column is missing")
+    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+
+    def broken(mask: pd.Series, text: str) -> None:
+        reason[mask.to_numpy() & reason.isna().to_numpy()] = text
+
+    typed = {}
+    for name, spec in data.columns.items():
+        if name not in frame.columns:  # the label, unknown at scoring time
+            typed[name] = pd.Series(np.nan, index=frame.index)
+            continue
+        values, bad = coerce(frame[name], spec)
+        broken(bad, f"{name}: type: expected {spec.type}")
+        nulls = values.isna() & ~bad
+        if name != data.target and not spec.nullable:
+            broken(nulls, f"{name}: nulls: null value")
+        if spec.min is not None:
+            broken((values < spec.min).fillna(False), f"{name}: range: below min {spec.min}")
+        if spec.max is not None:
+            broken((values > spec.max).fillna(False), f"{name}: range: above max {spec.max}")
+        if spec.categories is not None:
+            broken(values.notna() & ~values.isin(spec.categories), f"{name}: categories: unknown")
+        typed[name] = values.astype("float64") if spec.type == "int" else values
+    out = pd.DataFrame(typed, index=frame.index)
+    if data.target in frame.columns:
+        text = out[data.target].map(_label_text, na_action="ignore")
+        known = text.notna()
+        labels = {str(data.positive_label), str(data.negative_label)}
+        broken(known & ~text.isin(labels), f"{data.target}: label: not in {sorted(labels)}")
+        out[data.target] = (text == str(data.positive_label)).astype("float64").where(known)
+    return out, reason
+
+
 WIDEN = 10.0  # spans of the training values a served number may lie beyond them
 
 

@@ -13,6 +13,7 @@ from shipyard.cli.demo import demo
 from shipyard.cli.deploy import deploy
 from shipyard.cli.monitoring import drift, monitor, retrain
 from shipyard.cli.registry import promote, rollback
+from shipyard.cli.scoring import score
 from shipyard.cli.serving import package, serve
 from shipyard.cli.stack import stack
 from shipyard.cli.stage import stage
@@ -59,6 +60,7 @@ main.add_command(promote)
 main.add_command(rollback)
 main.add_command(package)
 main.add_command(serve)
+main.add_command(score)
 main.add_command(webhook)
 main.add_command(deploy)
 main.add_command(drift)

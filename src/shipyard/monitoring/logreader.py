@@ -163,6 +163,32 @@ def _stream_file(
     return 0
 
 
+# A batch scoring run's columns that are neither the log's nor features (`scoring.rows`).
+_BATCH_ONLY = ("model_uri", "input_hash", "date")
+
+
+def _read_batch(
+    path: Path, model: str, version: str | None, lo: str, hi: str, sample: _Sample
+) -> None:
+    """One part of a `shipyard score` output: the log's fields at the top level, features
+    beside them; filtered the same way, by the scored rows' own times."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    table = table.drop_columns([c for c in _BATCH_ONLY if c in table.column_names])
+    mask = pc.and_(
+        pc.equal(table.column("model_name"), model),
+        pc.and_(
+            pc.greater_equal(table.column("timestamp"), lo),
+            pc.less(table.column("timestamp"), hi),
+        ),
+    )
+    if version is not None:
+        mask = pc.and_(mask, pc.equal(table.column("model_version"), version))
+    sample.add(table.filter(mask), lambda t: t.to_pandas())
+
+
 def read_window(
     folder: Path,
     model: str,
@@ -173,7 +199,8 @@ def read_window(
     sample_rows: int | None = None,
     seed: int = 0,
 ) -> LogWindow:
-    """Records of `model` (and `version`, if given) logged in [start, end).
+    """Records of `model` (and `version`, if given) logged in [start, end), from the API's
+    prediction log files, or from a batch scoring output (by the scored rows' times).
 
     With `sample_rows`, a larger window comes back as a seeded uniform sample of that size;
     `rows` still counts every record in the window.
@@ -202,6 +229,10 @@ def read_window(
         stamps = pd.to_datetime(part["timestamp"], utc=True, format="ISO8601")
         keep &= (stamps >= start) & (stamps < end)
         sample.add(part[keep].reset_index(drop=True), lambda f: f)
+    batch = folder / "_manifest.json"  # a `shipyard score` output folder
+    for path in sorted(folder.glob("date=*/*.parquet")) if batch.exists() else []:
+        files += 1
+        _read_batch(path, model, version, lo, hi, sample)
     frame = sample.result().reset_index(drop=True)
     features = [c for c in frame.columns if c not in _META]
     return LogWindow(frame, sample.seen, corrupt, files, features)

@@ -1,0 +1,117 @@
+"""The embedded engine: Arrow chunks through one loaded model, memory bounded by the chunk
+and the history window, not by the input.
+
+History features need each row's past. Rows are taken in time order, and the rows of the
+last `lookback_days` are carried from chunk to chunk as context: a row's features are then
+exactly what featurize computes on the whole table. An input whose chunks go back in time
+is refused, naming the row, instead of being scored with a wrong history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shipyard.artifacts import progress
+from shipyard.config import Params
+from shipyard.errors import ValidationFailed
+from shipyard.scoring import batch, rows
+from shipyard.scoring.model import ScoringModel
+
+
+def chunks(files: list[Path], size: int) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(source file, raw rows) of about `size` rows; CSV values arrive as text, so the
+    contract decides what parses, as in `validate`."""
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    for path in files:
+        if path.suffix.lower() == ".csv":
+            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16))
+            names = header.schema.names
+            reader: Any = pcsv.open_csv(
+                path,
+                read_options=pcsv.ReadOptions(block_size=16 << 20),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={n: pa.string() for n in names}, strings_can_be_null=True
+                ),
+            )
+        else:
+            reader = pq.ParquetFile(path).iter_batches(batch_size=size)
+        pending: list[Any] = []
+        count = 0
+        for part in reader:
+            pending.append(part)
+            count += part.num_rows
+            while count >= size:
+                table = pa.Table.from_batches(pending)
+                yield str(path), table.slice(0, size).to_pandas()
+                rest = table.slice(size)
+                pending, count = rest.to_batches(), rest.num_rows
+        if count:
+            yield str(path), pa.Table.from_batches(pending).to_pandas()
+
+
+def _write(frame: pd.DataFrame, folder: Path, name: str) -> None:
+    """A whole part file or none: written beside, then renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = folder / f".{name}"
+    frame.to_parquet(scratch, index=False)
+    scratch.replace(folder / name)
+
+
+def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[str, Any]:
+    data, cfg = params.data, params.featurize
+    model: ScoringModel = job.model
+    done = batch.start(job)
+    counts = batch.resumed_counts(job)
+    reach = pd.Timedelta(days=rows.lookback_days(cfg))
+    context = pd.DataFrame()
+    latest: pd.Timestamp | None = None
+    began = time.monotonic()
+    scored_now = 0
+    for index, (path, raw) in enumerate(chunks(job.inputs, job.chunk_rows)):
+        checked = rows.check(raw, data, path)
+        good = checked.good
+        if len(good):
+            first = good[data.timestamp].min()
+            if latest is not None and first < latest:
+                at = int((good[data.timestamp] < latest).to_numpy().argmax())
+                raise ValidationFailed(
+                    path,
+                    data.timestamp,
+                    "order",
+                    f"chunk {index + 1} goes back in time ({good[data.timestamp].iloc[at]} "
+                    f"before {latest}); sort the input by {data.timestamp}",
+                )
+            latest = good[data.timestamp].max()
+        frame = pd.concat([context, good], ignore_index=True) if len(context) else good
+        if index >= done:
+            if job.strict and len(checked.rejects):
+                raise batch.strict_failure(checked.rejects, path)
+            out, refused = rows.score(estimator, frame, model, data, cfg, start=len(context))
+            if job.strict and len(refused):
+                raise batch.strict_failure(refused, path)
+            name = f"part-{index:05d}.parquet"
+            for day, part in out.groupby("date", sort=True):
+                _write(part.drop(columns="date"), job.partial / f"date={day}", name)
+            rejects = pd.concat([checked.rejects, refused], ignore_index=True)
+            if len(rejects):
+                _write(rejects, job.partial / batch.REJECTS, name)
+            counts.add(len(raw), len(out), list(rejects[rows.REASON]))
+            batch.journal(job, index + 1, counts)
+            scored_now += len(out)
+            rate = scored_now / max(time.monotonic() - began, 1e-9)
+            progress(
+                "score",
+                f"chunk {index + 1}: {counts.rows_scored:,} rows scored, "
+                f"{counts.rows_rejected:,} rejected, {rate:,.0f} rows/s",
+            )
+        if latest is not None:
+            context = frame.loc[frame[data.timestamp] > latest - reach].reset_index(drop=True)
+    return batch.finish(job, counts, time.monotonic() - began, source)

@@ -1,0 +1,152 @@
+"""One chunk of raw rows to scored rows: the steps both engines run, on pandas frames.
+
+The embedded engine calls them on Arrow chunks; the Spark engine calls the same functions
+inside pandas UDFs. So a row's contract check, history features, range check, score and
+hash cannot differ between engines, or from training (`history_features` is featurize's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shipyard.config import DataSection, FeaturizeSection
+from shipyard.history import history_features
+from shipyard.schema import check_rows
+from shipyard.scoring.model import ScoringModel
+
+# The prediction log's own names, so `shipyard drift check` reads a batch as it reads the API.
+OUTPUT_META = ("request_id", "timestamp", "model_name", "model_version", "model_uri")
+BATCH_ONLY = ("model_uri", "input_hash", "date")  # not features, not in the API's log
+REASON = "reason"
+
+
+@dataclass(frozen=True)
+class Checked:
+    good: pd.DataFrame  # typed declared columns
+    rejects: pd.DataFrame  # the raw values as text, `reason`, `source`
+
+
+def lookback_days(cfg: FeaturizeSection) -> int:
+    """How far back a row's features reach: rows older than this never change them."""
+    days = [0]
+    if cfg.spending:
+        days.append(max(cfg.spending.windows_days))
+    if cfg.risk:
+        days.append(cfg.risk.delay_days + max(cfg.risk.windows_days))
+    return max(days)
+
+
+def _rejects(raw: pd.DataFrame, reason: pd.Series, source: str) -> pd.DataFrame:
+    bad = reason.notna().to_numpy()
+    out = raw.loc[bad].astype("string")
+    out[REASON] = reason[bad].astype("string")
+    out["source"] = source
+    return out.reset_index(drop=True)
+
+
+def check(raw: pd.DataFrame, data: DataSection, source: str) -> Checked:
+    typed, reason = check_rows(raw, data, source)
+    keep = reason.isna().to_numpy()
+    good = typed.loc[keep].reset_index(drop=True)
+    for name, spec in data.columns.items():
+        if spec.type == "int" and name != data.target:
+            good[name] = good[name].astype("int64")
+    return Checked(good, _rejects(raw, reason, source))
+
+
+def features(
+    frame: pd.DataFrame, model: ScoringModel, data: DataSection, cfg: FeaturizeSection
+) -> pd.DataFrame:
+    """The model's fields for every row of `frame`, computed as featurize computes them."""
+    history = history_features(frame, cfg, data.timestamp, data.target)
+    out = pd.DataFrame(index=frame.index)
+    for name in model.fields:
+        if name in history.columns:
+            out[name] = history[name].astype("float64")
+        elif name in data.features.categorical:
+            out[name] = frame[name].astype("string").fillna("__missing__").astype(object)
+        else:
+            out[name] = frame[name].astype("float64")
+    return out
+
+
+def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
+    """Per row, the first field the API would refuse as outside its served range, or <NA>."""
+    reason = pd.Series(pd.NA, index=feats.index, dtype="string")
+    for name, (low, high) in model.field_ranges.items():
+        if name not in feats.columns:
+            continue
+        values = feats[name].to_numpy(dtype="float64")
+        bad = ~((values >= low) & (values <= high)) & reason.isna().to_numpy()
+        reason[bad] = f"{name}: range: outside the served range [{low:g}, {high:g}]"
+    return reason
+
+
+def row_hash(good: pd.DataFrame, data: DataSection) -> pd.Series:
+    """A hash of each input row's declared values in a canonical form (numbers as float64,
+    times as epoch ns, text as text), so both engines hash a row alike."""
+    canon = pd.DataFrame(index=good.index)
+    for name, spec in data.columns.items():
+        if name not in good.columns:
+            continue
+        column = good[name]
+        if spec.type == "datetime":
+            canon[name] = column.astype("datetime64[ns]").astype("int64")
+        elif spec.type in ("int", "float"):
+            canon[name] = column.astype("float64")
+        else:
+            canon[name] = column.astype("string").fillna("").astype(object)
+    hashed = pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64")
+    return pd.Series([f"{h:016x}" for h in hashed], index=good.index, dtype="string")
+
+
+def score(
+    estimator: Any,
+    frame: pd.DataFrame,
+    model: ScoringModel,
+    data: DataSection,
+    cfg: FeaturizeSection,
+    start: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scored output rows for `frame[start:]` (rows before `start` are only history), and
+    the rows the API would refuse (`reason`), as rejects."""
+    feats = features(frame, model, data, cfg).iloc[start:]
+    rows = frame.iloc[start:]
+    reason = out_of_range(feats, model)
+    ok = reason.isna().to_numpy()
+    rejects = _rejects(rows, reason, "served ranges")
+    feats, rows = feats.loc[ok], rows.loc[ok]
+    with np.errstate(all="ignore"):
+        scores = (
+            estimator.predict_proba(feats)[:, 1] if len(feats) else np.empty(0, dtype="float64")
+        )
+    return output(rows, feats, scores, model, data), rejects
+
+
+def output(
+    rows: pd.DataFrame,
+    feats: pd.DataFrame,
+    scores: np.ndarray,
+    model: ScoringModel,
+    data: DataSection,
+) -> pd.DataFrame:
+    """The scored rows as written: the prediction log's fields, lineage, the input row's
+    hash, the partition date and the features (what drift checks judge)."""
+    stamps = pd.to_datetime(rows[data.timestamp])
+    out = pd.DataFrame(
+        {
+            "request_id": rows[data.id].astype("string"),
+            "timestamp": stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "+00:00",
+            **model.lineage,
+            "score": np.asarray(scores, dtype="float64"),
+            "decision": (np.asarray(scores) >= model.threshold).astype("int64"),
+            "input_hash": row_hash(rows, data),
+            "date": stamps.dt.strftime("%Y-%m-%d"),
+        },
+        index=rows.index,
+    )
+    return pd.concat([out, feats.set_axis(rows.index)], axis=1).reset_index(drop=True)

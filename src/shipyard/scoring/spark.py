@@ -1,0 +1,275 @@
+"""The Spark engine: the same row functions (`scoring.rows`) as pandas UDFs, for tables that
+outgrow one machine.
+
+- The contract runs per partition (`mapInPandas`).
+- History features need an entity's rows together: spending windows are computed per
+  customer and risk windows per terminal (`applyInPandas`), each by `history_features` on
+  that group with the other windows switched off, then joined back on a row number. The
+  row number follows the input order, so ties in time are broken as featurize breaks them.
+- Scoring runs per partition with the model loaded once per Python worker, from the logged
+  model folder shipped with `addFile`, through skops and the allow-list (never pickle; MLflow's
+  `spark_udf` would load the flavour without our allow-list).
+
+Times cross the JVM as epoch nanoseconds (long), never as Spark timestamps, so the session's
+time zone cannot shift a row's calendar features.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shipyard.artifacts import progress
+from shipyard.config import DataSection, FeaturizeSection, Params
+from shipyard.scoring import batch, rows
+from shipyard.scoring.model import ScoringModel
+
+MASTER_ENV = "SHIPYARD_SPARK_MASTER"
+ROW = "_row"
+_MODELS: dict[str, Any] = {}  # per Python worker: model folder -> loaded pipeline
+
+
+def session(master: str | None) -> Any:
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName("shipyard-score").config("spark.ui.enabled", "false")
+    chosen = master or os.environ.get(MASTER_ENV)
+    if chosen:  # else spark-submit's, or local[*]
+        builder = builder.master(chosen)
+    elif not os.environ.get("SPARK_HOME"):
+        builder = builder.master("local[*]")
+    spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def _spark_type(kind: str) -> str:
+    return {"datetime": "long", "string": "string", "bool": "boolean"}.get(kind, "double")
+
+
+def _wire(frame: pd.DataFrame, data: DataSection) -> pd.DataFrame:
+    out = frame.copy()
+    for name, spec in data.columns.items():
+        if spec.type == "datetime":
+            out[name] = out[name].astype("datetime64[ns]").astype("int64")
+        elif spec.type in ("int", "float"):
+            out[name] = out[name].astype("float64")
+    return out
+
+
+def _unwire(frame: pd.DataFrame, data: DataSection) -> pd.DataFrame:
+    out = frame.copy()
+    for name, spec in data.columns.items():
+        if spec.type == "datetime":
+            out[name] = pd.to_datetime(out[name].astype("int64"))
+        elif spec.type == "int" and name != data.target:
+            out[name] = out[name].astype("int64")
+    return out
+
+
+def _only(cfg: FeaturizeSection, part: str) -> FeaturizeSection:
+    """`cfg` with one kind of feature on: `calendar` (row by row), `spending` (per
+    customer) or `risk` (per terminal)."""
+    keep: dict[str, Any] = {"calendar": False, "spending": None, "risk": None}
+    keep[part] = getattr(cfg, part)
+    return cfg.model_copy(update=keep)
+
+
+def run(
+    job: batch.Job, params: Params, model_folder: Path, source: Path, master: str | None
+) -> dict[str, Any]:
+    from pyspark.sql import functions as F
+
+    data, cfg = params.data, params.featurize
+    model: ScoringModel = job.model
+    batch.start(job)  # a Spark run is not resumed: Spark reruns lost tasks within a run
+    shutil.rmtree(job.partial, ignore_errors=True)
+    job.partial.mkdir(parents=True)
+    began = time.monotonic()
+    spark = session(master)
+    try:
+        spark.sparkContext.addFile(str(model_folder), recursive=True)
+        paths = [str(p) for p in job.inputs]
+        if job.inputs[0].suffix.lower() == ".csv":
+            raw = spark.read.option("header", True).csv(paths)  # every value as text
+        else:
+            raw = spark.read.parquet(*paths)
+        raw = raw.select([F.col(c).cast("string").alias(c) for c in raw.columns])
+        raw = raw.withColumn(ROW, F.monotonically_increasing_id())
+        rows_in = raw.count()
+        typed_schema = ", ".join(f"`{c}` {_spark_type(data.columns[c].type)}" for c in data.columns)
+        raw_cols = [c for c in raw.columns if c != ROW]
+        checked_schema = f"{typed_schema}, `{ROW}` long, `{rows.REASON}` string, " + ", ".join(
+            f"`_raw_{c}` string" for c in raw_cols
+        )
+        source_name = str(source)
+
+        def contract(frames: Any) -> Any:
+            for frame in frames:
+                typed, reason = _check(frame.drop(columns=ROW), data, source_name)
+                out = _wire(typed, data)
+                out[ROW] = frame[ROW].to_numpy()
+                out[rows.REASON] = reason.to_numpy()
+                for c in raw_cols:
+                    out[f"_raw_{c}"] = frame[c].where(reason.notna(), None)
+                yield out
+
+        checked = raw.mapInPandas(contract, checked_schema).persist()
+        good = checked.filter(F.col(rows.REASON).isNull()).select(*data.columns, ROW)
+        entity_frames = [good.select(ROW)]
+        for part in ("spending", "risk"):
+            section = getattr(cfg, part)
+            if section is None:
+                continue
+            sub = _only(cfg, part)
+            names = _names(sub)
+            schema = f"`{ROW}` long, " + ", ".join(f"`{n}` double" for n in names)
+
+            per_entity = _windows(sub, data)
+            entity_frames.append(good.groupBy(section.entity).applyInPandas(per_entity, schema))
+        joined = good
+        for frame in entity_frames[1:]:
+            joined = joined.join(frame, on=ROW, how="inner")
+        feature_cols = [c for c in joined.columns if c not in data.columns and c != ROW]
+        out_schema = (
+            "request_id string, timestamp string, model_name string, model_version string, "
+            "model_uri string, score double, decision long, input_hash string, date string, "
+            + ", ".join(
+                f"`{f}` {'string' if f in data.features.categorical else 'double'}"
+                for f in model.fields
+            )
+            + f", `{rows.REASON}` string"
+        )
+        folder_name = model_folder.name
+
+        def score(frames: Any) -> Any:
+            from pyspark import SparkFiles
+
+            from shipyard.models import storage
+
+            root = SparkFiles.get(folder_name)
+            if root not in _MODELS:
+                _MODELS[root] = storage.load_mlflow_model(Path(root))
+            estimator = _MODELS[root]
+            for frame in frames:
+                typed = _unwire(frame.drop(columns=[*feature_cols, ROW]), data)
+                out, refused = _score_precomputed(
+                    estimator, typed, frame[feature_cols], model, data, cfg
+                )
+                yield pd.concat([out, refused], ignore_index=True)
+
+        scored = joined.mapInPandas(score, out_schema).persist()
+        good_out = scored.filter(F.col(rows.REASON).isNull()).drop(rows.REASON)
+        good_out.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
+        contract_rejects = checked.filter(F.col(rows.REASON).isNotNull()).select(
+            *[F.col(f"_raw_{c}").alias(c) for c in raw_cols], rows.REASON
+        )
+        range_rejects = scored.filter(F.col(rows.REASON).isNotNull()).select(
+            "request_id", rows.REASON
+        )
+        reasons = [
+            r[rows.REASON]
+            for r in contract_rejects.select(rows.REASON)
+            .unionByName(range_rejects.select(rows.REASON))
+            .collect()
+        ]
+        if job.strict and reasons:
+            first = contract_rejects.unionByName(range_rejects, allowMissingColumns=True)
+            raise batch.strict_failure(first.limit(1).toPandas(), source_name)
+        if reasons:
+            contract_rejects.unionByName(range_rejects, allowMissingColumns=True).coalesce(
+                1
+            ).write.parquet(str(job.partial / "_spark_rejects"))
+        scored_rows = good_out.count()
+    finally:
+        spark.stop()
+    _settle(job.partial)
+    counts = batch.Counts()
+    counts.add(rows_in, scored_rows, reasons)
+    progress("score", f"spark: {scored_rows:,} rows scored, {len(reasons):,} rejected")
+    return batch.finish(job, counts, time.monotonic() - began, source)
+
+
+def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
+    """One entity's rows -> their window features by `history_features` (one argument:
+    Spark passes the group key too to a function that takes two)."""
+
+    def per_entity(group: pd.DataFrame) -> pd.DataFrame:
+        from shipyard.history import history_features
+
+        frame = _unwire(group.sort_values(ROW), data).reset_index(drop=True)
+        feats = history_features(frame, sub, data.timestamp, data.target)
+        feats[ROW] = frame[ROW].to_numpy()
+        return feats
+
+    return per_entity
+
+
+def _names(cfg: FeaturizeSection) -> list[str]:
+    from shipyard.history import feature_names
+
+    return feature_names(cfg)
+
+
+def _check(frame: pd.DataFrame, data: DataSection, source: str) -> tuple[pd.DataFrame, Any]:
+    from shipyard.schema import check_rows
+
+    return check_rows(frame, data, source)
+
+
+def _score_precomputed(
+    estimator: Any,
+    typed: pd.DataFrame,
+    feats: pd.DataFrame,
+    model: ScoringModel,
+    data: DataSection,
+    cfg: FeaturizeSection,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`rows.score` for rows whose entity windows Spark computed already; the calendar
+    features, row by row, are computed here."""
+    import numpy as np
+
+    from shipyard.history import history_features
+
+    calendar = history_features(typed, _only(cfg, "calendar"), data.timestamp, data.target)
+    fields = pd.DataFrame(index=typed.index)
+    for name in model.fields:
+        if name in calendar.columns:
+            fields[name] = calendar[name].astype("float64")
+        elif name in feats.columns:
+            fields[name] = feats[name].astype("float64").to_numpy()
+        elif name in data.features.categorical:
+            fields[name] = typed[name].astype("string").fillna("__missing__").astype(object)
+        else:
+            fields[name] = typed[name].astype("float64")
+    reason = rows.out_of_range(fields, model)
+    ok = reason.isna().to_numpy()
+    with np.errstate(all="ignore"):
+        scores = estimator.predict_proba(fields.loc[ok])[:, 1] if ok.any() else np.empty(0)
+    out = rows.output(typed.loc[ok], fields.loc[ok], scores, model, data)
+    out[rows.REASON] = None
+    refused = pd.DataFrame({"request_id": typed.loc[~ok, data.id].astype("string")})
+    refused[rows.REASON] = reason[~ok].to_numpy()
+    return out, refused.reindex(columns=out.columns)
+
+
+def _settle(partial: Path) -> None:
+    """Spark's files into the embedded layout: `date=D/part-*.parquet`, `_rejects/`."""
+    written = partial / "_spark_out"
+    for day in sorted(written.glob("date=*")):
+        target = partial / day.name
+        target.mkdir()
+        for i, part in enumerate(sorted(day.glob("part-*.parquet"))):
+            part.rename(target / f"part-{i:05d}.parquet")
+    shutil.rmtree(written)
+    rejects = partial / "_spark_rejects"
+    if rejects.exists():
+        (partial / batch.REJECTS).mkdir()
+        for i, part in enumerate(sorted(rejects.glob("part-*.parquet"))):
+            part.rename(partial / batch.REJECTS / f"part-{i:05d}.parquet")
+        shutil.rmtree(rejects)
