@@ -42,14 +42,14 @@ def isolated_tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """One worker per test file, except `tests/e2e`: its files share one demo run (a session
-    fixture), which two workers would each run, on the same two cores."""
+    """One worker per test file. A demo run (a session fixture) is asked for by one file
+    only: the embedded one by `test_demo.py`, the team stack's by `test_demo_stack.py`, so
+    the two runs can go to two workers and neither runs twice."""
     from xdist.scheduler import LoadFileScheduling
 
     class ByFile(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return "tests/e2e" if path.startswith("tests/e2e/") else path
+            return nodeid.split("::", 1)[0]
 
     return ByFile(config, log)
 

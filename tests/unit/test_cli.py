@@ -24,6 +24,7 @@ COMMANDS = [
     ["stack", "up"],
     ["stack", "env"],
     ["stack", "check"],
+    ["score"],
     ["stack", "down"],
     ["stack", "move"],
     ["deploy"],

@@ -13,7 +13,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +81,7 @@ def input_files(path: Path) -> list[Path]:
 def input_hash(path: Path) -> str | None:
     """The md5 DVC records for the input, when a `.dvc` file beside it or above it tracks it."""
     here = path.resolve()
-    for folder in [here, *here.parents]:
+    for folder in [here, *here.parents][:-1]:  # not the file system's root: it has no name
         dvc_file = folder.with_name(folder.name + ".dvc")
         if dvc_file.exists():
             for out in yaml.safe_load(dvc_file.read_text()).get("outs", []):
@@ -108,9 +108,16 @@ def start(job: Job, say: Any = progress) -> int:
 
 def journal(job: Job, chunks: int, counts: Counts) -> None:
     """Record `chunks` done, after their parts are in place (a rename: never half written)."""
-    state = {"fingerprint": job.fingerprint(), "chunks": chunks, **asdict(counts)}
+    state = {
+        "fingerprint": job.fingerprint(),
+        "chunks": chunks,
+        "rows_in": counts.rows_in,
+        "rows_scored": counts.rows_scored,
+        "rows_rejected": counts.rows_rejected,
+        "reasons": dict(counts.reasons),
+    }
     scratch = job.partial / f".{JOURNAL}"
-    scratch.write_text(json.dumps(state, default=dict))
+    scratch.write_text(json.dumps(state))
     scratch.replace(job.partial / JOURNAL)
 
 

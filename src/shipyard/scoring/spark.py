@@ -43,6 +43,10 @@ def session(master: str | None) -> Any:
         builder = builder.master(chosen)
     elif not os.environ.get("SPARK_HOME"):
         builder = builder.master("local[*]")
+    if (chosen or "local").startswith("local"):
+        # Spark's 200 shuffle partitions are sized for a cluster: on one machine each is a
+        # Python task of its own, and they cost more than the rows in them.
+        builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 2)))
     spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
