@@ -110,7 +110,8 @@ def partition_sizes(folder: Path) -> dict[str, int]:
 
 
 def read(folder: Path) -> pd.DataFrame:
-    return pd.read_parquet(folder).sort_values("request_id").reset_index(drop=True)
+    frame = pd.read_parquet(folder).sort_values("request_id").reset_index(drop=True)
+    return frame.astype({"date": str})  # the partition: a category of the days present
 
 
 @pytest.fixture(scope="module")
@@ -145,10 +146,14 @@ def test_the_output_is_the_pipelines_features_scored_at_the_threshold(
     assert (out["decision"] == (out["score"] >= threshold)).all()
     assert set(out["model_version"]) == {str(mv.version)}
     assert set(out["model_uri"]) == {f"models:/{NAME}/{mv.version}"}
-    assert out["input_hash"].str.fullmatch(r"[0-9a-f]{16}").all()
     assert out["input_hash"].nunique() == len(out)
     manifest = json.loads((embedded / "_manifest.json").read_text())
-    assert manifest["rows"] == {"in": len(table), "scored": len(out), "rejected": 0}
+    assert manifest["rows"] == {
+        "in": len(table),
+        "scored": len(out),
+        "rejected": 0,
+        "history_only": 0,
+    }
     days = sorted(pd.to_datetime(table["tx_datetime"]).dt.strftime("date=%Y-%m-%d").unique())
     assert manifest["partitions"] == days == sorted(p.name for p in embedded.glob("date=*"))
 
@@ -174,7 +179,8 @@ def test_spark_gives_the_same_rows_scores_and_partitions(
     assert list(a.columns) == list(b.columns)
     assert (a["request_id"] == b["request_id"]).all()
     np.testing.assert_allclose(a["score"], b["score"], rtol=0, atol=1e-9)
-    assert (a["decision"] == b["decision"]).all() and (a["input_hash"] == b["input_hash"]).all()
+    assert (a["decision"] == b["decision"]).all()
+    assert (a["input_hash"] == b["input_hash"]).all()
     assert partition_sizes(embedded) == partition_sizes(out)
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["engine"] == "spark" and manifest["rows"]["scored"] == len(a)
@@ -198,7 +204,7 @@ def test_bad_rows_go_to_rejects_with_the_reason_or_fail_the_run_with_strict(
         "tx_amount: range: below min 0.0",
     ]
     manifest = json.loads((out / "_manifest.json").read_text())
-    assert manifest["rows"] == {"in": 3000, "scored": 2998, "rejected": 2}
+    assert manifest["rows"] == {"in": 3000, "scored": 2998, "rejected": 2, "history_only": 0}
     strict = root / "out-strict"
     done = score(world, "--input", "bad.csv", "--output", str(strict), "--strict")
     assert done.returncode == 1
@@ -272,6 +278,25 @@ def test_a_killed_run_leaves_nothing_visible_and_the_rerun_resumes_to_the_same_o
     pd.testing.assert_frame_equal(read(out), read(embedded))
     manifest = json.loads((out / "_manifest.json").read_text())
     assert manifest["rows"]["scored"] == len(world["table"])
+
+
+def test_since_writes_the_new_rows_with_the_history_before_them(
+    world: dict[str, Any], embedded: Path
+) -> None:
+    """The nightly case: the earlier rows are only history; the new ones score exactly as
+    in the run that wrote every row."""
+    later = world["later"]
+    first = pd.Timestamp(later["tx_datetime"].min()).normalize() + pd.Timedelta(days=1)
+    out = world["root"] / "out-since"
+    done = score(
+        world, "--input", "tonight.csv", "--output", str(out), "--since", first.isoformat()
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    got, every = read(out), read(embedded)
+    expected = every[every["timestamp"] >= first.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")]
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["rows"]["history_only"] == len(every) - len(got) > 0
 
 
 def test_an_existing_output_is_kept_unless_overwrite(world: dict[str, Any], embedded: Path) -> None:

@@ -44,6 +44,11 @@ from shipyard.cli.options import params_option, policy_option
     type=click.IntRange(1000),
     help="Embedded: rows per chunk (memory grows with it).",
 )
+@click.option(
+    "--since",
+    help="Write only rows at or after this time (ISO 8601); earlier ones are their history "
+    "(the windows featurize computes reach back up to 37 days by default).",
+)
 @click.option("--strict", is_flag=True, help="Fail on the first row that breaks the contract.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
 @params_option
@@ -55,6 +60,7 @@ def score(
     engine: str,
     master: str | None,
     chunk_rows: int,
+    since: str | None,
     strict: bool,
     overwrite: bool,
     params_path: Path,
@@ -88,5 +94,6 @@ def score(
         master=master,
         chunk_rows=chunk_rows,
         strict=strict,
+        since=since,
     )
     click.echo(json.dumps(manifest, indent=2))

@@ -52,6 +52,11 @@ class Job:
     chunk_rows: int
     strict: bool
     params_hash: str
+    since: str | None = None  # log-format time: rows before it are history only, not written
+
+    def kept(self, out: Any) -> Any:
+        """The scored rows to write: those at or after `since`."""
+        return out if self.since is None else out[out["timestamp"] >= self.since]
 
     @property
     def partial(self) -> Path:
@@ -61,7 +66,7 @@ class Job:
         """What must be unchanged for a partial run to be resumed."""
         stats = [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in self.inputs]
         facts = [stats, self.model.name, self.model.version, self.model.threshold, self.engine]
-        facts += [self.chunk_rows, self.strict, self.params_hash]
+        facts += [self.chunk_rows, self.strict, self.params_hash, self.since]
         return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:16]
 
 
@@ -142,10 +147,12 @@ def finish(job: Job, counts: Counts, seconds: float, source: Path) -> dict[str, 
         "model_data_hash": job.model.data_hash,
         "input": {"path": str(source), "files": len(job.inputs), "dvc_hash": input_hash(source)},
         "engine": job.engine,
+        "since": job.since,
         "rows": {
             "in": counts.rows_in,
             "scored": counts.rows_scored,
             "rejected": counts.rows_rejected,
+            "history_only": counts.rows_in - counts.rows_scored - counts.rows_rejected,
         },
         "rejected_by_reason": dict(counts.reasons.most_common()),
         "seconds": round(seconds, 3),

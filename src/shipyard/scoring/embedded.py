@@ -95,6 +95,7 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             if job.strict and len(checked.rejects):
                 raise batch.strict_failure(checked.rejects, path)
             out, refused = rows.score(estimator, frame, model, data, cfg, start=len(context))
+            out = job.kept(out)
             if job.strict and len(refused):
                 raise batch.strict_failure(refused, path)
             name = f"part-{index:05d}.parquet"

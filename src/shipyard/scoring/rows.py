@@ -86,9 +86,10 @@ def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
     return reason
 
 
-def row_hash(good: pd.DataFrame, data: DataSection) -> pd.Series:
-    """A hash of each input row's declared values in a canonical form (numbers as float64,
-    times as epoch ns, text as text), so both engines hash a row alike."""
+def row_hash(good: pd.DataFrame, data: DataSection) -> np.ndarray:
+    """A 64-bit hash of each input row's declared values in a canonical form (numbers as
+    float64, times as epoch ns, text as text), so both engines hash a row alike. Signed, as
+    Spark and parquet readers without unsigned types keep it."""
     canon = pd.DataFrame(index=good.index)
     for name, spec in data.columns.items():
         if name not in good.columns:
@@ -100,8 +101,7 @@ def row_hash(good: pd.DataFrame, data: DataSection) -> pd.Series:
             canon[name] = column.astype("float64")
         else:
             canon[name] = column.astype("string").fillna("").astype(object)
-    hashed = pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64")
-    return pd.Series([f"{h:016x}" for h in hashed], index=good.index, dtype="string")
+    return pd.util.hash_pandas_object(canon, index=False).to_numpy(dtype="uint64").view("int64")
 
 
 def score(
@@ -136,16 +136,17 @@ def output(
 ) -> pd.DataFrame:
     """The scored rows as written: the prediction log's fields, lineage, the input row's
     hash, the partition date and the features (what drift checks judge)."""
-    stamps = pd.to_datetime(rows[data.timestamp])
+    # The service's log format (UTC, milliseconds), which the drift reader compares as text.
+    stamps = pd.to_datetime(rows[data.timestamp]).to_numpy(dtype="datetime64[ms]")
     out = pd.DataFrame(
         {
             "request_id": rows[data.id].astype("string"),
-            "timestamp": stamps.dt.strftime("%Y-%m-%dT%H:%M:%S.%f").str[:-3] + "+00:00",
+            "timestamp": np.char.add(np.datetime_as_string(stamps, unit="ms"), "+00:00"),
             **model.lineage,
             "score": np.asarray(scores, dtype="float64"),
             "decision": (np.asarray(scores) >= model.threshold).astype("int64"),
             "input_hash": row_hash(rows, data),
-            "date": stamps.dt.strftime("%Y-%m-%d"),
+            "date": np.datetime_as_string(stamps, unit="D"),
         },
         index=rows.index,
     )

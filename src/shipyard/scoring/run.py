@@ -25,8 +25,20 @@ def score(
     master: str | None = None,
     chunk_rows: int = 500_000,
     strict: bool = False,
+    since: str | None = None,
 ) -> dict[str, Any]:
     files = batch.input_files(source)
+    start = None
+    if since is not None:
+        import pandas as pd
+
+        try:  # the prediction log's format (UTC), which output rows are compared in
+            moment = pd.Timestamp(since)
+            if moment.tzinfo is not None:
+                moment = moment.tz_convert("UTC").tz_localize(None)
+            start = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
+        except ValueError:
+            raise ShipyardError(f"--since {since!r}: not an ISO 8601 date or time") from None
     version = model.resolve(ref, params, policy)
     job = batch.Job(
         model=version,
@@ -36,6 +48,7 @@ def score(
         chunk_rows=chunk_rows,
         strict=strict,
         params_hash=params_hash(params, VERSION_SECTIONS),
+        since=start,
     )
     progress("score", f"{version.name} v{version.version} on {len(files)} file(s), {engine}")
     try:

@@ -2,9 +2,10 @@
 outgrow one machine.
 
 - The contract runs per partition (`mapInPandas`).
-- History features need an entity's rows together: spending windows are computed per
-  customer and risk windows per terminal (`applyInPandas`), each by `history_features` on
-  that group with the other windows switched off, then joined back on a row number. The
+- History features need an entity's rows together: the rows are partitioned by customer
+  for the spending windows and by terminal for the risk windows, each computed by
+  `history_features` on a whole partition with the other windows switched off, then joined
+  back on a row number. The
   row number follows the input order, so ties in time are broken as featurize breaks them.
 - Scoring runs per partition with the model loaded once per Python worker, from the logged
   model folder shipped with `addFile`, through skops and the allow-list (never pickle; MLflow's
@@ -135,14 +136,15 @@ def run(
             schema = f"`{ROW}` long, " + ", ".join(f"`{n}` double" for n in names)
 
             per_entity = _windows(sub, data)
-            entity_frames.append(good.groupBy(section.entity).applyInPandas(per_entity, schema))
+            whole = good.repartition(section.entity)  # an entity's rows in one partition
+            entity_frames.append(whole.mapInPandas(per_entity, schema))
         joined = good
         for frame in entity_frames[1:]:
             joined = joined.join(frame, on=ROW, how="inner")
         feature_cols = [c for c in joined.columns if c not in data.columns and c != ROW]
         out_schema = (
             "request_id string, timestamp string, model_name string, model_version string, "
-            "model_uri string, score double, decision long, input_hash string, date string, "
+            "model_uri string, score double, decision long, input_hash long, date string, "
             + ", ".join(
                 f"`{f}` {'string' if f in data.features.categorical else 'double'}"
                 for f in model.fields
@@ -169,6 +171,8 @@ def run(
 
         scored = joined.mapInPandas(score, out_schema).persist()
         good_out = scored.filter(F.col(rows.REASON).isNull()).drop(rows.REASON)
+        if job.since is not None:
+            good_out = good_out.filter(F.col("timestamp") >= job.since)
         good_out.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
         contract_rejects = checked.filter(F.col(rows.REASON).isNotNull()).select(
             *[F.col(f"_raw_{c}").alias(c) for c in raw_cols], rows.REASON
@@ -200,18 +204,22 @@ def run(
 
 
 def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
-    """One entity's rows -> their window features by `history_features` (one argument:
-    Spark passes the group key too to a function that takes two)."""
+    """A partition holding whole entities -> their window features, by `history_features`
+    on the partition at once (per entity, a Python call each cost more than the rows)."""
 
-    def per_entity(group: pd.DataFrame) -> pd.DataFrame:
+    def per_partition(frames: Any) -> Any:
         from shipyard.history import history_features
 
-        frame = _unwire(group.sort_values(ROW), data).reset_index(drop=True)
+        parts = list(frames)  # Arrow batches split an entity's rows: join them first
+        if not parts:
+            return
+        frame = _unwire(pd.concat(parts, ignore_index=True).sort_values(ROW), data)
+        frame = frame.reset_index(drop=True)
         feats = history_features(frame, sub, data.timestamp, data.target)
         feats[ROW] = frame[ROW].to_numpy()
-        return feats
+        yield feats
 
-    return per_entity
+    return per_partition
 
 
 def _names(cfg: FeaturizeSection) -> list[str]:
@@ -259,6 +267,9 @@ def _score_precomputed(
     out[rows.REASON] = None
     refused = pd.DataFrame({"request_id": typed.loc[~ok, data.id].astype("string")})
     refused[rows.REASON] = reason[~ok].to_numpy()
+    # Integers stay integers: a NaN would make the column float and round the 64-bit hash.
+    for name in ("decision", "input_hash"):
+        refused[name] = 0
     return out, refused.reindex(columns=out.columns)
 
 
