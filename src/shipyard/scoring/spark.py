@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,8 @@ def run(
 
     data, cfg = params.data, params.featurize
     model: ScoringModel = job.model
-    batch.start(job)  # a Spark run is not resumed: Spark reruns lost tasks within a run
+    batch.start(job)  # refuses an existing output
+    # Not resumed: Spark retries lost tasks within a run; a killed run starts over.
     shutil.rmtree(job.partial, ignore_errors=True)
     job.partial.mkdir(parents=True)
     began = time.monotonic()
@@ -180,12 +182,16 @@ def run(
         range_rejects = scored.filter(F.col(rows.REASON).isNotNull()).select(
             "request_id", rows.REASON
         )
-        reasons = [
-            r[rows.REASON]
-            for r in contract_rejects.select(rows.REASON)
-            .unionByName(range_rejects.select(rows.REASON))
-            .collect()
-        ]
+        reasons = Counter(
+            {
+                r[rows.REASON]: r["count"]
+                for r in contract_rejects.select(rows.REASON)
+                .unionByName(range_rejects.select(rows.REASON))
+                .groupBy(rows.REASON)
+                .count()
+                .collect()
+            }
+        )
         if job.strict and reasons:
             first = contract_rejects.unionByName(range_rejects, allowMissingColumns=True)
             raise batch.strict_failure(first.limit(1).toPandas(), source_name)
@@ -197,9 +203,8 @@ def run(
     finally:
         spark.stop()
     _settle(job.partial)
-    counts = batch.Counts()
-    counts.add(rows_in, scored_rows, reasons)
-    progress("score", f"spark: {scored_rows:,} rows scored, {len(reasons):,} rejected")
+    counts = batch.Counts(rows_in, scored_rows, reasons.total(), reasons)
+    progress("score", f"spark: {scored_rows:,} rows scored, {reasons.total():,} rejected")
     return batch.finish(job, counts, time.monotonic() - began, source)
 
 
