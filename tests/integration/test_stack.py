@@ -33,6 +33,19 @@ with locks.advisory(sys.argv[1], "registry-held"):
 """
 
 
+def bucket_client(running: stack.Stack) -> Any:
+    """The S3 client the server uses, with the stack's keys."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=running.s3_endpoint,
+        aws_access_key_id=running.access_key,
+        aws_secret_access_key=running.secret_key,
+        region_name=stack.REGION,
+    )
+
+
 @pytest.fixture(scope="module")
 def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, stack.Stack]]:
     """A stack of this module's own: its last test stops it."""
@@ -47,7 +60,6 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 def test_artifacts_go_through_the_server_to_the_bucket(
     tmp_path: Path, own_stack: tuple[Path, stack.Stack], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
 
     _, running = own_stack
     for key, value in running.client_env().items():
@@ -57,13 +69,7 @@ def test_artifacts_go_through_the_server_to_the_bucket(
 
     run = MlflowClient().get_run(run_id)
     assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # no local path anywhere
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=running.s3_endpoint,
-        aws_access_key_id=running.access_key,
-        aws_secret_access_key=running.secret_key,
-        region_name=stack.REGION,
-    )
+    s3 = bucket_client(running)
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=running.bucket)["Contents"]]
     assert any(k.endswith("/MLmodel") for k in keys) and any(k.endswith(".skops") for k in keys)
     assert any(run.info.run_id in k and k.endswith(".parquet") for k in keys)  # frozen test set
@@ -76,7 +82,6 @@ def test_a_lost_bucket_registers_nothing_and_is_named(
     saying the artifact store failed (not that the server is away); no version is made
     without its artifacts; the server-side check names the bucket; once it is back,
     registering works again."""
-    import boto3
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -86,13 +91,7 @@ def test_a_lost_bucket_registers_nothing_and_is_named(
     for key, value in running.client_env().items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # seconds, not minutes
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=running.s3_endpoint,
-        aws_access_key_id=running.access_key,
-        aws_secret_access_key=running.secret_key,
-        region_name=stack.REGION,
-    )
+    s3 = bucket_client(running)
     kept = {}  # the earlier versions' artifacts, put back with the bucket
     for item in s3.list_objects_v2(Bucket=running.bucket).get("Contents", []):
         kept[item["Key"]] = s3.get_object(Bucket=running.bucket, Key=item["Key"])["Body"].read()

@@ -118,6 +118,24 @@ def _arrow_to_pandas(table: Any) -> pd.DataFrame:
     return frame
 
 
+def _in_window(table: Any, model: str, version: str | None, lo: str, hi: str) -> Any:
+    """Arrow mask: rows of `model` (and `version`) with lo <= timestamp < hi, as text."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = pc.and_(
+        pc.equal(table.column("model_name"), model),
+        pc.and_(
+            pc.greater_equal(table.column("timestamp"), lo),
+            pc.less(table.column("timestamp"), hi),
+        ),
+    )
+    if version is not None:
+        versions = pc.cast(table.column("model_version"), pa.string())
+        mask = pc.and_(mask, pc.equal(versions, version))
+    return mask
+
+
 def _stream_file(
     path: Path, model: str, version: str | None, lo: str, hi: str, sample: _Sample
 ) -> int:
@@ -127,7 +145,6 @@ def _stream_file(
     Returns the corrupt-line count (0); raises _Fallback if any line does not parse.
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.json as pj
 
     strings = pa.schema([(k, pa.string()) for k in ("request_id", "timestamp", "model_name")])
@@ -146,18 +163,7 @@ def _stream_file(
                 raise _Fallback
             if table.column("score").null_count or table.column("request_id").null_count:
                 raise _Fallback
-            mask = pc.and_(
-                pc.equal(table.column("model_name"), model),
-                pc.and_(
-                    pc.greater_equal(table.column("timestamp"), lo),
-                    pc.less(table.column("timestamp"), hi),
-                ),
-            )
-            if version is not None:
-                mask = pc.and_(
-                    mask, pc.equal(pc.cast(table.column("model_version"), pa.string()), version)
-                )
-            sample.add(table.filter(mask), _arrow_to_pandas)
+            sample.add(table.filter(_in_window(table, model, version, lo, hi)), _arrow_to_pandas)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, UnicodeDecodeError):
         raise _Fallback from None
     return 0
@@ -172,21 +178,11 @@ def _read_batch(
 ) -> None:
     """One part of a `shipyard score` output: the log's fields at the top level, features
     beside them; filtered the same way, by the scored rows' own times."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
     table = table.drop_columns([c for c in _BATCH_ONLY if c in table.column_names])
-    mask = pc.and_(
-        pc.equal(table.column("model_name"), model),
-        pc.and_(
-            pc.greater_equal(table.column("timestamp"), lo),
-            pc.less(table.column("timestamp"), hi),
-        ),
-    )
-    if version is not None:
-        mask = pc.and_(mask, pc.equal(table.column("model_version"), version))
-    sample.add(table.filter(mask), lambda t: t.to_pandas())
+    sample.add(table.filter(_in_window(table, model, version, lo, hi)), lambda t: t.to_pandas())
 
 
 def read_window(
