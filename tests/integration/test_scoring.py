@@ -305,6 +305,12 @@ def test_an_existing_output_is_kept_unless_overwrite(world: dict[str, Any], embe
     assert done.returncode == 1
     assert done.stderr.strip().endswith("output exists; remove it or give --overwrite")
     assert sorted(p.name for p in embedded.rglob("*")) == before
+    # --overwrite with input that fails keeps the old output whole: nothing is lost
+    broken = world["later"].head(100).drop(columns="tx_amount")
+    write_csv(broken, str(world["root"] / "no-amount.csv"))
+    done = score(world, "--input", "no-amount.csv", "--output", str(embedded), "--overwrite")
+    assert done.returncode == 1
+    assert sorted(p.name for p in embedded.rglob("*")) == before
 
 
 def test_drift_check_reads_a_batch_as_it_reads_the_apis_log(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import click
@@ -50,7 +49,11 @@ from shipyard.cli.options import params_option, policy_option
     "(the windows featurize computes reach back up to 37 days by default).",
 )
 @click.option("--strict", is_flag=True, help="Fail on the first row that breaks the contract.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing output folder.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing output folder, once the new one is complete.",
+)
 @params_option
 @policy_option
 def score(
@@ -82,8 +85,6 @@ def score(
 
     params = load_params(params_path)
     tracking.configure(params.base)
-    if overwrite and output_path.exists():
-        shutil.rmtree(output_path)
     manifest = run.score(
         model_ref,
         input_path,
@@ -95,5 +96,6 @@ def score(
         chunk_rows=chunk_rows,
         strict=strict,
         since=since,
+        overwrite=overwrite,
     )
     click.echo(json.dumps(manifest, indent=2))

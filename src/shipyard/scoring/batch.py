@@ -53,6 +53,7 @@ class Job:
     strict: bool
     params_hash: str
     since: str | None = None  # log-format time: rows before it are history only, not written
+    overwrite: bool = False  # replace an existing output, once the new one is whole
 
     def kept(self, out: Any) -> Any:
         """The scored rows to write: those at or after `since`."""
@@ -97,7 +98,7 @@ def input_hash(path: Path) -> str | None:
 
 def start(job: Job, say: Any = progress) -> int:
     """Prepare the partial folder; the number of chunks already done (to resume after)."""
-    if job.output.exists():
+    if job.output.exists() and not job.overwrite:
         raise ShipyardError(f"{job.output}: output exists; remove it or give --overwrite")
     journal = job.partial / JOURNAL
     if journal.exists():
@@ -163,7 +164,14 @@ def finish(job: Job, counts: Counts, seconds: float, source: Path) -> dict[str, 
     }
     write_json(job.partial / MANIFEST, manifest)
     (job.partial / JOURNAL).unlink(missing_ok=True)
-    job.partial.rename(job.output)
+    if job.output.exists():  # --overwrite: the old output goes only now that the new is whole
+        old = job.output.with_name(f".{job.output.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        job.output.rename(old)
+        job.partial.rename(job.output)
+        shutil.rmtree(old)
+    else:
+        job.partial.rename(job.output)
     return manifest
 
 

@@ -26,6 +26,7 @@ def score(
     chunk_rows: int = 500_000,
     strict: bool = False,
     since: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     files = batch.input_files(source)
     start = None
@@ -49,6 +50,7 @@ def score(
         strict=strict,
         params_hash=params_hash(params, VERSION_SECTIONS),
         since=start,
+        overwrite=overwrite,
     )
     progress("score", f"{version.name} v{version.version} on {len(files)} file(s), {engine}")
     try:
