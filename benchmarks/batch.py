@@ -15,7 +15,8 @@ the RSS of its process tree (Spark's JVM included), polled every 0.1 s.
             `mlflow.pyfunc.load_model(models:/…).predict(features)`, written as one parquet.
 
 `ROWS` (default "1000000,10000000"), `ENGINES` (default "embedded,naive,spark") and
-`SPARK_ROWS` (the largest size Spark runs; default all) bound a run. Run with `make benchmarks` or `.venv/bin/python -m benchmarks.batch`.
+`SPARK_ROWS` (the largest size Spark runs; default all) bound a run. Run with
+`make benchmarks` or `.venv/bin/python -m benchmarks.batch`.
 """
 
 from __future__ import annotations
