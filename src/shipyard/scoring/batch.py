@@ -84,7 +84,7 @@ def input_files(path: Path) -> list[Path]:
     return files
 
 
-def input_hash(path: Path) -> str | None:
+def dvc_hash(path: Path) -> str | None:
     """The md5 DVC records for the input, when a `.dvc` file beside it or above it tracks it."""
     here = path.resolve()
     for folder in [here, *here.parents][:-1]:  # not the file system's root: it has no name
@@ -146,7 +146,7 @@ def finish(job: Job, counts: Counts, seconds: float, source: Path) -> dict[str, 
     manifest = {
         "model": {**job.model.lineage, "threshold": job.model.threshold},
         "model_data_hash": job.model.data_hash,
-        "input": {"path": str(source), "files": len(job.inputs), "dvc_hash": input_hash(source)},
+        "input": {"path": str(source), "files": len(job.inputs), "dvc_hash": dvc_hash(source)},
         "engine": job.engine,
         "since": job.since,
         "rows": {
