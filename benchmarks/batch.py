@@ -179,7 +179,7 @@ def main() -> None:
         ratio = results[("spark", large)].seconds / results[("embedded", large)].seconds
         print(f"spark local[2] vs embedded at {large:,} rows: {ratio:.1f}x the time (goal <= 2x)")
     else:
-        print(f"spark not run at {large:,} rows (SPARK_ROWS={spark_rows:,})")
+        print(f"spark not run at {large:,} rows (ENGINES, SPARK_ROWS={spark_rows:,})")
 
 
 if __name__ == "__main__":
