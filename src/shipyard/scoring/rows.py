@@ -58,20 +58,33 @@ def check(raw: pd.DataFrame, data: DataSection, source: str) -> Checked:
     return Checked(good, _rejects(raw, reason, source))
 
 
-def features(
-    frame: pd.DataFrame, model: ScoringModel, data: DataSection, cfg: FeaturizeSection
+def fields(
+    frame: pd.DataFrame, history: pd.DataFrame, model: ScoringModel, data: DataSection
 ) -> pd.DataFrame:
-    """The model's fields for every row of `frame`, computed as featurize computes them."""
-    history = history_features(frame, cfg, data.timestamp, data.target)
+    """The model's fields, in its order, from the raw columns and the history features."""
     out = pd.DataFrame(index=frame.index)
     for name in model.fields:
         if name in history.columns:
-            out[name] = history[name].astype("float64")
+            out[name] = history[name].to_numpy(dtype="float64")
         elif name in data.features.categorical:
             out[name] = frame[name].astype("string").fillna("__missing__").astype(object)
         else:
             out[name] = frame[name].astype("float64")
     return out
+
+
+def features(
+    frame: pd.DataFrame, model: ScoringModel, data: DataSection, cfg: FeaturizeSection
+) -> pd.DataFrame:
+    """The model's fields for every row of `frame`, computed as featurize computes them."""
+    return fields(frame, history_features(frame, cfg, data.timestamp, data.target), model, data)
+
+
+def log_times(stamps: Any) -> np.ndarray:
+    """Naive UTC times as the service's prediction log writes them (ms, `+00:00`), which
+    the drift reader compares as text."""
+    values = np.asarray(pd.to_datetime(stamps), dtype="datetime64[ms]")
+    return np.char.add(np.datetime_as_string(values, unit="ms"), "+00:00")
 
 
 def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
@@ -136,12 +149,11 @@ def output(
 ) -> pd.DataFrame:
     """The scored rows as written: the prediction log's fields, lineage, the input row's
     hash, the partition date and the features (what drift checks judge)."""
-    # The service's log format (UTC, milliseconds), which the drift reader compares as text.
     stamps = pd.to_datetime(rows[data.timestamp]).to_numpy(dtype="datetime64[ms]")
     out = pd.DataFrame(
         {
             "request_id": rows[data.id].astype("string"),
-            "timestamp": np.char.add(np.datetime_as_string(stamps, unit="ms"), "+00:00"),
+            "timestamp": log_times(stamps),
             **model.lineage,
             "score": np.asarray(scores, dtype="float64"),
             "decision": (np.asarray(scores) >= model.threshold).astype("int64"),

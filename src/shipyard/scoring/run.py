@@ -11,7 +11,7 @@ from shipyard.config import Params
 from shipyard.errors import ShipyardError
 from shipyard.lineage import VERSION_SECTIONS, params_hash
 from shipyard.policy import Policy
-from shipyard.scoring import batch, model
+from shipyard.scoring import batch, model, rows
 
 
 def score(
@@ -33,13 +33,13 @@ def score(
     if since is not None:
         import pandas as pd
 
-        try:  # the prediction log's format (UTC), which output rows are compared in
+        try:
             moment = pd.Timestamp(since)
-            if moment.tzinfo is not None:
-                moment = moment.tz_convert("UTC").tz_localize(None)
-            start = moment.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+00:00"
         except ValueError:
             raise ShipyardError(f"--since {since!r}: not an ISO 8601 date or time") from None
+        if moment.tzinfo is not None:
+            moment = moment.tz_convert("UTC").tz_localize(None)
+        start = str(rows.log_times([moment])[0])
     version = model.resolve(ref, params, policy)
     job = batch.Job(
         model=version,

@@ -28,6 +28,8 @@ import pandas as pd
 
 from shipyard.artifacts import progress
 from shipyard.config import DataSection, FeaturizeSection, Params
+from shipyard.history import feature_names, history_features
+from shipyard.schema import check_rows
 from shipyard.scoring import batch, rows
 from shipyard.scoring.model import ScoringModel
 
@@ -118,7 +120,7 @@ def run(
 
         def contract(frames: Any) -> Any:
             for frame in frames:
-                typed, reason = _check(frame.drop(columns=ROW), data, source_name)
+                typed, reason = check_rows(frame.drop(columns=ROW), data, source_name)
                 out = _wire(typed, data)
                 out[ROW] = frame[ROW].to_numpy()
                 out[rows.REASON] = reason.to_numpy()
@@ -134,7 +136,7 @@ def run(
             if section is None:
                 continue
             sub = _only(cfg, part)
-            names = _names(sub)
+            names = feature_names(sub)
             schema = f"`{ROW}` long, " + ", ".join(f"`{n}` double" for n in names)
 
             per_entity = _windows(sub, data)
@@ -213,8 +215,6 @@ def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
     on the partition at once (per entity, a Python call each cost more than the rows)."""
 
     def per_partition(frames: Any) -> Any:
-        from shipyard.history import history_features
-
         parts = list(frames)  # Arrow batches split an entity's rows: join them first
         if not parts:
             return
@@ -225,18 +225,6 @@ def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
         yield feats
 
     return per_partition
-
-
-def _names(cfg: FeaturizeSection) -> list[str]:
-    from shipyard.history import feature_names
-
-    return feature_names(cfg)
-
-
-def _check(frame: pd.DataFrame, data: DataSection, source: str) -> tuple[pd.DataFrame, Any]:
-    from shipyard.schema import check_rows
-
-    return check_rows(frame, data, source)
 
 
 def _score_precomputed(
@@ -251,19 +239,9 @@ def _score_precomputed(
     features, row by row, are computed here."""
     import numpy as np
 
-    from shipyard.history import history_features
-
     calendar = history_features(typed, _only(cfg, "calendar"), data.timestamp, data.target)
-    fields = pd.DataFrame(index=typed.index)
-    for name in model.fields:
-        if name in calendar.columns:
-            fields[name] = calendar[name].astype("float64")
-        elif name in feats.columns:
-            fields[name] = feats[name].astype("float64").to_numpy()
-        elif name in data.features.categorical:
-            fields[name] = typed[name].astype("string").fillna("__missing__").astype(object)
-        else:
-            fields[name] = typed[name].astype("float64")
+    history = pd.concat([calendar, feats.set_axis(typed.index)], axis=1)
+    fields = rows.fields(typed, history, model, data)
     reason = rows.out_of_range(fields, model)
     ok = reason.isna().to_numpy()
     with np.errstate(all="ignore"):
