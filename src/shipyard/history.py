@@ -28,35 +28,100 @@ def feature_names(cfg: FeaturizeSection) -> list[str]:
     return names
 
 
-def _rolling(frame: pd.DataFrame, entity: str, ts: str, column: str, days: int) -> pd.DataFrame:
-    """Count, sum and mean of `column` over (t - days, t] per entity, in `frame`'s row order."""
-    order = np.lexsort((np.arange(len(frame)), frame[ts].to_numpy(), frame[entity].to_numpy()))
-    part = frame.iloc[order]
-    rolled = part.set_index(ts).groupby(entity, sort=True)[column].rolling(f"{days}D")
-    out = pd.DataFrame(
-        {"count": rolled.count().to_numpy(), "sum": rolled.sum().to_numpy()}, index=order
-    ).sort_index()
-    out["mean"] = out["sum"] / out["count"].where(out["count"] > 0)
-    return out.reset_index(drop=True)
+NS_PER_DAY = 86_400 * 10**9
 
 
-def _spending(frame: pd.DataFrame, ts: str, cfg: SpendingConfig) -> dict[str, np.ndarray]:
+def _nanos(stamps: pd.Series) -> np.ndarray:
+    """Times as int64 ns since the epoch, UTC where they carry a zone."""
+    when = pd.to_datetime(stamps)
+    if isinstance(when.dtype, pd.DatetimeTZDtype):
+        when = when.dt.tz_convert("UTC").dt.tz_localize(None)
+    return when.to_numpy(dtype="datetime64[ns]").view("int64")
+
+
+class _Timeline:
+    """One entity's rows in (entity, time, position) order, for windows over (t - days, t].
+
+    A row's window ends at the row itself (ties after it in `frame` are not in it, as in
+    pandas' time-based rolling) and starts at the first row of its entity younger than
+    `days`. Starts come from one binary search over (entity code, time rank) keys and sums
+    from prefix sums, so a window costs O(log n) however busy its entity is. Only rows from
+    `start` on get windows; earlier ones are history. Searches run in sorted order, which
+    keeps them in cache.
+    """
+
+    def __init__(self, frame: pd.DataFrame, entity: str, times: np.ndarray, start: int) -> None:
+        codes = pd.factorize(frame[entity])[0].astype("int64")
+        order = np.lexsort((np.arange(len(frame)), times, codes))
+        uniq = np.unique(times)
+        # Time ranks, not times, so code * width + rank cannot overflow int64.
+        base = codes[order] * (len(uniq) + 1)
+        self.key = base + np.searchsorted(uniq, times[order], side="right")
+        self.order = order
+        where = np.empty_like(order)
+        where[order] = np.arange(len(order))
+        windowed = where[start:]  # sorted positions of the rows that get windows
+        self.back = np.argsort(windowed)  # i-th smallest position is frame row start + back[i]
+        self.rows = windowed[self.back]
+        self.base, self.uniq, self.times = base[self.rows], uniq, times[order][self.rows]
+
+    def prefix(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Running count of non-missing values and their sum, over all sorted rows, with a
+        leading zero. Extended precision keeps a window's sum, a difference of two running
+        sums, within ~1e-11 of the window's own however long the frame."""
+        ordered = values[self.order].astype("float64")
+        known = ~np.isnan(ordered)
+        counts = np.concatenate([[0], np.cumsum(known, dtype="int64")])
+        sums = np.concatenate(
+            [[0.0], np.cumsum(np.where(known, ordered, 0.0), dtype=np.longdouble)]
+        ).astype(np.longdouble)
+        return counts, sums
+
+    def window(
+        self, prefix: tuple[np.ndarray, np.ndarray], days: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(count of non-missing values, their sum; NaN where none) over (t - days, t], for
+        the rows from `start`, in frame order."""
+        counts, sums = prefix
+        low = np.searchsorted(self.uniq, self.times - days * NS_PER_DAY, side="right")
+        begin = np.searchsorted(self.key, self.base + low, side="right")
+        end = self.rows + 1
+        count = (counts[end] - counts[begin]).astype("float64")
+        total = (sums[end] - sums[begin]).astype("float64")
+        total[count == 0] = np.nan
+        out_count, out_total = np.empty_like(count), np.empty_like(total)
+        out_count[self.back], out_total[self.back] = count, total
+        return out_count, out_total
+
+
+def _spending(
+    frame: pd.DataFrame, times: np.ndarray, start: int, cfg: SpendingConfig
+) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
+    timeline = _Timeline(frame, cfg.entity, times, start)
+    prefix = timeline.prefix(frame[cfg.amount].to_numpy(dtype="float64"))
     for w in cfg.windows_days:
-        r = _rolling(frame, cfg.entity, ts, cfg.amount, w)
-        cols[f"{cfg.entity}_nb_tx_{w}d"] = r["count"].to_numpy(dtype=float)
-        cols[f"{cfg.entity}_avg_{cfg.amount}_{w}d"] = r["mean"].to_numpy(dtype=float)
+        count, total = timeline.window(prefix, w)
+        cols[f"{cfg.entity}_nb_tx_{w}d"] = count
+        cols[f"{cfg.entity}_avg_{cfg.amount}_{w}d"] = np.divide(
+            total, count, out=np.full_like(total, np.nan), where=count > 0
+        )
     return cols
 
 
-def _risk(frame: pd.DataFrame, ts: str, target: str, cfg: RiskConfig) -> dict[str, np.ndarray]:
+def _risk(
+    frame: pd.DataFrame, times: np.ndarray, start: int, target: str, cfg: RiskConfig
+) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    recent = _rolling(frame, cfg.entity, ts, target, cfg.delay_days)
+    timeline = _Timeline(frame, cfg.entity, times, start)
+    labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy(dtype="float64")
+    prefix = timeline.prefix(labels)
+    recent_count, recent_sum = timeline.window(prefix, cfg.delay_days)
     for w in cfg.windows_days:
         # Rows in (t - delay - w, t - delay]: the window minus the part whose labels are unknown.
-        whole = _rolling(frame, cfg.entity, ts, target, cfg.delay_days + w)
-        count = (whole["count"] - recent["count"]).to_numpy(dtype=float)
-        frauds = (whole["sum"] - recent["sum"]).to_numpy(dtype=float)
+        whole_count, whole_sum = timeline.window(prefix, cfg.delay_days + w)
+        count = whole_count - recent_count
+        frauds = whole_sum - recent_sum
         cols[f"{cfg.entity}_nb_labelled_{w}d"] = count
         cols[f"{cfg.entity}_risk_{w}d"] = np.divide(
             frauds, count, out=np.zeros_like(frauds), where=count > 0
@@ -64,23 +129,35 @@ def _risk(frame: pd.DataFrame, ts: str, target: str, cfg: RiskConfig) -> dict[st
     return cols
 
 
+def history_columns(cfg: FeaturizeSection, timestamp: str, target: str) -> list[str]:
+    """The columns a row's history features read from earlier rows: all that a stream or a
+    chunked batch has to carry forward."""
+    names = [timestamp]
+    if cfg.spending:
+        names += [cfg.spending.entity, cfg.spending.amount]
+    if cfg.risk:
+        names += [cfg.risk.entity, target]
+    return list(dict.fromkeys(names))
+
+
 def history_features(
-    frame: pd.DataFrame, cfg: FeaturizeSection, timestamp: str, target: str
+    frame: pd.DataFrame, cfg: FeaturizeSection, timestamp: str, target: str, start: int = 0
 ) -> pd.DataFrame:
-    """The feature columns for every row of `frame`, aligned with its index.
+    """The feature columns for the rows of `frame` from position `start` on, aligned with
+    their index; the rows before `start` are only their history.
 
     Rows whose label is not known yet may carry any target value (e.g. NaN): a row's own
     label and those of the last `delay_days` never reach its features.
     """
     base = frame.reset_index(drop=True)
+    times = _nanos(base[timestamp])
     cols: dict[str, np.ndarray] = {}
     if cfg.calendar:
-        when = pd.to_datetime(base[timestamp])
+        when = pd.to_datetime(base[timestamp].iloc[start:])  # local time, zone kept
         cols["is_weekend"] = (when.dt.dayofweek >= 5).to_numpy(dtype=float)
         cols["is_night"] = (when.dt.hour < 6).to_numpy(dtype=float)
     if cfg.spending:
-        cols.update(_spending(base, timestamp, cfg.spending))
+        cols.update(_spending(base, times, start, cfg.spending))
     if cfg.risk:
-        labelled = base.assign(**{target: pd.to_numeric(base[target]).fillna(0.0)})
-        cols.update(_risk(labelled, timestamp, target, cfg.risk))
-    return pd.DataFrame(cols, index=frame.index)[feature_names(cfg)]
+        cols.update(_risk(base, times, start, target, cfg.risk))
+    return pd.DataFrame({n: cols[n] for n in feature_names(cfg)}, index=frame.index[start:])

@@ -142,7 +142,8 @@ def check_rows(
         typed[name] = values.astype("float64") if spec.type == "int" else values
     out = pd.DataFrame(typed, index=frame.index)
     if data.target in frame.columns:
-        text = out[data.target].map(_label_text, na_action="ignore")
+        labels_seen = out[data.target]
+        text = labels_seen.map({v: _label_text(v) for v in labels_seen.dropna().unique()})
         known = text.notna()
         labels = {str(data.positive_label), str(data.negative_label)}
         broken(known & ~text.isin(labels), f"{data.target}: label: not in {sorted(labels)}")

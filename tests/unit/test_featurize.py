@@ -155,3 +155,65 @@ def test_reference_skips_the_feature_warm_up(raw_params: dict[str, Any]) -> None
     cols = FeatureColumns(numeric=[], categorical=[])
     sample = reference_sample(train, cols, Constant(), params)
     assert sample[ts].min() >= days[0] + pd.Timedelta(days=37) and len(sample) == 23
+
+
+def _windows_by_hand(frame: pd.DataFrame, days: int) -> tuple[list[float], list[float]]:
+    """Each row's customer window over (t - days, t], rows at its own time counted up to
+    itself, by looping over every pair: the definition, not the algorithm."""
+    counts, means = [], []
+    for i in range(len(frame)):
+        t, who = frame[TS].iloc[i], frame["customer_id"].iloc[i]
+        values = [
+            frame["tx_amount"].iloc[j]
+            for j in range(len(frame))
+            if frame["customer_id"].iloc[j] == who
+            and t - pd.Timedelta(days=days) < frame[TS].iloc[j]
+            and (frame[TS].iloc[j] < t or (frame[TS].iloc[j] == t and j <= i))
+            and not np.isnan(frame["tx_amount"].iloc[j])
+        ]
+        counts.append(float(len(values)))
+        means.append(float(np.mean(values)) if values else np.nan)
+    return counts, means
+
+
+def test_windows_match_their_definition_on_ties_gaps_and_disorder(cfg: FeaturizeSection) -> None:
+    """Unsorted rows, equal times, missing amounts and a busy customer: every window is what
+    a pairwise loop over the definition gives."""
+    rng = np.random.default_rng(7)
+    n = 300
+    frame = pd.DataFrame(
+        {
+            TS: pd.Timestamp("2025-01-01")
+            + pd.to_timedelta(rng.integers(0, 20 * 24, n), unit="h"),  # many ties
+            "customer_id": rng.choice([1, 2, 3, 40], n, p=[0.7, 0.1, 0.1, 0.1]),
+            "terminal_id": rng.integers(0, 5, n),
+            "tx_amount": np.where(rng.random(n) < 0.1, np.nan, rng.gamma(2.0, 30.0, n)),
+            TARGET: rng.integers(0, 2, n),
+        }
+    )
+    out = history_features(frame, cfg, TS, TARGET)
+    for days in (1, 7):
+        counts, means = _windows_by_hand(frame, days)
+        assert out[f"customer_id_nb_tx_{days}d"].tolist() == counts
+        np.testing.assert_allclose(out[f"customer_id_avg_tx_amount_{days}d"], means, rtol=1e-12)
+
+
+def test_rows_after_start_get_the_whole_tables_features(
+    transactions: pd.DataFrame, cfg: FeaturizeSection
+) -> None:
+    """What a chunked batch or a stream relies on: the last `lookback` days of rows, given
+    as history before `start`, give later rows the features the whole table gives them."""
+    ordered = transactions.sort_values(TS, kind="stable")
+    cut = ordered[TS].max() - pd.Timedelta(days=3)
+    reach = cut - pd.Timedelta(days=37)  # 7-day label delay + 30-day window
+    tail = ordered.loc[ordered[TS] > reach]
+    assert len(tail) < len(ordered)
+    start = int((tail[TS] <= cut).sum())
+    whole = history_features(ordered, cfg, TS, TARGET).loc[tail.index[start:]]
+    part = history_features(tail, cfg, TS, TARGET, start=start)
+    assert list(part.index) == list(tail.index[start:])
+    pd.testing.assert_frame_equal(part, whole, check_exact=False, rtol=1e-12)
+    # ...and one day too little history does change them (the test can fail).
+    short = ordered.loc[ordered[TS] > reach + pd.Timedelta(days=1)]
+    start = int((short[TS] <= cut).sum())
+    assert not history_features(short, cfg, TS, TARGET, start=start).equals(whole)

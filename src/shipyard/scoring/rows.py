@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.config import DataSection, FeaturizeSection
-from shipyard.history import history_features
+from shipyard.history import history_columns, history_features
 from shipyard.schema import check_rows
 from shipyard.scoring.model import ScoringModel
 
@@ -74,10 +74,20 @@ def fields(
 
 
 def features(
-    frame: pd.DataFrame, model: ScoringModel, data: DataSection, cfg: FeaturizeSection
+    frame: pd.DataFrame,
+    model: ScoringModel,
+    data: DataSection,
+    cfg: FeaturizeSection,
+    past: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """The model's fields for every row of `frame`, computed as featurize computes them."""
-    return fields(frame, history_features(frame, cfg, data.timestamp, data.target), model, data)
+    """The model's fields for every row of `frame`, computed as featurize computes them;
+    `past` holds the earlier rows (`history_columns` only) that their windows reach."""
+    columns = history_columns(cfg, data.timestamp, data.target)
+    recent = frame[columns]
+    joined = recent if past is None else pd.concat([past[columns], recent], ignore_index=True)
+    start = len(joined) - len(frame)
+    history = history_features(joined, cfg, data.timestamp, data.target, start=start)
+    return fields(frame, history.set_axis(frame.index), model, data)
 
 
 def log_times(stamps: Any) -> np.ndarray:
@@ -123,12 +133,12 @@ def score(
     model: ScoringModel,
     data: DataSection,
     cfg: FeaturizeSection,
-    start: int = 0,
+    past: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scored output rows for `frame[start:]` (rows before `start` are only history), and
-    the rows the API would refuse (`reason`), as rejects."""
-    feats = features(frame, model, data, cfg).iloc[start:]
-    rows = frame.iloc[start:]
+    """Scored output rows for `frame` (`past`: earlier rows, only history), and the rows
+    the API would refuse (`reason`), as rejects."""
+    feats = features(frame, model, data, cfg, past)
+    rows = frame
     reason = out_of_range(feats, model)
     ok = reason.isna().to_numpy()
     rejects = _rejects(rows, reason, "served ranges")
