@@ -50,31 +50,31 @@ class _Timeline:
     keeps them in cache.
     """
 
-    def __init__(self, frame: pd.DataFrame, entity: str, times: np.ndarray, start: int) -> None:
-        codes = pd.factorize(frame[entity])[0].astype("int64")
-        order = np.lexsort((np.arange(len(frame)), times, codes))
-        uniq = np.unique(times)
+    def __init__(self, codes: np.ndarray, times: np.ndarray, start: int) -> None:
+        codes = codes.astype("int64")  # a copy: scaled below
+        self.order = np.lexsort((np.arange(len(codes)), times, codes))
+        self.uniq = np.unique(times)
+        # Sorted positions of the rows that get windows, ascending: searches stay in cache.
+        self.rows = np.flatnonzero(self.order >= start)
+        self.back = self.order[self.rows] - start  # their rows in the output
         # Time ranks, not times, so code * width + rank cannot overflow int64.
-        base = codes[order] * (len(uniq) + 1)
-        self.key = base + np.searchsorted(uniq, times[order], side="right")
-        self.order = order
-        where = np.empty_like(order)
-        where[order] = np.arange(len(order))
-        windowed = where[start:]  # sorted positions of the rows that get windows
-        self.back = np.argsort(windowed)  # i-th smallest position is frame row start + back[i]
-        self.rows = windowed[self.back]
-        self.base, self.uniq, self.times = base[self.rows], uniq, times[order][self.rows]
+        codes *= len(self.uniq) + 1
+        self.key = codes[self.order]
+        self.key += np.searchsorted(self.uniq, times[self.order], side="right")
+        self.base = codes[self.order[self.rows]]
+        self.times = times[self.order[self.rows]]
 
     def prefix(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Running count of non-missing values and their sum, over all sorted rows, with a
         leading zero. Extended precision keeps a window's sum, a difference of two running
         sums, within ~1e-11 of the window's own however long the frame."""
-        ordered = values[self.order].astype("float64")
-        known = ~np.isnan(ordered)
-        counts = np.concatenate([[0], np.cumsum(known, dtype="int64")])
-        sums = np.concatenate(
-            [[0.0], np.cumsum(np.where(known, ordered, 0.0), dtype=np.longdouble)]
-        ).astype(np.longdouble)
+        ordered = values[self.order].astype("float64", copy=False)
+        missing = np.isnan(ordered)
+        ordered[missing] = 0.0
+        counts = np.zeros(len(ordered) + 1, dtype="int64")
+        np.cumsum(~missing, out=counts[1:])
+        sums = np.zeros(len(ordered) + 1, dtype=np.longdouble)
+        np.cumsum(ordered, dtype=np.longdouble, out=sums[1:])
         return counts, sums
 
     def window(
@@ -94,14 +94,40 @@ class _Timeline:
         return out_count, out_total
 
 
+BUCKET_ROWS = 1_000_000  # rows per pass of `_windows`: bounds its transient memory
+
+
+def _windows(
+    entity: pd.Series, times: np.ndarray, start: int, values: np.ndarray, days: list[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per window length, (count, sum) of `values` over (t - days, t] for the rows from
+    `start`, in frame order. Long frames go in buckets of whole entities, so the sort and
+    its index arrays never hold more than about `BUCKET_ROWS` rows at once."""
+    codes = pd.factorize(entity)[0]
+    buckets = max(1, -(-len(codes) // BUCKET_ROWS))
+    size = len(codes) - start
+    out = {d: (np.empty(size), np.empty(size)) for d in days}
+    bucket_of = codes % buckets
+    for bucket in range(buckets):
+        rows = np.flatnonzero(bucket_of == bucket)
+        first = int(np.searchsorted(rows, start))  # rows are ascending: positions kept
+        timeline = _Timeline(codes[rows], times[rows], first)
+        prefix = timeline.prefix(values[rows])
+        into = rows[first:] - start
+        for d in days:
+            count, total = timeline.window(prefix, d)
+            out[d][0][into], out[d][1][into] = count, total
+    return out
+
+
 def _spending(
     frame: pd.DataFrame, times: np.ndarray, start: int, cfg: SpendingConfig
 ) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    timeline = _Timeline(frame, cfg.entity, times, start)
-    prefix = timeline.prefix(frame[cfg.amount].to_numpy(dtype="float64"))
+    amounts = frame[cfg.amount].to_numpy(dtype="float64")
+    sums = _windows(frame[cfg.entity], times, start, amounts, cfg.windows_days)
     for w in cfg.windows_days:
-        count, total = timeline.window(prefix, w)
+        count, total = sums[w]
         cols[f"{cfg.entity}_nb_tx_{w}d"] = count
         cols[f"{cfg.entity}_avg_{cfg.amount}_{w}d"] = np.divide(
             total, count, out=np.full_like(total, np.nan), where=count > 0
@@ -113,13 +139,13 @@ def _risk(
     frame: pd.DataFrame, times: np.ndarray, start: int, target: str, cfg: RiskConfig
 ) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    timeline = _Timeline(frame, cfg.entity, times, start)
     labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy(dtype="float64")
-    prefix = timeline.prefix(labels)
-    recent_count, recent_sum = timeline.window(prefix, cfg.delay_days)
+    lengths = [cfg.delay_days, *(cfg.delay_days + w for w in cfg.windows_days)]
+    sums = _windows(frame[cfg.entity], times, start, labels, lengths)
+    recent_count, recent_sum = sums[cfg.delay_days]
     for w in cfg.windows_days:
         # Rows in (t - delay - w, t - delay]: the window minus the part whose labels are unknown.
-        whole_count, whole_sum = timeline.window(prefix, cfg.delay_days + w)
+        whole_count, whole_sum = sums[cfg.delay_days + w]
         count = whole_count - recent_count
         frauds = whole_sum - recent_sum
         cols[f"{cfg.entity}_nb_labelled_{w}d"] = count
@@ -149,15 +175,14 @@ def history_features(
     Rows whose label is not known yet may carry any target value (e.g. NaN): a row's own
     label and those of the last `delay_days` never reach its features.
     """
-    base = frame.reset_index(drop=True)
-    times = _nanos(base[timestamp])
+    times = _nanos(frame[timestamp])
     cols: dict[str, np.ndarray] = {}
     if cfg.calendar:
-        when = pd.to_datetime(base[timestamp].iloc[start:])  # local time, zone kept
+        when = pd.to_datetime(frame[timestamp].iloc[start:])  # local time, zone kept
         cols["is_weekend"] = (when.dt.dayofweek >= 5).to_numpy(dtype=float)
         cols["is_night"] = (when.dt.hour < 6).to_numpy(dtype=float)
     if cfg.spending:
-        cols.update(_spending(base, times, start, cfg.spending))
+        cols.update(_spending(frame, times, start, cfg.spending))
     if cfg.risk:
-        cols.update(_risk(base, times, start, target, cfg.risk))
+        cols.update(_risk(frame, times, start, target, cfg.risk))
     return pd.DataFrame({n: cols[n] for n in feature_names(cfg)}, index=frame.index[start:])

@@ -176,9 +176,13 @@ def _windows_by_hand(frame: pd.DataFrame, days: int) -> tuple[list[float], list[
     return counts, means
 
 
-def test_windows_match_their_definition_on_ties_gaps_and_disorder(cfg: FeaturizeSection) -> None:
+@pytest.mark.parametrize("bucket_rows", [1_000_000, 70], ids=["one-pass", "entity-buckets"])
+def test_windows_match_their_definition_on_ties_gaps_and_disorder(
+    cfg: FeaturizeSection, bucket_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Unsorted rows, equal times, missing amounts and a busy customer: every window is what
-    a pairwise loop over the definition gives."""
+    a pairwise loop over the definition gives, in one pass or in buckets of entities."""
+    monkeypatch.setattr("shipyard.history.BUCKET_ROWS", bucket_rows)
     rng = np.random.default_rng(7)
     n = 300
     frame = pd.DataFrame(
@@ -198,11 +202,16 @@ def test_windows_match_their_definition_on_ties_gaps_and_disorder(cfg: Featurize
         np.testing.assert_allclose(out[f"customer_id_avg_tx_amount_{days}d"], means, rtol=1e-12)
 
 
+@pytest.mark.parametrize("bucket_rows", [1_000_000, 500], ids=["one-pass", "entity-buckets"])
 def test_rows_after_start_get_the_whole_tables_features(
-    transactions: pd.DataFrame, cfg: FeaturizeSection
+    transactions: pd.DataFrame,
+    cfg: FeaturizeSection,
+    bucket_rows: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """What a chunked batch or a stream relies on: the last `lookback` days of rows, given
     as history before `start`, give later rows the features the whole table gives them."""
+    monkeypatch.setattr("shipyard.history.BUCKET_ROWS", bucket_rows)
     ordered = transactions.sort_values(TS, kind="stable")
     cut = ordered[TS].max() - pd.Timedelta(days=3)
     reach = cut - pd.Timedelta(days=37)  # 7-day label delay + 30-day window

@@ -38,7 +38,7 @@ from shipyard.cli.options import params_option, policy_option
 )
 @click.option(
     "--chunk-rows",
-    default=500_000,
+    default=250_000,
     show_default=True,
     type=click.IntRange(1000),
     help="Embedded: rows per chunk (memory grows with it).",

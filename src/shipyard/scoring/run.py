@@ -23,7 +23,7 @@ def score(
     *,
     engine: str = "embedded",
     master: str | None = None,
-    chunk_rows: int = 500_000,
+    chunk_rows: int = 250_000,
     strict: bool = False,
     since: str | None = None,
     overwrite: bool = False,
