@@ -102,7 +102,7 @@ typecheck: $(STAMP)
 test: lint typecheck tools $(SPARK) ## ruff, mypy, then every pytest suite (slow ones included)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-unit: $(STAMP) $(NODE_TOOLS) ## fast tests only
+unit: $(STAMP) $(NODE_TOOLS) $(PROMETHEUS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
 benchmarks: pipeline $(POSTGRES) $(SPARK) ## print each measured claim next to its baseline (installs wrk)
@@ -113,6 +113,7 @@ benchmarks: pipeline $(POSTGRES) $(SPARK) ## print each measured claim next to i
 	$(BIN)/python -m benchmarks.demo_walltime
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.registry
+	$(BIN)/python -m benchmarks.history
 	$(BIN)/python -m benchmarks.batch
 	$(BIN)/python -m benchmarks.proxy
 	$(BIN)/python -m benchmarks.canary

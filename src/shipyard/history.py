@@ -40,14 +40,13 @@ def _nanos(stamps: pd.Series) -> np.ndarray:
 
 
 class _Timeline:
-    """One entity's rows in (entity, time, position) order, for windows over (t - days, t].
+    """Rows in (entity, time, position) order, for windows over (t - days, t].
 
-    A row's window ends at the row itself (ties after it in `frame` are not in it, as in
-    pandas' time-based rolling) and starts at the first row of its entity younger than
-    `days`. Starts come from one binary search over (entity code, time rank) keys and sums
-    from prefix sums, so a window costs O(log n) however busy its entity is. Only rows from
-    `start` on get windows; earlier ones are history. Searches run in sorted order, which
-    keeps them in cache.
+    A row's window ends at the row itself (rows at the same time after it in the frame are
+    not in it, as in pandas' time-based rolling) and starts at the first row of its entity
+    younger than `days`. Starts come from one binary search over (entity code, time rank)
+    keys and sums from prefix sums, so a window costs O(log n) however busy its entity is.
+    Only rows from `start` on get windows; earlier ones are history.
     """
 
     def __init__(self, codes: np.ndarray, times: np.ndarray, start: int) -> None:
@@ -66,8 +65,9 @@ class _Timeline:
 
     def prefix(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Running count of non-missing values and their sum, over all sorted rows, with a
-        leading zero. Extended precision keeps a window's sum, a difference of two running
-        sums, within ~1e-11 of the window's own however long the frame."""
+        leading zero. Extended precision (where the platform has it) keeps a window's sum, a
+        difference of two running sums, within ~1e-11 of the window's own however long the
+        frame."""
         ordered = values[self.order].astype("float64", copy=False)
         missing = np.isnan(ordered)
         ordered[missing] = 0.0
