@@ -50,17 +50,17 @@ class _Timeline:
     """
 
     def __init__(self, codes: np.ndarray, times: np.ndarray, start: int) -> None:
-        codes = codes.astype("int64")  # a copy: scaled below
-        self.order = np.lexsort((np.arange(len(codes)), times, codes))
-        self.uniq = np.unique(times)
+        self.uniq, rank = np.unique(times, return_inverse=True)
+        # Time ranks, not times, so code * width + rank cannot overflow int64; a stable sort
+        # keeps the frame's order among rows of one entity at one time.
+        scaled = codes.astype("int64") * (len(self.uniq) + 1)
+        key = scaled + rank + 1
+        self.order = np.argsort(key, kind="stable")
+        self.key = key[self.order]
         # Sorted positions of the rows that get windows, ascending: searches stay in cache.
         self.rows = np.flatnonzero(self.order >= start)
         self.back = self.order[self.rows] - start  # their rows in the output
-        # Time ranks, not times, so code * width + rank cannot overflow int64.
-        codes *= len(self.uniq) + 1
-        self.key = codes[self.order]
-        self.key += np.searchsorted(self.uniq, times[self.order], side="right")
-        self.base = codes[self.order[self.rows]]
+        self.base = scaled[self.order[self.rows]]
         self.times = times[self.order[self.rows]]
 
     def prefix(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -143,18 +143,15 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             if job.strict and len(checked.rejects):
                 raise batch.strict_failure(checked.rejects, path)
             out, refused = rows.score(estimator, good, model, data, cfg, past=context)
-            out = job.kept(out)
             if job.strict and len(refused):
                 raise batch.strict_failure(refused, path)
+            out = job.kept(out)
             name = f"part-{index:05d}.parquet"
             _write_days(out, job.partial, name)
             rejects = pd.concat([checked.rejects, refused], ignore_index=True)
             if len(rejects):
-                _write(
-                    pa.Table.from_pandas(rejects, preserve_index=False),
-                    job.partial / batch.REJECTS,
-                    name,
-                )
+                table = pa.Table.from_pandas(rejects, preserve_index=False)
+                _write(table, job.partial / batch.REJECTS, name)
             counts.add(len(raw), len(out), list(rejects[rows.REASON]))
             batch.journal(job, index + 1, counts)
             scored_now += len(out)

@@ -73,21 +73,18 @@ def fields(
     return out
 
 
-def features(
-    frame: pd.DataFrame,
-    model: ScoringModel,
-    data: DataSection,
-    cfg: FeaturizeSection,
-    past: pd.DataFrame | None = None,
+def history(
+    frame: pd.DataFrame, data: DataSection, cfg: FeaturizeSection, past: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """The model's fields for every row of `frame`, computed as featurize computes them;
-    `past` holds the earlier rows (`history_columns` only) that their windows reach."""
+    """The history features of every row of `frame`, as featurize computes them; `past`
+    holds the earlier rows (`history_columns` only) that their windows reach."""
     columns = history_columns(cfg, data.timestamp, data.target)
     recent = frame[columns]
     joined = recent if past is None else pd.concat([past[columns], recent], ignore_index=True)
     start = len(joined) - len(frame)
-    history = history_features(joined, cfg, data.timestamp, data.target, start=start)
-    return fields(frame, history.set_axis(frame.index), model, data)
+    return history_features(joined, cfg, data.timestamp, data.target, start=start).set_axis(
+        frame.index
+    )
 
 
 def log_times(stamps: Any) -> np.ndarray:
@@ -137,12 +134,22 @@ def score(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scored output rows for `frame` (`past`: earlier rows, only history), and the rows
     the API would refuse (`reason`), as rejects."""
-    feats = features(frame, model, data, cfg, past)
-    rows = frame
+    return scored(estimator, frame, history(frame, data, cfg, past), model, data)
+
+
+def scored(
+    estimator: Any,
+    frame: pd.DataFrame,
+    windows: pd.DataFrame,
+    model: ScoringModel,
+    data: DataSection,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`score` for rows whose history features (`windows`, same index) are computed."""
+    feats = fields(frame, windows, model, data)
     reason = out_of_range(feats, model)
     ok = reason.isna().to_numpy()
-    rejects = _rejects(rows, reason, "served ranges")
-    feats, rows = feats.loc[ok], rows.loc[ok]
+    rejects = _rejects(frame, reason, "served ranges")
+    feats, rows = feats.loc[ok], frame.loc[ok]
     with np.errstate(all="ignore"):
         scores = (
             estimator.predict_proba(feats)[:, 1] if len(feats) else np.empty(0, dtype="float64")
