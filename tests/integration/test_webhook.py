@@ -271,6 +271,11 @@ def test_failed_dispatch_is_retried_and_sent_once(stack: dict[str, Any]) -> None
     assert github.calls[0]["body"]["client_payload"]["version"] == version
     log = stack["log"].read_text()
     assert "webhook: 502 dispatch: model-promoted to acme/shipyard failed" in log
+    # ...and the failure is counted where the alert rules look for it.
+    metrics = stack["hook"].replace("/webhook", "/metrics")
+    with urllib.request.urlopen(metrics, timeout=10) as page:
+        text = page.read().decode()
+    assert 'shipyard_webhook_deliveries_total{code="502"}' in text
 
 
 # (headers, body, status): one stack for the whole table, each case on its own connection.

@@ -130,3 +130,31 @@ def test_dispatch_needs_repository_and_token(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("GITHUB_API_URL", "http://10.0.0.1")
     with pytest.raises(ShipyardError, match="must be https"):
         webhook.repository_dispatch(webhook.AliasEvent("m", "challenger", "1"))
+
+
+def test_answers_are_counted_by_status_on_metrics() -> None:
+    """What `ShipyardWebhookFailing` watches: a failed action is a 502, a forgery a 401,
+    both counted on the receiver's own /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    from starlette.testclient import TestClient
+
+    from shipyard.errors import ShipyardError
+    from shipyard.webhook.receiver import create_app
+
+    def act(event: webhook.AliasEvent) -> str:
+        raise ShipyardError(f"dispatch for {event.alias} failed")
+
+    client = TestClient(create_app(SECRET, act, max_age=10**12))
+    assert client.post("/webhook", content=BODY, headers=headers("d-9")).status_code == 502
+    forged = {**headers("d-10"), "X-MLflow-Signature": "v1,AAAA"}
+    assert client.post("/webhook", content=BODY, headers=forged).status_code == 401
+    assert client.post("/webhook", content=BODY, headers=forged).status_code == 401
+    page = client.get("/metrics")
+    assert page.status_code == 200
+    counts = {
+        sample.labels["code"]: sample.value
+        for family in text_string_to_metric_families(page.text)
+        for sample in family.samples
+        if sample.name == "shipyard_webhook_deliveries_total"
+    }
+    assert counts == {"502": 1.0, "401": 2.0}

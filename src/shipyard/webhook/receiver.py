@@ -4,7 +4,8 @@
 `MAX_BODY`: 413), so no request can make it read more than it will accept. Then the
 signature and the shape; then the action, once per delivery id, off the event loop. A
 failed action is a 502, which MLflow retries with the same delivery id; no request ever
-gets a dropped connection, and every answer is one progress line.
+gets a dropped connection, and every answer is one progress line and a count by status on
+`GET /metrics` (`shipyard_webhook_deliveries_total{code}`), which the alert rules watch.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -54,9 +56,21 @@ async def _body(request: Request) -> bytes | Response:
 
 
 def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
-    """POST any path: a delivery; GET /livez: alive."""
+    """POST any path: a delivery; GET /livez: alive; GET /metrics: answers by status."""
+    registry = CollectorRegistry()  # the app's own: two receivers in one process never mix
+    answers = Counter(
+        "shipyard_webhook_deliveries",
+        "Deliveries answered, by HTTP status (5xx: the action failed or a bug)",
+        ["code"],
+        registry=registry,
+    )
 
     async def deliver(request: Request) -> Response:
+        response = await judge(request)
+        answers.labels(code=str(response.status_code)).inc()
+        return response
+
+    async def judge(request: Request) -> Response:
         try:
             body = await _body(request)
             if isinstance(body, Response):
@@ -77,6 +91,13 @@ def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
     async def livez(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
     return Starlette(
-        routes=[Route("/livez", livez), Route("/{path:path}", deliver, methods=["POST"])]
+        routes=[
+            Route("/livez", livez),
+            Route("/metrics", metrics),
+            Route("/{path:path}", deliver, methods=["POST"]),
+        ]
     )
