@@ -1,0 +1,99 @@
+"""Model quality estimated from scores alone, before the labels arrive (confidence-based
+performance estimation, CBPE, as NannyML describes it).
+
+The version's reference scores and labels fit a calibration map (isotonic: monotone, no
+shape assumed). In a live window each row's calibrated score is read as its probability of
+being positive, so every confusion-matrix count at every threshold has an expected value,
+and ROC AUC, average precision and precision at the alert budget follow from those.
+
+What it can see: quality that moves because the scores moved (covariate shift, a model that
+ranks worse on new inputs while staying calibrated). What it cannot: a change in P(label |
+score) itself (concept drift, or label shift that breaks the calibration); only realised
+labels show that. Where the reference has few rows (the highest scores, where positives are
+rare) the calibration is noisy, and live scores beyond the reference's range take its edge
+value: a window that moves there is estimated less closely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Estimated figures for one window, or why there are none."""
+
+    rows: int
+    roc_auc: float | None = None
+    average_precision: float | None = None
+    precision_at_budget: float | None = None
+    expected_positives: float | None = None
+    not_judged: str | None = None  # the reason, when no figure is given
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Reference scores -> probability of the positive label."""
+
+    model: Any  # a fitted sklearn IsotonicRegression
+    reference_rows: int
+    reference_positives: int
+
+    @classmethod
+    def fit(cls, scores: np.ndarray, labels: np.ndarray) -> Calibration:
+        from sklearn.isotonic import IsotonicRegression
+
+        y = np.asarray(labels, dtype="float64")
+        model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
+        model.fit(np.asarray(scores, dtype="float64"), y)
+        return cls(model, len(y), int(y.sum()))
+
+    def probabilities(self, scores: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(np.asarray(scores, dtype="float64")))
+
+
+def estimate(
+    scores: np.ndarray,
+    calibration: Calibration,
+    alert_budget: float,
+    min_rows: int = 500,
+    min_expected_positives: float = 5.0,
+) -> Estimate:
+    """Expected ROC AUC, average precision and precision at the top `alert_budget` share of
+    scores. A window too small, or with too few expected positives for a ranking figure to
+    mean anything, is not judged, with the reason."""
+    values = np.asarray(scores, dtype="float64")
+    values = values[np.isfinite(values)]
+    n = len(values)
+    if n < min_rows:
+        return Estimate(n, not_judged=f"{n} rows, fewer than {min_rows}")
+    p = calibration.probabilities(values)
+    positives = float(p.sum())
+    if positives < min_expected_positives or n - positives < min_expected_positives:
+        return Estimate(
+            n,
+            expected_positives=positives,
+            not_judged=f"{positives:.1f} expected positives of {n} rows: too few to rank",
+        )
+    # Rows by descending score; tied scores form one threshold step, as in sklearn.
+    order = np.argsort(-values, kind="stable")
+    ranked, prob = values[order], p[order]
+    last = np.r_[np.flatnonzero(np.diff(ranked) != 0), n - 1]  # each step's last row
+    tp = np.cumsum(prob)[last]
+    fp = np.cumsum(1.0 - prob)[last]
+    tpr = np.r_[0.0, tp / positives]
+    fpr = np.r_[0.0, fp / (n - positives)]
+    roc_auc = float(np.trapezoid(tpr, fpr))
+    precision = tp / (tp + fp)
+    average_precision = float(np.sum(np.diff(tpr) * precision))
+    top = max(1, int(np.ceil(alert_budget * n)))
+    return Estimate(
+        n,
+        roc_auc=roc_auc,
+        average_precision=average_precision,
+        precision_at_budget=float(prob[:top].mean()),
+        expected_positives=positives,
+    )
