@@ -109,6 +109,17 @@ def test_drift_triggered_the_retraining(demo: dict[str, Any]) -> None:
         'shipyard_drift_retrain_triggered{model_name="fraud-detector",model_version="1"} 1.0'
         in prom
     )
+    # Each day's report carries the label-free estimate, a number or the reason for none,
+    # and drift.prom has the estimated series exactly when there is a number.
+    for day, path in zip(figures["drift"], reports, strict=True):
+        estimated = json.loads(path.read_text())["estimated_quality"]
+        assert day["estimated"].startswith(
+            "not judged: " if estimated["not_judged"] else "average precision "
+        )
+        if estimated["average_precision"] is not None:
+            assert 0.0 <= estimated["average_precision"] <= 1.0
+    judged = last["estimated_quality"]["average_precision"] is not None
+    assert ("shipyard_drift_estimated_average_precision{" in prom) == judged
     live = sorted((repo / "data").glob("live-*.csv"))
     assert len(live) == 1  # the labelled live data became one new file of the data version
     served = sum(t["sent"] for k, t in figures["traffic"].items() if k[:4] in ("calm", "drif"))
@@ -176,6 +187,7 @@ def test_too_few_rows_cannot_be_judged(loop: dict[str, Any]) -> None:
     )
     assert result.returncode == 5, result.stderr[-2000:]
     assert "0 rows in the window; at least 300 needed" in result.stdout  # tiny.yaml
+    assert "estimated quality: not judged: 0 rows, fewer than 300" in result.stdout
 
 
 def test_a_log_whose_schema_differs_cannot_be_judged(loop: dict[str, Any]) -> None:

@@ -87,3 +87,50 @@ def test_ties_and_non_finite_scores(calibration: Calibration) -> None:
     scores = world(5_000, seed=8)[0]
     dirty = np.r_[scores, [np.nan, np.inf, -np.inf]]
     assert estimate(dirty, calibration, BUDGET) == estimate(scores, calibration, BUDGET)
+
+
+def test_a_reference_without_enough_positives_calibrates_nothing() -> None:
+    import pandas as pd
+
+    from shipyard.monitoring.estimate import MIN_CALIBRATION_POSITIVES, for_window
+
+    scores, labels = world(20_000, seed=9)
+    reference = pd.DataFrame({"score": scores, "tx_fraud": labels})
+    live = world(5_000, seed=10)[0]
+    assert for_window(reference, "tx_fraud", live, BUDGET, 500).average_precision is not None
+    assert for_window(reference, "label", live, BUDGET, 500).not_judged == (
+        "the reference has no label column 'label'"
+    )
+    few = reference.assign(tx_fraud=0)
+    few.loc[: MIN_CALIBRATION_POSITIVES - 2, "tx_fraud"] = 1
+    got = for_window(few, "tx_fraud", live, BUDGET, 500)
+    assert got.average_precision is None and got.not_judged is not None
+    assert f"{MIN_CALIBRATION_POSITIVES - 1} positive labels" in got.not_judged
+
+
+def test_the_estimate_reaches_the_report_header_and_drift_prom() -> None:
+    """A number where judged, next to the realised figure; no series where not judged."""
+    from dataclasses import asdict
+
+    from shipyard.monitoring import report
+    from shipyard.monitoring.estimate import Estimate
+
+    summary = {
+        "model": "fd",
+        "version": "3",
+        "rows": 2000,
+        "corrupt_lines": 0,
+        "decision": {"drifted": True, "triggered": False, "code": 3},
+        "estimated_quality": asdict(Estimate(2000, 0.8, 0.41, 0.5, 21.0)),
+        "live_quality": {"average_precision": {"live": 0.39, "test": 0.45, "drop": 0.06}},
+    }
+    line = report.estimated_text(summary)
+    assert line.startswith("average precision 0.410, ROC AUC 0.800")
+    assert line.endswith("realised: average precision 0.390")
+    text = report.prometheus_text(summary)
+    assert 'shipyard_drift_estimated_average_precision{model_name="fd",model_version="3"} 0.41' in (
+        text
+    )
+    summary["estimated_quality"] = asdict(Estimate(40, not_judged="40 rows, fewer than 500"))
+    assert report.estimated_text(summary) == "not judged: 40 rows, fewer than 500"
+    assert "estimated" not in report.prometheus_text(summary)

@@ -67,7 +67,7 @@ def check(
     from shipyard.config import load_params
     from shipyard.monitoring import job
     from shipyard.monitoring.policy import load_monitoring_policy
-    from shipyard.monitoring.report import OUTCOME
+    from shipyard.monitoring.report import OUTCOME, estimated_text
     from shipyard.monitoring.trigger import DRIFT, TRIGGER
     from shipyard.policy import load_policy
 
@@ -75,10 +75,19 @@ def check(
     mpolicy = load_monitoring_policy(monitoring_path)
     budget = load_policy(policy_path).promotion.alert_budget
     tracking.configure(params.base)
-    summary = job.check(model, ref, window, mpolicy, budget=budget, log_folder=log_folder)
+    summary = job.check(
+        model,
+        ref,
+        window,
+        mpolicy,
+        budget=budget,
+        target=params.data.target,
+        log_folder=log_folder,
+    )
     decision = summary["decision"]
     for reason in decision["reasons"]:
         click.echo(f"  {reason}")
+    click.echo(f"estimated quality: {estimated_text(summary)}")
     click.echo(f"report: {summary['paths']['html']}")
     click.echo(f"{model} v{summary['version']}: {OUTCOME[decision['code']]}")
     if decision["code"] == TRIGGER and dispatch_retrain:

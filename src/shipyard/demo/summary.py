@@ -75,7 +75,13 @@ def render(figures: dict[str, Any], name: str) -> str:
             f"  {label:<12} {t['sent']:>7} sent {t['failed']:>5} failed   {t['by_variant']}"
         )
     drift = ", ".join(f"{d['window']} -> {d['exit']}" for d in figures.get("drift", []))
-    lines += ["", f"drift checks (0 none, 3 drift, 4 retrain)  {drift}", "", "step times"]
+    lines += ["", f"drift checks (0 none, 3 drift, 4 retrain)  {drift}"]
+    lines += [
+        f"  {d['window']:<12} estimated quality: {d['estimated']}"
+        for d in figures.get("drift", [])
+        if "estimated" in d
+    ]
+    lines += ["", "step times"]
     for step, seconds in figures.get("steps", {}).items():
         lines.append(f"  {step:<16} {seconds:7.1f} s")
     lines.append(f"  {'total':<16} {figures.get('seconds', 0.0):7.1f} s")

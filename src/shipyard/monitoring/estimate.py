@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class Calibration:
         return np.asarray(self.model.predict(np.asarray(scores, dtype="float64")))
 
 
+def _too_few(rows: int, min_rows: int) -> Estimate:
+    return Estimate(rows, not_judged=f"{rows} rows, fewer than {min_rows}")
+
+
 def estimate(
     scores: np.ndarray,
     calibration: Calibration,
@@ -69,7 +74,7 @@ def estimate(
     values = values[np.isfinite(values)]
     n = len(values)
     if n < min_rows:
-        return Estimate(n, not_judged=f"{n} rows, fewer than {min_rows}")
+        return _too_few(n, min_rows)
     p = calibration.probabilities(values)
     positives = float(p.sum())
     if positives < min_expected_positives or n - positives < min_expected_positives:
@@ -97,3 +102,29 @@ def estimate(
         precision_at_budget=float(prob[:top].mean()),
         expected_positives=positives,
     )
+
+
+MIN_CALIBRATION_POSITIVES = 30  # fewer positives in the reference: no calibration to trust
+
+
+def for_window(
+    reference: pd.DataFrame, target: str, scores: np.ndarray, budget: float, min_rows: int
+) -> Estimate:
+    """The window's estimate, calibrated on the version's reference sample (its rows' labels
+    and the scores the version gave them at registration)."""
+    n = int(np.isfinite(np.asarray(scores, dtype="float64")).sum())
+    if n < min_rows:  # the window's own reason first: it holds whatever the reference
+        return _too_few(n, min_rows)
+    if target not in reference.columns:
+        return Estimate(n, not_judged=f"the reference has no label column '{target}'")
+    labels = reference[target].to_numpy(dtype="float64")
+    known = np.isfinite(labels)
+    positives = int(labels[known].sum())
+    if positives < MIN_CALIBRATION_POSITIVES:
+        return Estimate(
+            n,
+            not_judged=f"the reference has {positives} positive labels; "
+            f"at least {MIN_CALIBRATION_POSITIVES} are needed to calibrate",
+        )
+    scale = Calibration.fit(reference["score"].to_numpy()[known], labels[known])
+    return estimate(scores, scale, budget, min_rows=min_rows)

@@ -8,14 +8,18 @@ trigger's hysteresis and cooldown read back.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shipyard.artifacts import progress
 from shipyard.errors import ShipyardError
-from shipyard.monitoring import labels, logreader, report
+from shipyard.monitoring import estimate, labels, logreader, report
 from shipyard.monitoring.drift import judge
+from shipyard.monitoring.estimate import Estimate
 from shipyard.monitoring.policy import MonitoringPolicy
 from shipyard.monitoring.trigger import Decision, Verdict, decide
 from shipyard.runtime import append_jsonl, runtime_dir
@@ -66,10 +70,12 @@ def check(
     policy: MonitoringPolicy,
     *,
     budget: float,
+    target: str,
     now: datetime | None = None,
     log_folder: Path | None = None,
 ) -> dict[str, Any]:
-    """Judge one window of `name`@`ref`; the summary's decision code is the exit code."""
+    """Judge one window of `name`@`ref`; the summary's decision code is the exit code.
+    `target` names the label column of the version's reference sample."""
     from shipyard import registry
     from shipyard.monitoring.reference import load_reference
 
@@ -111,6 +117,12 @@ def check(
         removed = sorted(set(reference.features) - set(log.features))
         if added or removed:
             reasons = [f"log schema differs from the reference: added {added}, removed {removed}"]
+    scores = log.frame["score"].to_numpy() if "score" in log.frame else np.empty(0)
+    summary["estimated_quality"] = asdict(
+        Estimate(log.rows, not_judged="no reference")
+        if reference is None
+        else estimate.for_window(reference.frame, target, scores, budget, policy.window.min_rows)
+    )
     if reasons:
         verdict = Verdict(end.isoformat(), judged=False, drifted=False, reasons=reasons)
     else:

@@ -48,6 +48,7 @@ def header(summary: dict[str, Any]) -> str:
         "window": f"{summary['window']['start']} to {summary['window']['end']}",
         "rows": f"{summary['rows']} logged, {summary.get('sampled', 0)} judged, "
         f"{summary['corrupt_lines']} corrupt lines skipped",
+        "estimated quality": estimated_text(summary),
         "outcome": OUTCOME[code],
     }
     rows = "".join(
@@ -66,6 +67,28 @@ def header(summary: dict[str, Any]) -> str:
         + (f"<h2>Data quality</h2><ul>{problems}</ul>" if problems else "")
         + f"<h2>Runbook</h2><p>{html.escape(RUNBOOK[code])}</p></section>"
     )
+
+
+def estimated_text(summary: dict[str, Any]) -> str:
+    """The label-free estimate in one line, next to the realised figures where labels came."""
+    est = summary.get("estimated_quality") or {"not_judged": "not computed"}
+    if est.get("not_judged"):
+        return f"not judged: {est['not_judged']}"
+    text = (
+        f"average precision {est['average_precision']:.3f}, ROC AUC {est['roc_auc']:.3f}, "
+        f"precision at the alert budget {est['precision_at_budget']:.3f} "
+        f"(from {est['rows']} scores, no labels)"
+    )
+    live = summary.get("live_quality", {})
+    realised = [f"{m.replace('_', ' ')} {v['live']:.3f}" for m, v in sorted(live.items())]
+    return text + (f"; realised: {', '.join(realised)}" if realised else "")
+
+
+ESTIMATED = {
+    "average_precision": "shipyard_drift_estimated_average_precision",
+    "roc_auc": "shipyard_drift_estimated_roc_auc",
+    "precision_at_budget": "shipyard_drift_estimated_precision_at_budget",
+}
 
 
 def prometheus_text(summary: dict[str, Any]) -> str:
@@ -93,6 +116,11 @@ def prometheus_text(summary: dict[str, Any]) -> str:
         ),
         "shipyard_drift_exit_code": ("The check's exit code", summary["decision"]["code"]),
     }
+    # Estimated figures only when judged: a window too small has no number, not a NaN.
+    est = summary.get("estimated_quality") or {}
+    for key, name in ESTIMATED.items():
+        if est.get(key) is not None:
+            figures[name] = (f"{key} estimated from scores alone (no labels)", est[key])
     registry = CollectorRegistry()
     for name, (doc, value) in figures.items():
         gauge = Gauge(name, doc, ["model_name", "model_version"], registry=registry)
