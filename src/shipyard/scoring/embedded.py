@@ -44,6 +44,8 @@ def _typed(table: Any, data: DataSection) -> Any:
             column = pc.cast(table.column(name), kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
+        if kind == "float64" and pc.any(pc.is_nan(column)).as_py():
+            continue  # text "nan" is a bad value to the contract, not a missing one
         table = table.set_column(table.column_names.index(name), name, column)
     return table
 
@@ -62,7 +64,9 @@ def chunks(files: list[Path], size: int, data: DataSection) -> Iterator[tuple[st
                 path,
                 read_options=pcsv.ReadOptions(block_size=1 << 20),  # 16 MiB: 10x the memory
                 convert_options=pcsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names}, strings_can_be_null=True
+                    column_types={n: pa.string() for n in names},
+                    strings_can_be_null=True,
+                    null_values=[""],  # as `validate` reads: "nan" or "NA" are values, not gaps
                 ),
             )
         else:
