@@ -135,8 +135,10 @@ def test_dispatch_needs_repository_and_token(monkeypatch: pytest.MonkeyPatch) ->
 def test_answers_are_counted_by_status_on_metrics() -> None:
     """What `ShipyardWebhookFailing` watches: a failed action is a 502, a forgery a 401,
     both counted on the receiver's own /metrics."""
+    import asyncio
+
+    import httpx
     from prometheus_client.parser import text_string_to_metric_families
-    from starlette.testclient import TestClient
 
     from shipyard.errors import ShipyardError
     from shipyard.webhook.receiver import create_app
@@ -144,16 +146,23 @@ def test_answers_are_counted_by_status_on_metrics() -> None:
     def act(event: webhook.AliasEvent) -> str:
         raise ShipyardError(f"dispatch for {event.alias} failed")
 
-    client = TestClient(create_app(SECRET, act, max_age=10**12))
-    assert client.post("/webhook", content=BODY, headers=headers("d-9")).status_code == 502
-    forged = {**headers("d-10"), "X-MLflow-Signature": "v1,AAAA"}
-    assert client.post("/webhook", content=BODY, headers=forged).status_code == 401
-    assert client.post("/webhook", content=BODY, headers=forged).status_code == 401
-    page = client.get("/metrics")
-    assert page.status_code == 200
+    async def exchange() -> tuple[list[int], str]:
+        app = create_app(SECRET, act, max_age=10**12)
+        forged = {**headers("d-10"), "X-MLflow-Signature": "v1,AAAA"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hook") as client:
+            codes = [
+                (await client.post("/webhook", content=BODY, headers=given)).status_code
+                for given in (headers("d-9"), forged, forged)
+            ]
+            page = await client.get("/metrics")
+        return codes, page.text
+
+    codes, text = asyncio.run(exchange())
+    assert codes == [502, 401, 401]
     counts = {
         sample.labels["code"]: sample.value
-        for family in text_string_to_metric_families(page.text)
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == "shipyard_webhook_deliveries_total"
     }
