@@ -19,7 +19,6 @@ from shipyard.artifacts import progress
 from shipyard.errors import ShipyardError
 from shipyard.monitoring import estimate, labels, logreader, report
 from shipyard.monitoring.drift import judge
-from shipyard.monitoring.estimate import Estimate
 from shipyard.monitoring.policy import MonitoringPolicy
 from shipyard.monitoring.trigger import Decision, Verdict, decide
 from shipyard.runtime import append_jsonl, runtime_dir
@@ -119,7 +118,7 @@ def check(
             reasons = [f"log schema differs from the reference: added {added}, removed {removed}"]
     scores = log.frame["score"].to_numpy() if "score" in log.frame else np.empty(0)
     summary["estimated_quality"] = asdict(
-        Estimate(log.rows, not_judged="no reference")
+        estimate.Estimate(log.rows, not_judged="no reference")
         if reference is None
         else estimate.for_window(reference.frame, target, scores, budget, policy.window.min_rows)
     )

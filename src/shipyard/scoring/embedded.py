@@ -10,6 +10,7 @@ wrong history.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,21 +101,28 @@ def _write_days(out: pd.DataFrame, folder: Path, name: str) -> None:
     days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
     order = np.argsort(at, kind="stable")
     table = pa.Table.from_pandas(out.drop(columns="date"), preserve_index=False).take(order)
-    ends = np.cumsum(np.bincount(at, minlength=len(days)))
-    for day, end, size in zip(days, ends, np.bincount(at, minlength=len(days)), strict=True):
+    sizes = np.bincount(at, minlength=len(days))
+    for day, end, size in zip(days, np.cumsum(sizes), sizes, strict=True):
         _write(table.slice(end - size, size), folder / f"date={day}", name)
+
+
+@functools.cache
+def _libc() -> Any:
+    """glibc, for `malloc_trim`; None elsewhere. Looked up once: `find_library` runs a
+    subprocess."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None
 
 
 def _release() -> None:
     """Hand freed memory back to the system between chunks: Arrow's pool and glibc's heap
     keep what a chunk freed, and peak RSS would then grow with the input, not the chunk."""
-    import ctypes
-    import ctypes.util
-
     pa.default_memory_pool().release_unused()
-    name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(name) if name else None
-    if libc is not None and hasattr(libc, "malloc_trim"):  # glibc only
+    if (libc := _libc()) is not None:
         libc.malloc_trim(0)
 
 

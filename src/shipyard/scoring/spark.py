@@ -235,21 +235,15 @@ def _score_precomputed(
     data: DataSection,
     cfg: FeaturizeSection,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`rows.score` for rows whose entity windows Spark computed already; the calendar
-    features, row by row, are computed here."""
-    import numpy as np
-
+    """`rows.scored` for rows whose entity windows Spark computed already; the calendar
+    features, row by row, are computed here. Refusals take the output's columns, so both
+    can leave the UDF as one frame."""
     calendar = history_features(typed, _only(cfg, "calendar"), data.timestamp, data.target)
     history = pd.concat([calendar, feats.set_axis(typed.index)], axis=1)
-    fields = rows.fields(typed, history, model, data)
-    reason = rows.out_of_range(fields, model)
-    ok = reason.isna().to_numpy()
-    with np.errstate(all="ignore"):
-        scores = estimator.predict_proba(fields.loc[ok])[:, 1] if ok.any() else np.empty(0)
-    out = rows.output(typed.loc[ok], fields.loc[ok], scores, model, data)
+    out, rejects = rows.scored(estimator, typed, history, model, data)
     out[rows.REASON] = None
-    refused = pd.DataFrame({"request_id": typed.loc[~ok, data.id].astype("string")})
-    refused[rows.REASON] = reason[~ok].to_numpy()
+    refused = pd.DataFrame({"request_id": rejects[data.id].reset_index(drop=True)})
+    refused[rows.REASON] = rejects[rows.REASON].to_numpy()
     # Integers stay integers: a NaN would make the column float and round the 64-bit hash.
     for name in ("decision", "input_hash"):
         refused[name] = 0
