@@ -73,7 +73,14 @@ $(JAVA):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless
 
-tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) $(JAVA) ## node validator, Prometheus, PostgreSQL, Java (Debian)
+# `shipyard stream`'s broker in the tests: Redis Streams with consumer groups (started per test
+# on a free port, never as a system service).
+REDIS := /usr/bin/redis-server
+$(REDIS):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
+
+tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) $(JAVA) $(REDIS) ## node validator, Prometheus, PostgreSQL, Java, Redis (Debian)
 
 # The whole loop in a scratch copy under .shipyard/demo (IN_PLACE=1: in this working tree).
 demo: $(STAMP) ## data, pipeline, champion, drift, retrain, canary, a rejected bad version

@@ -28,6 +28,7 @@ REASON = "reason"
 class Checked:
     good: pd.DataFrame  # typed declared columns
     rejects: pd.DataFrame  # the raw values as text, `reason`, `source`
+    accepted: np.ndarray  # per input row, in order: kept in `good`
 
 
 def lookback_days(cfg: FeaturizeSection) -> int:
@@ -55,7 +56,7 @@ def check(raw: pd.DataFrame, data: DataSection, source: str) -> Checked:
     for name, spec in data.columns.items():
         if spec.type == "int" and name != data.target:
             good[name] = good[name].astype("int64")
-    return Checked(good, _rejects(raw, reason, source))
+    return Checked(good, _rejects(raw, reason, source), keep)
 
 
 def fields(

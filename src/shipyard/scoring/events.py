@@ -1,0 +1,261 @@
+"""A micro-batch of broker events to decisions and dead letters: the core of `shipyard
+stream`, with no broker in it, so that tests drive it directly.
+
+An event is a JSON object of the contract's raw columns, the form the pipeline trains on. It
+is checked with the batch engine's `rows.check`, gets the history features featurize computes
+from the bounded `History`, and is scored at the version's threshold by `rows.scored`, so an
+event cannot be judged differently from the same row in a table. What would make the API
+refuse a record makes the event a dead letter, with the reason, never a retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from shipyard.config import DataSection, FeaturizeSection
+from shipyard.history import history_columns
+from shipyard.scoring import rows
+from shipyard.scoring.model import ScoringModel
+
+# Optional keys an event may carry to say which version it is meant for.
+ADDRESS = ("model_name", "model_version")
+EXACT_INT = 2**53  # beyond this a JSON integer has no exact float64, the model's number type
+
+
+@dataclass(frozen=True)
+class Incoming:
+    message_id: str  # the broker's id of the entry: a redelivery carries the same one
+    body: bytes
+    published_ms: int  # when the broker took the event; latency is measured from it
+
+
+@dataclass(frozen=True)
+class Decision:
+    message_id: str
+    event_id: str
+    record: dict[str, Any]  # what is published: event_id, score, decision, model name, version
+    features: dict[str, float]  # the model's fields, as the API logs them
+    published_ms: int
+    replayed: bool = False  # decided before (a redelivery): published once already
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    message_id: str
+    reason: str  # `field: rule: detail`, as `validate` and the API name it
+    body: bytes
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "reason": self.reason,
+            "body": self.body.decode("utf-8", "replace"),
+        }
+
+
+Outcome = Decision | DeadLetter
+
+
+@dataclass(frozen=True)
+class Known:
+    """An event id decided before, by the ledger: the entry it came from, and the record."""
+
+    message_id: str
+    record: dict[str, Any]
+    features: dict[str, float]
+
+
+def _json_type(value: Any, kind: str) -> bool:
+    """JSON's own types only: "12" is not a number and `true` is not 1, as in the API."""
+    if kind in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return kind == "float" or abs(value) < EXACT_INT
+    if kind == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, str)
+
+
+def parse(body: bytes, data: DataSection, model: ScoringModel) -> dict[str, Any] | str:
+    """The event's declared values, or why it cannot be scored (one reason)."""
+    try:
+        event = orjson.loads(body)  # refuses NaN and Infinity, which json.loads takes
+    except orjson.JSONDecodeError:
+        return "body: json: not a JSON document"
+    if not isinstance(event, dict):
+        return "body: json: not a JSON object"
+    for key in event:
+        if key not in data.columns and key not in ADDRESS:
+            return f"{key}: fields: not a column of the data contract"
+    name, version = event.get("model_name"), event.get("model_version")
+    if name is not None and name != model.name:
+        return f"model_name: model: {name!r} is not served here ({model.name})"
+    if version is not None and str(version) != model.version:
+        return f"model_version: model: {version!r} is not served here (version {model.version})"
+    for column, spec in data.columns.items():
+        if column not in event:
+            if column == data.target:
+                continue
+            return f"{column}: columns: required field is missing"
+        value = event[column]
+        if value is None:
+            if column == data.id:
+                return f"{column}: nulls: null value"
+            continue  # the contract's null rule names it
+        if not _json_type(value, spec.type):
+            return f"{column}: type: expected {spec.type}, got {type(value).__name__}"
+        if spec.type == "int" and isinstance(value, float) and value.is_integer():
+            event[column] = int(value)  # 7.0 and 7 are one id, as pandas reads them
+    return {k: v for k, v in event.items() if k in data.columns}
+
+
+class History:
+    """The rows the next events' windows reach back to: the history columns and the event id
+    of every accepted event no older than the lookback before the newest one.
+
+    It lives in the consumer's memory. A restarted consumer rebuilds it from the input
+    stream itself (`stream.Consumer.rebuild`), which holds every event the group was given.
+    """
+
+    SLACK = pd.Timedelta(days=1)  # prune once a day's worth is past the lookback, not per call
+
+    def __init__(self, data: DataSection, cfg: FeaturizeSection) -> None:
+        self.data, self.cfg = data, cfg
+        self.columns = [data.id, *history_columns(cfg, data.timestamp, data.target)]
+        self.lookback = pd.Timedelta(days=rows.lookback_days(cfg))
+        self.frame: pd.DataFrame | None = None
+
+    def past(self, exclude: pd.Series) -> pd.DataFrame | None:
+        """The kept rows, without the events being scored now (a redelivered event may be
+        kept already: it must not count in its own windows twice)."""
+        if self.frame is None:
+            return None
+        return self.frame.loc[~self.frame[self.data.id].isin(exclude)]
+
+    def add(self, good: pd.DataFrame) -> None:
+        """Keep these rows (an event kept already is not kept twice: a redelivery)."""
+        good = good[self.columns]
+        if self.frame is not None:
+            good = good.loc[~good[self.data.id].isin(self.frame[self.data.id])]
+            good = pd.concat([self.frame, good], ignore_index=True)
+        stamps = good[self.data.timestamp]
+        newest = stamps.max()
+        if stamps.min() < newest - self.lookback - self.SLACK:
+            good = good.loc[stamps >= newest - self.lookback].reset_index(drop=True)
+        self.frame = good
+
+    def __len__(self) -> int:
+        return 0 if self.frame is None else len(self.frame)
+
+
+class Scorer:
+    """One loaded version and its history; `decide` is all a broker adapter calls."""
+
+    def __init__(
+        self,
+        estimator: Any,
+        model: ScoringModel,
+        data: DataSection,
+        cfg: FeaturizeSection,
+    ) -> None:
+        self.estimator, self.model, self.data, self.cfg = estimator, model, data, cfg
+        self.history = History(data, cfg)
+
+    def event_ids(self, batch: list[Incoming]) -> list[str | None]:
+        """Each entry's event id, or None where the event cannot be read."""
+        out: list[str | None] = []
+        for item in batch:
+            parsed = parse(item.body, self.data, self.model)
+            out.append(None if isinstance(parsed, str) else str(parsed[self.data.id]))
+        return out
+
+    def remember(self, batch: list[Incoming]) -> int:
+        """Add events decided before to the history, as scoring them added them: a restart's
+        rebuild. Returns how many were kept."""
+        good = [
+            p for p in (parse(i.body, self.data, self.model) for i in batch) if isinstance(p, dict)
+        ]
+        if not good:
+            return 0
+        frame = pd.DataFrame(good, columns=list(self.data.columns)).astype(object)
+        checked = rows.check(frame, self.data, "event")
+        self.history.add(checked.good)
+        return len(checked.good)
+
+    def decide(self, batch: list[Incoming], known: dict[str, Known]) -> list[Outcome]:
+        """An outcome per delivery, in order. `known`: the ledger's records of event ids
+        decided earlier. A redelivery of the entry that was decided gets that decision back;
+        the same event id in another entry is a duplicate, and a dead letter."""
+        out: dict[int, Outcome] = {}
+        fresh: list[tuple[int, Incoming, dict[str, Any]]] = []
+        seen: dict[str, str] = {}
+        for i, item in enumerate(batch):
+            parsed = parse(item.body, self.data, self.model)
+            if isinstance(parsed, str):
+                out[i] = DeadLetter(item.message_id, parsed, item.body)
+                continue
+            event_id = str(parsed.get(self.data.id))
+            first = known[event_id].message_id if event_id in known else seen.get(event_id)
+            if first is None:
+                seen[event_id] = item.message_id
+                fresh.append((i, item, parsed))
+            elif first == item.message_id and event_id in known:
+                stored = known[event_id]
+                out[i] = Decision(
+                    item.message_id,
+                    event_id,
+                    stored.record,
+                    stored.features,
+                    item.published_ms,
+                    replayed=True,
+                )
+            else:
+                reason = f"{self.data.id}: duplicate: event {event_id} was decided from {first}"
+                out[i] = DeadLetter(item.message_id, reason, item.body)
+        out.update(self._score(fresh))
+        return [out[i] for i in range(len(batch))]
+
+    def _score(self, fresh: list[tuple[int, Incoming, dict[str, Any]]]) -> dict[int, Outcome]:
+        if not fresh:
+            return {}
+        frame = pd.DataFrame([e for _, _, e in fresh], columns=list(self.data.columns))
+        checked = rows.check(frame.astype(object), self.data, "event")
+        out: dict[int, Outcome] = {}
+        refused = iter(checked.rejects[rows.REASON].tolist())
+        accepted = []
+        for entry, good in zip(fresh, checked.accepted, strict=True):
+            if good:
+                accepted.append(entry)
+            else:
+                out[entry[0]] = DeadLetter(entry[1].message_id, next(refused), entry[1].body)
+        keep = checked.good
+        if not accepted:
+            return out
+        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep[self.data.id]))
+        scored, rejects = rows.scored(self.estimator, keep, windows, self.model, self.data)
+        self.history.add(keep)  # a row outside the served ranges is still history, as in batch
+        outside = dict(zip(rejects[self.data.id].astype(str), rejects[rows.REASON], strict=True))
+        scores = scored["score"].to_numpy()
+        decisions = scored["decision"].to_numpy()
+        feats = scored[list(self.model.fields)].to_numpy(dtype="float64")
+        n = 0  # `scored` holds the accepted rows in order, less those outside the ranges
+        for i, item, event in accepted:
+            event_id = str(event[self.data.id])
+            if event_id in outside:
+                out[i] = DeadLetter(item.message_id, str(outside[event_id]), item.body)
+                continue
+            record = {
+                "event_id": event_id,
+                "score": float(scores[n]),
+                "decision": bool(decisions[n]),
+                "model_name": self.model.name,
+                "model_version": self.model.version,
+            }
+            values = dict(zip(self.model.fields, feats[n].tolist(), strict=True))
+            out[i] = Decision(item.message_id, event_id, record, values, item.published_ms)
+            n += 1
+        return out

@@ -1,0 +1,336 @@
+"""`shipyard stream`: a consumer group on a broker stream, scoring each transaction event
+with one registered version and publishing its decision.
+
+Delivery is at least once, with one decision per event id:
+- an entry is acknowledged only after its decision is published (atomically with its
+  ledger record, `ledger.Ledger`), and logged and fsynced;
+- a redelivered entry gets its recorded decision back, and is logged only if the log lacks it;
+- the same event id in a new entry, and any event that cannot be scored, goes to the
+  dead-letter stream with the reason, once, and is acknowledged: never retried forever;
+- a restarted consumer first takes back the entries it was given and never acknowledged,
+  then reads new ones. Entries another consumer of the group left behind are claimed once
+  they have been idle for `claim_idle_ms`.
+
+The history windows live in memory (`events.History`). On start they are rebuilt from the
+input stream itself, every entry up to the last one the group was given, so the stream's
+retention must cover the longest window plus the label delay (37 days by default).
+
+Redis Streams is what runs here. faststream speaks Kafka too; `kafka://` is not wired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shipyard.artifacts import progress
+from shipyard.errors import ShipyardError
+from shipyard.monitoring.logreader import logged_request_ids
+from shipyard.scoring.events import DeadLetter, Decision, Incoming, Scorer
+from shipyard.scoring.ledger import DATA_KEY, Ledger
+from shipyard.serving.predlog import PredictionLog
+
+log = logging.getLogger("shipyard.stream")
+RETRY_MAX_SECONDS = 30.0
+REBUILD_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    broker: str  # redis://host:port/db
+    source: str
+    decisions: str
+    dead_letters: str
+    group: str
+    consumer: str
+    log_folder: Path
+    batch: int = 100
+    poll_ms: int = 50
+    shadow: bool = False  # score and log, never publish a decision: a challenger beside
+    from_start: bool = False  # a new group takes every retained event, not just new ones
+    metrics_port: int | None = None
+    ledger_ttl: int = 7 * 86400  # how long an event id is remembered against duplicates
+    claim_idle_ms: int = 60_000
+    retry_seconds: float = 1.0  # first wait after the broker is lost; doubles to 30 s
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter(
+            "shipyard_stream_events",
+            "Events by outcome: consumed, scored, dead_letter, redelivered",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "shipyard_stream_lag",
+            "Entries of the input stream not yet given to this consumer group",
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "shipyard_stream_latency_seconds",
+            "From the broker taking an event to its decision being published",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=self.registry,
+        )
+
+
+def _entry(message_id: bytes | str, fields: dict[Any, Any]) -> Incoming:
+    """One stream entry as an event: faststream's `__data__` body (its envelope unwrapped),
+    else the entry's fields as one JSON object, as faststream itself reads a raw entry."""
+    from faststream.redis.parser.binary import BinaryMessageFormatV1
+
+    mid = message_id.decode() if isinstance(message_id, bytes) else message_id
+    raw = fields.get(DATA_KEY.encode(), fields.get(DATA_KEY))
+    if raw is None:
+        raw = orjson.dumps({_text(k): _text(v) for k, v in fields.items()})
+    body, _ = BinaryMessageFormatV1.parse(raw if isinstance(raw, bytes) else raw.encode())
+    return Incoming(mid, body, int(mid.split("-", 1)[0]))
+
+
+def _text(value: Any) -> Any:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+class Consumer:
+    """What one consumer does with a batch of entries; the broker adapter calls `handle`."""
+
+    def __init__(self, settings: Settings, scorer: Scorer, client: Any) -> None:
+        self.settings, self.scorer, self.client = settings, scorer, client
+        self.ledger = Ledger(client, settings.group, settings.ledger_ttl)
+        self.metrics = Metrics()
+        self.log = PredictionLog(settings.log_folder)
+        self.logged = logged_request_ids(settings.log_folder)
+
+    async def join(self) -> None:
+        """Create the group if it is new: at the stream's end (or its start), so that what
+        is already in the stream is history either way."""
+        from redis.exceptions import ResponseError
+
+        s = self.settings
+        try:
+            await self.client.xgroup_create(
+                s.source, s.group, id="0" if s.from_start else "$", mkstream=True
+            )
+        except ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+
+    async def rebuild(self) -> int:
+        """The history windows from the input stream, up to the group's last given entry."""
+        last = await self._last_delivered()
+        if last is None:
+            return 0
+        start, seen, added = "-", set(), 0
+        while True:
+            page = await self.client.xrange(self.settings.source, start, last, REBUILD_PAGE)
+            batch = [_entry(mid, fields) for mid, fields in page]
+            unique = []  # the first entry of each event id: the others were dead letters
+            for item, event_id in zip(batch, self.scorer.event_ids(batch), strict=True):
+                if event_id is not None and event_id not in seen:
+                    seen.add(event_id)
+                    unique.append(item)
+            added += self.scorer.remember(unique)
+            if len(page) < REBUILD_PAGE:
+                return added
+            start = "(" + page[-1][0].decode()
+
+    async def _last_delivered(self) -> str | None:
+        from redis.exceptions import ResponseError
+
+        try:
+            groups = await self.client.xinfo_groups(self.settings.source)
+        except ResponseError:  # no such stream yet
+            return None
+        for group in groups:
+            if _text(group["name"]) == self.settings.group:
+                last = _text(group["last-delivered-id"])
+                return None if last == "0-0" else str(last)
+        return None
+
+    async def pending(self) -> list[Incoming]:
+        """Entries this consumer was given and never acknowledged (a kill), oldest first."""
+        from redis.exceptions import ResponseError
+
+        s = self.settings
+        try:
+            answer = await self.client.xreadgroup(
+                s.group, s.consumer, {s.source: "0"}, count=1_000_000
+            )
+        except ResponseError:  # no group yet: nothing was given
+            return []
+        return [_entry(mid, fields) for _, entries in answer for mid, fields in entries]
+
+    async def handle(self, batch: list[Incoming]) -> None:
+        """Decide, publish, log, then acknowledge; every step can be repeated safely, so a
+        lost broker is waited out and the whole batch redone."""
+        wait = self.settings.retry_seconds
+        while True:
+            try:
+                await self._handle(batch)
+                return
+            except (ConnectionError, OSError, TimeoutError) as err:
+                progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
+            except Exception as err:
+                if not _is_connection_error(err):
+                    raise
+                progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RETRY_MAX_SECONDS)
+
+    async def _handle(self, batch: list[Incoming]) -> None:
+        s, counts = self.settings, self.metrics.events
+        known = await self.ledger.known([e for e in self.scorer.event_ids(batch) if e])
+        outcomes = self.scorer.decide(batch, known)
+        letters = [o for o in outcomes if isinstance(o, DeadLetter)]
+        decided = [o for o in outcomes if isinstance(o, Decision)]
+        new = [d for d in decided if not d.replayed]
+        standing = await self.ledger.settle(
+            new, letters, s.decisions, s.dead_letters, publish=not s.shadow
+        )
+        records = dict(zip((d.message_id for d in new), standing, strict=True))
+        now = datetime.now(UTC)
+        stamp = now.isoformat(timespec="milliseconds")
+        for decision in decided:
+            if decision.event_id not in self.logged:
+                self._log(decision, records.get(decision.message_id, decision.record), stamp)
+            self.metrics.latency.observe(max(0.0, now.timestamp() - decision.published_ms / 1e3))
+        self.log.flush()  # written and fsynced before the broker forgets the entries
+        await self.client.xack(s.source, s.group, *[item.message_id for item in batch])
+        counts.labels("consumed").inc(len(batch))
+        counts.labels("scored").inc(len(new))
+        counts.labels("redelivered").inc(len(decided) - len(new))
+        counts.labels("dead_letter").inc(len(letters))
+
+    def _log(self, outcome: Decision, record: dict[str, Any], stamp: str) -> None:
+        self.log.append(
+            {
+                "request_id": outcome.event_id,
+                "timestamp": stamp,
+                "model_name": record["model_name"],
+                "model_version": record["model_version"],
+                "features": outcome.features,
+                "score": record["score"],
+                "decision": record["decision"],
+            }
+        )
+        self.logged.add(outcome.event_id)
+
+    async def refresh_lag(self) -> None:
+        for group in await self.client.xinfo_groups(self.settings.source):
+            if _text(group["name"]) == self.settings.group and group.get("lag") is not None:
+                self.metrics.lag.set(float(group["lag"]))
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _is_connection_error(err: BaseException) -> bool:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    return isinstance(err, RedisConnectionError | RedisTimeoutError)
+
+
+async def connect(url: str, retry_seconds: float, attempts: int | None = None) -> Any:
+    """A client that answered PING; one line per failed try, then a longer wait."""
+    import redis.asyncio as aioredis
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ShipyardError(f"--broker {url!r}: expected redis://HOST:PORT[/DB]")
+    client = aioredis.Redis.from_url(url)
+    wait, tried = retry_seconds, 0
+    while True:
+        try:
+            await client.ping()
+            return client
+        except Exception as err:
+            if not _is_connection_error(err) and not isinstance(err, OSError):
+                raise
+            tried += 1
+            if attempts is not None and tried >= attempts:
+                raise ShipyardError(f"broker {url}: unreachable ({err})") from None
+            progress("stream", f"broker {url}: unreachable ({err}); retry in {wait:g}s")
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RETRY_MAX_SECONDS)
+
+
+async def serve(settings: Settings, scorer: Scorer) -> None:
+    """Consume until SIGTERM or SIGINT, then finish the batch in hand and stop."""
+    from faststream import AckPolicy, FastStream
+    from faststream.redis import RedisBroker, StreamSub
+    from faststream.redis.annotations import RedisBatchStreamMessage, RedisStreamMessage
+
+    client = await connect(settings.broker, settings.retry_seconds)
+    consumer = Consumer(settings, scorer, client)
+    await consumer.join()
+    kept = await consumer.rebuild()
+    recovered = await consumer.pending()
+    progress(
+        "stream",
+        f"{settings.group}: {kept} event(s) of history, {len(recovered)} to take back",
+    )
+    if recovered:
+        await consumer.handle(recovered)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.metrics_port, "127.0.0.1", consumer.metrics.registry)
+    quiet = logging.getLogger("shipyard.stream.broker")
+    quiet.setLevel(logging.WARNING)
+    broker = RedisBroker(settings.broker, graceful_timeout=30.0, logger=quiet)
+
+    async def on_batch(msg: Any) -> None:
+        raw = msg.raw_message
+        await consumer.handle(
+            [_entry(m, f) for m, f in zip(raw["message_ids"], raw["data"], strict=True)]
+        )
+        await consumer.refresh_lag()
+
+    async def on_claimed(msg: Any) -> None:
+        raw = msg.raw_message  # one entry per claim
+        await consumer.handle([_entry(m, raw["data"]) for m in raw["message_ids"]])
+
+    # faststream reads a handler's annotations to know what to pass it; this module's are
+    # strings (`from __future__ import annotations`), so the real classes are set here.
+    on_batch.__annotations__["msg"] = RedisBatchStreamMessage
+    on_claimed.__annotations__["msg"] = RedisStreamMessage
+    broker.subscriber(
+        stream=StreamSub(
+            settings.source,
+            batch=True,
+            max_records=settings.batch,
+            polling_interval=settings.poll_ms,
+            group=settings.group,
+            consumer=settings.consumer,
+        ),
+        ack_policy=AckPolicy.MANUAL,
+    )(on_batch)
+    broker.subscriber(
+        stream=StreamSub(
+            settings.source,
+            min_idle_time=settings.claim_idle_ms,
+            polling_interval=1000,
+            group=settings.group,
+            consumer=settings.consumer,
+        ),
+        ack_policy=AckPolicy.MANUAL,
+    )(on_claimed)
+
+    app = FastStream(broker, logger=quiet)
+    started = time.monotonic()
+    try:
+        await app.run(log_level=logging.WARNING)
+    finally:
+        consumer.close()
+        await client.aclose()
+        progress("stream", f"stopped after {time.monotonic() - started:.0f}s")
