@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from shipyard.config import Params, parse_params
-from shipyard.data.simulator import Simulator, write_csv
+from shipyard.config import Params
+from shipyard.data.simulator import write_csv
 from shipyard.pipeline.featurize import featurize
 from tests.conftest import REPO
+from tests.integration import scoring_world
 
 pytestmark = pytest.mark.slow
 NAME = "fraud-detector"
@@ -34,54 +35,9 @@ def world(
 ) -> Iterator[dict[str, Any]]:
     """A store with one version trained on featurize's output of 60 simulated days, and 80
     days of raw transactions to score: the 60 as history, then 20 new ones."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from shipyard import registry, tracking
-    from shipyard.metrics import budget_threshold
-    from shipyard.models import storage
-    from shipyard.schema import dump_ranges, field_ranges
-    from shipyard.tags import TAG
-
-    root = tmp_path_factory.mktemp("scoring")
-    old = dict(os.environ)
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
-    os.environ["SHIPYARD_RUNTIME_DIR"] = str(root / "runtime")
-    raw = raw_params_module
-    raw["base"]["tracking"]["artifact_root"] = str(root / "mlartifacts")
-    raw["featurize"]["split"] = {"validation": 0.15, "test": 0.15, "gap_days": 0}
-    (root / "params.yaml").write_text(yaml.safe_dump(raw))
-    (root / "registry").mkdir()
-    (root / "registry" / "policy.yaml").write_text((REPO / "registry" / "policy.yaml").read_text())
-    params = parse_params(raw, "params.yaml")
-    sim = Simulator(n_customers=300, n_terminals=600, seed=5)
-    history = sim.period(0, 60)
-    later = sim.period(60, 80)
-    splits, cols = featurize(history, params)
-    train = splits["train"]
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
-    model.fit(train[cols.all], train[params.data.target])
-    scores = model.predict_proba(train[cols.all])[:, 1]
-    try:
-        tracking.configure(params.base)
-        with tracking.pipeline_run("pipeline", {}), tracking.candidate_run("logreg", {}) as rid:
-            logged = tracking.log_model(
-                model, train[cols.all].head(3), storage.trusted_types(model), []
-            )
-        tags = {
-            "shipyard.threshold_at_budget": f"{budget_threshold(scores, 0.01):.6g}",
-            TAG["field_ranges"]: dump_ranges(field_ranges(train, cols.numeric, {})),
-            "shipyard.data_hash": "md5:test",
-        }
-        version = registry.register_version(logged["model_uri"], NAME, rid, tags)
-        registry.set_alias(NAME, "champion", version)
-        table = pd.concat([history, later], ignore_index=True)
-        write_csv(table, str(root / "tonight.csv"))
-        yield {"root": root, "params": params, "later": later, "table": table}
-    finally:
-        os.environ.clear()
-        os.environ.update(old)
+    with scoring_world.registered(tmp_path_factory.mktemp("scoring"), raw_params_module) as w:
+        write_csv(w["table"], str(w["root"] / "tonight.csv"))
+        yield w
 
 
 @pytest.fixture(scope="module")

@@ -115,13 +115,18 @@ def parse(body: bytes, data: DataSection, model: ScoringModel) -> dict[str, Any]
 
 class History:
     """The rows the next events' windows reach back to: the history columns and the event id
-    of every accepted event no older than the lookback before the newest one.
+    of every accepted event within the lookback (and a day's lateness) of the newest one.
 
     It lives in the consumer's memory. A restarted consumer rebuilds it from the input
     stream itself (`stream.Consumer.rebuild`), which holds every event the group was given.
     """
 
-    SLACK = pd.Timedelta(days=1)  # prune once a day's worth is past the lookback, not per call
+    # Rows are kept for the lookback, plus LATENESS before the newest row kept: an event up
+    # to a day older than the newest one seen (late, or taken back after a restart whose
+    # rebuild read further) still finds its whole windows. Pruning waits for SLACK more, so
+    # it runs about once a day of event time, not per batch.
+    LATENESS = pd.Timedelta(days=1)
+    SLACK = pd.Timedelta(days=1)
 
     def __init__(self, data: DataSection, cfg: FeaturizeSection) -> None:
         self.data, self.cfg = data, cfg
@@ -143,9 +148,9 @@ class History:
             good = good.loc[~good[self.data.id].isin(self.frame[self.data.id])]
             good = pd.concat([self.frame, good], ignore_index=True)
         stamps = good[self.data.timestamp]
-        newest = stamps.max()
-        if stamps.min() < newest - self.lookback - self.SLACK:
-            good = good.loc[stamps >= newest - self.lookback].reset_index(drop=True)
+        horizon = stamps.max() - self.lookback - self.LATENESS
+        if stamps.min() < horizon - self.SLACK:
+            good = good.loc[stamps >= horizon].reset_index(drop=True)
         self.frame = good
 
     def __len__(self) -> int:
@@ -191,7 +196,7 @@ class Scorer:
         decided earlier. A redelivery of the entry that was decided gets that decision back;
         the same event id in another entry is a duplicate, and a dead letter."""
         out: dict[int, Outcome] = {}
-        fresh: list[tuple[int, Incoming, dict[str, Any]]] = []
+        entries: list[tuple[int, Incoming, dict[str, Any], Decision | None]] = []
         seen: dict[str, str] = {}
         for i, item in enumerate(batch):
             parsed = parse(item.body, self.data, self.model)
@@ -202,10 +207,10 @@ class Scorer:
             first = known[event_id].message_id if event_id in known else seen.get(event_id)
             if first is None:
                 seen[event_id] = item.message_id
-                fresh.append((i, item, parsed))
+                entries.append((i, item, parsed, None))
             elif first == item.message_id and event_id in known:
                 stored = known[event_id]
-                out[i] = Decision(
+                again = Decision(
                     item.message_id,
                     event_id,
                     stored.record,
@@ -213,28 +218,62 @@ class Scorer:
                     item.published_ms,
                     replayed=True,
                 )
+                entries.append((i, item, parsed, again))
             else:
                 reason = f"{self.data.id}: duplicate: event {event_id} was decided from {first}"
                 out[i] = DeadLetter(item.message_id, reason, item.body)
-        out.update(self._score(fresh))
+        out.update(self._score(entries))
         return [out[i] for i in range(len(batch))]
 
-    def _score(self, fresh: list[tuple[int, Incoming, dict[str, Any]]]) -> dict[int, Outcome]:
-        if not fresh:
-            return {}
-        frame = pd.DataFrame([e for _, _, e in fresh], columns=list(self.data.columns))
+    def _score(
+        self, entries: list[tuple[int, Incoming, dict[str, Any], Decision | None]]
+    ) -> dict[int, Outcome]:
+        """Score the entries without a decision. Those with one (a redelivery) are rows of
+        the same frame all the same: two events at the same instant count in each other's
+        windows by their order in the stream, so the order must be the stream's."""
+        out: dict[int, Outcome] = {i: again for i, _, _, again in entries if again is not None}
+        if len(out) == len(entries):
+            return out
+        frame = pd.DataFrame([e for _, _, e, _ in entries], columns=list(self.data.columns))
         checked = rows.check(frame.astype(object), self.data, "event")
-        out: dict[int, Outcome] = {}
         refused = iter(checked.rejects[rows.REASON].tolist())
         accepted = []
-        for entry, good in zip(fresh, checked.accepted, strict=True):
+        for entry, good in zip(entries, checked.accepted, strict=True):
             if good:
                 accepted.append(entry)
-            else:
-                out[entry[0]] = DeadLetter(entry[1].message_id, next(refused), entry[1].body)
+                continue
+            reason = next(refused)
+            if entry[3] is None:
+                out[entry[0]] = DeadLetter(entry[1].message_id, reason, entry[1].body)
         keep = checked.good
         if not accepted:
             return out
+        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep[self.data.id]))
+        scored, rejects = rows.scored(self.estimator, keep, windows, self.model, self.data)
+        self.history.add(keep)  # a row outside the served ranges is still history, as in batch
+        outside = dict(zip(rejects[self.data.id].astype(str), rejects[rows.REASON], strict=True))
+        scores = scored["score"].to_numpy()
+        decisions = scored["decision"].to_numpy()
+        feats = scored[list(self.model.fields)].to_numpy(dtype="float64")
+        n = 0  # `scored` holds the accepted rows in order, less those outside the ranges
+        for i, item, event, again in accepted:
+            event_id = str(event[self.data.id])
+            if event_id in outside:
+                if again is None:
+                    out[i] = DeadLetter(item.message_id, str(outside[event_id]), item.body)
+                continue
+            if again is None:
+                record = {
+                    "event_id": event_id,
+                    "score": float(scores[n]),
+                    "decision": bool(decisions[n]),
+                    "model_name": self.model.name,
+                    "model_version": self.model.version,
+                }
+                values = dict(zip(self.model.fields, feats[n].tolist(), strict=True))
+                out[i] = Decision(item.message_id, event_id, record, values, item.published_ms)
+            n += 1
+        return out
         windows = rows.history(keep, self.data, self.cfg, self.history.past(keep[self.data.id]))
         scored, rejects = rows.scored(self.estimator, keep, windows, self.model, self.data)
         self.history.add(keep)  # a row outside the served ranges is still history, as in batch

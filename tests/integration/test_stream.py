@@ -1,0 +1,327 @@
+"""`shipyard stream` for real: a Redis server on a free loopback port, the consumer as its own
+process, events published as a payment flow would. What the stream decides must equal what
+the batch engine computes for the same rows; each event gets exactly one decision and one log
+record through duplicates, a kill -9 and a broker that is not there yet; every bad event is a
+dead letter with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+import yaml
+
+from shipyard.deploy.processes import free_port
+from shipyard.serving.predlog import read_log
+from tests.conftest import REPO
+from tests.integration import scoring_world
+
+pytestmark = pytest.mark.slow
+SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
+
+
+@contextmanager
+def redis_server(port: int, folder: Path) -> Iterator[Any]:
+    import redis
+
+    folder.mkdir(parents=True, exist_ok=True)
+    argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    proc = subprocess.Popen([*argv, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    try:
+        for _ in range(100):
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    with scoring_world.registered(tmp_path_factory.mktemp("stream"), raw) as w:
+        yield w
+
+
+def events(frame: pd.DataFrame, label: bool = True) -> list[bytes]:
+    """Rows as a payment flow would publish them: the contract's columns, JSON types."""
+    out = frame[COLUMNS].copy()
+    out["tx_datetime"] = out["tx_datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    records = out.to_dict("records")
+    if not label:
+        for record in records:
+            del record["tx_fraud"]
+    return [orjson.dumps(r) for r in records]
+
+
+def publish(client: Any, bodies: list[bytes], stream: str = "transactions") -> list[str]:
+    pipe = client.pipeline(transaction=False)
+    for body in bodies:
+        pipe.xadd(stream, {"__data__": body})
+    return [i.decode() for i in pipe.execute()]
+
+
+def decisions(client: Any, stream: str = "decisions") -> list[dict[str, Any]]:
+    return [orjson.loads(f[b"__data__"]) for _, f in client.xrange(stream)]
+
+
+def dead_letters(client: Any) -> list[dict[str, Any]]:
+    return decisions(client, "transactions.dead")
+
+
+class Consumer:
+    """`shipyard stream` as its own process, in the world's folder."""
+
+    def __init__(self, world: dict[str, Any], port: int, *args: str) -> None:
+        root = world["root"]
+        self.metrics_port = free_port()
+        env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+        env["SHIPYARD_RUNTIME_DIR"] = str(root / "runtime")
+        argv = [SHIPYARD, "stream", f"{scoring_world.NAME}@champion"]
+        argv += ["--broker", f"redis://127.0.0.1:{port}/0", "--consumer", "c1"]
+        argv += ["--metrics-port", str(self.metrics_port), *args]
+        self.stderr = root / f"stream-{time.monotonic_ns()}.err"
+        with self.stderr.open("w") as err:
+            self.proc = subprocess.Popen(argv, cwd=root, env=env, stderr=err)
+
+    def metrics(self) -> dict[str, float]:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        return {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line.startswith("shipyard_stream") and " " in line
+        }
+
+    def text(self) -> str:
+        return self.stderr.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(60)
+
+
+def wait_until(check: Any, timeout: float = 120, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def logged(world: dict[str, Any], folder: str = "fraud-detector-stream") -> list[dict[str, Any]]:
+    records, corrupt = read_log(world["root"] / "runtime" / "predictions" / folder)
+    assert corrupt == 0
+    return records
+
+
+def batch_scores(world: dict[str, Any], frame: pd.DataFrame, past: pd.DataFrame) -> pd.Series:
+    """What the batch engine gives the same rows, with the same history, in this process."""
+    from shipyard.policy import load_policy
+    from shipyard.scoring import model as scoring_model
+    from shipyard.scoring import rows
+
+    params = world["params"]
+    policy = load_policy(world["root"] / "registry" / "policy.yaml")
+    version = scoring_model.resolve(f"{scoring_world.NAME}@champion", params, policy)
+    estimator = scoring_model.load(version)
+    good = rows.check(frame[COLUMNS], params.data, "rows").good
+    past_good = rows.check(past[COLUMNS], params.data, "past").good
+    out, rejects = rows.score(estimator, good, version, params.data, params.featurize, past_good)
+    assert rejects.empty
+    return pd.Series(out["score"].to_numpy(), index=out["request_id"].astype(str))
+
+
+@pytest.fixture(scope="module")
+def live(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One broker and one consumer for the module's first tests: 60 days already in the
+    stream when the group is created (its history), then live events."""
+    port = free_port()
+    with redis_server(port, tmp_path_factory.mktemp("redis")) as client:
+        publish(client, events(world["history"]))
+        consumer = Consumer(world, port)
+        wait_until(lambda: "to take back" in consumer.text(), what="the consumer to start")
+        yield client, consumer
+        consumer.stop()
+
+
+def test_each_event_gets_the_batch_engines_score_once_and_duplicates_are_dead_letters(
+    world: dict[str, Any], live: Any
+) -> None:
+    client, consumer = live
+    assert "36372 event(s) of history" in consumer.text()
+    day = world["later"].iloc[:1500]
+    bodies = events(day, label=False)
+    publish(client, bodies[:700])
+    # A producer retrying: the same event ids again, one of them with another amount.
+    again = [bodies[3], bodies[10]]
+    altered = orjson.loads(bodies[20])
+    altered["tx_amount"] = 1.0
+    publish(client, [*again, orjson.dumps(altered), *bodies[700:]])
+    wait_until(lambda: len(decisions(client)) >= 1500, what="1500 decisions")
+    wait_until(lambda: len(dead_letters(client)) >= 3, what="3 dead letters")
+    time.sleep(1)  # nothing more may come
+
+    got = decisions(client)
+    ids = [d["event_id"] for d in got]
+    assert len(ids) == 1500 and len(set(ids)) == 1500
+    assert ids == [str(i) for i in day["transaction_id"]]  # in the order published
+    dead = dead_letters(client)
+    assert len(dead) == 3
+    assert all("transaction_id: duplicate: event" in d["reason"] for d in dead)
+
+    expected = batch_scores(world, day, world["history"])
+    scores = pd.Series([d["score"] for d in got], index=ids)
+    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+    assert all(d["model_name"] == "fraud-detector" and d["model_version"] == "1" for d in got)
+
+    records = logged(world)
+    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    by_id = {r["request_id"]: r for r in records}
+    assert all(by_id[d["event_id"]]["score"] == d["score"] for d in got)
+    figures = consumer.metrics()
+    assert figures['shipyard_stream_events_total{outcome="scored"}'] == 1500
+    assert figures['shipyard_stream_events_total{outcome="dead_letter"}'] == 3
+    assert figures["shipyard_stream_lag"] == 0
+    assert figures["shipyard_stream_latency_seconds_count"] == 1500
+
+
+BAD: list[tuple[bytes | dict[str, Any], str]] = [
+    (b"{not json", "body: json: not a JSON document"),
+    (b"[1, 2]", "body: json: not a JSON object"),
+    (b'{"transaction_id": NaN}', "body: json: not a JSON document"),
+    ({"drop": "customer_id"}, "customer_id: columns: required field is missing"),
+    ({"customer_id": "12"}, "customer_id: type: expected int, got str"),
+    ({"tx_amount": True}, "tx_amount: type: expected float, got bool"),
+    ({"customer_id": 10**30}, "customer_id: type: expected int"),
+    ({"customer_id": 1.5}, "customer_id: type: expected int"),
+    ({"tx_amount": -3.0}, "tx_amount: range: below min"),
+    ({"tx_datetime": "yesterday"}, "tx_datetime: type: expected datetime"),
+    ({"transaction_id": None}, "transaction_id: nulls: null value"),
+    ({"card_number": "4111"}, "card_number: fields: not a column of the data contract"),
+    ({"model_version": "7"}, "model_version: model: '7' is not served here (version 1)"),
+    ({"model_name": "churn"}, "model_name: model: 'churn' is not served here"),
+    ({"tx_amount": 1e12}, "tx_amount: range: outside the served range"),
+]
+
+
+def test_every_bad_event_is_a_dead_letter_with_its_reason_and_the_consumer_goes_on(
+    world: dict[str, Any], live: Any
+) -> None:
+    client, consumer = live
+    before = len(dead_letters(client))
+    base = orjson.loads(events(world["later"].iloc[2000:2001])[0])
+    bodies = []
+    for n, (change, _) in enumerate(BAD):
+        if isinstance(change, bytes):
+            bodies.append(change)
+            continue
+        event = {**base, "transaction_id": 10_000_000 + n}
+        if "drop" in change:
+            del event[change["drop"]]
+        else:
+            event.update(change)
+        bodies.append(json.dumps(event).encode())  # orjson refuses 10**30; a producer may not
+    good = orjson.loads(events(world["later"].iloc[2001:2002])[0])
+    ids = publish(client, [*bodies, orjson.dumps(good)])
+    wait_until(lambda: len(dead_letters(client)) >= before + len(BAD), what="the dead letters")
+    wait_until(
+        lambda: str(good["transaction_id"]) in {d["event_id"] for d in decisions(client)},
+        what="the good event after the bad ones",
+    )
+    dead = dead_letters(client)[before:]
+    assert [d["message_id"] for d in dead] == ids[: len(BAD)]
+    for letter, (_, reason) in zip(dead, BAD, strict=True):
+        assert letter["reason"].startswith(reason), (letter, reason)
+    assert consumer.proc.poll() is None
+
+
+def test_a_graceful_stop_finishes_the_batch_in_hand(world: dict[str, Any], live: Any) -> None:
+    client, consumer = live
+    bodies = events(world["later"].iloc[2100:4100], label=False)
+    publish(client, bodies)
+    wait_until(lambda: len(decisions(client)) > 1510, what="the first decisions")
+    assert consumer.stop() == 0
+    assert "stopped after" in consumer.text()
+    pending = client.xpending("transactions", "shipyard.fraud-detector")
+    assert pending["pending"] == 0  # what it was given, it finished and acknowledged
+    decided = {d["event_id"] for d in decisions(client)}
+    wanted = {str(i) for i in world["later"]["transaction_id"].iloc[2100:4100]}
+    info = {g["name"].decode(): g for g in client.xinfo_groups("transactions")}
+    assert info["shipyard.fraud-detector"]["lag"] == len(wanted - decided)  # the rest waits
+
+
+def test_kill_9_mid_stream_then_restart_leaves_one_decision_and_one_record_per_event(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    port = free_port()
+    group = "kill-test"
+    args = ["--group", group, "--decisions", "kill.decisions", "--batch", "20"]
+    args += ["--prediction-log", str(tmp_path / "log")]
+    day = world["later"].iloc[:3000]
+    with redis_server(port, tmp_path / "redis") as client:
+        publish(client, events(world["history"]))
+        first = Consumer(world, port, *args)
+        wait_until(lambda: "to take back" in first.text(), what="the consumer to start")
+        publish(client, events(day, label=False))
+        wait_until(lambda: client.xlen("kill.decisions") > 600, what="600 decisions")
+        first.stop(signal.SIGKILL)
+        second = Consumer(world, port, *args)
+        wait_until(lambda: client.xlen("kill.decisions") >= 3000, what="every decision")
+        time.sleep(1)
+        second.stop()
+        assert client.xpending("transactions", group)["pending"] == 0
+        got = decisions(client, "kill.decisions")
+    ids = [d["event_id"] for d in got]
+    assert len(ids) == 3000 and set(ids) == {str(i) for i in day["transaction_id"]}
+    records, corrupt = read_log(tmp_path / "log")
+    assert corrupt == 0
+    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    # The restart rebuilt the history from the stream: the 60 days and what the first run
+    # was given, the batch in hand at the kill included (most often, it takes it back).
+    found = re.search(r"kill-test: (\d+) event\(s\) of history, (\d+) to take back", second.text())
+    assert found and int(found[1]) > 36372 + 600, second.text()
+    expected = batch_scores(world, day, world["history"])
+    scores = pd.Series([d["score"] for d in got], index=ids)
+    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+
+
+def test_a_broker_not_there_yet_is_waited_for_then_used(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    port = free_port()
+    consumer = Consumer(world, port, "--group", "late", "--decisions", "late.decisions")
+    try:
+        wait_until(lambda: "unreachable" in consumer.text(), what="the unreachable line")
+        with redis_server(port, tmp_path / "redis") as client:
+            wait_until(lambda: "to take back" in consumer.text(), what="the consumer to start")
+            publish(client, events(world["later"].iloc[:5], label=False))
+            wait_until(lambda: client.xlen("late.decisions") == 5, what="5 decisions")
+            assert consumer.stop() == 0
+    finally:
+        consumer.stop(signal.SIGKILL)
+    line = next(x for x in consumer.text().splitlines() if "unreachable" in x)
+    assert f"redis://127.0.0.1:{port}/0: unreachable" in line and "retry in" in line

@@ -1,0 +1,197 @@
+"""The stream's core without a broker: an event's reasons to be a dead letter, the ledger's
+answer to a redelivery and to a duplicate, and history windows that give each event the
+features featurize gives the same row in a table, however the events are batched."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+
+from shipyard.config import Params, parse_params
+from shipyard.data.simulator import Simulator
+from shipyard.history import feature_names, history_features
+from shipyard.scoring.events import DeadLetter, Decision, Incoming, Known, Scorer, parse
+from shipyard.scoring.model import ScoringModel
+
+COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
+
+
+class Amounts:
+    """A model whose score is a fixed function of its fields, so a test can recompute it."""
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        z = np.tanh(frame.to_numpy(dtype="float64").sum(axis=1) / 1000.0)
+        p = (z + 1) / 2
+        return np.column_stack([1 - p, p])
+
+
+@pytest.fixture
+def params(raw_params: dict[str, Any]) -> Params:
+    return parse_params(raw_params)
+
+
+@pytest.fixture
+def model(params: Params) -> ScoringModel:
+    fields = ["tx_amount", *feature_names(params.featurize)]
+    return ScoringModel(
+        name="fraud-detector",
+        version="4",
+        uri="models:/fraud-detector/4",
+        fields=fields,
+        threshold=0.6,
+        field_ranges={"tx_amount": (0.0, 5000.0)},
+        data_hash="md5:x",
+    )
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return Simulator(n_customers=40, n_terminals=60, seed=8).period(0, 45)
+
+
+def as_events(frame: pd.DataFrame, first: int = 0) -> list[Incoming]:
+    out = frame[COLUMNS].copy()
+    out["tx_datetime"] = out["tx_datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    return [
+        Incoming(f"{first + i}-0", orjson.dumps(r), 0) for i, r in enumerate(out.to_dict("records"))
+    ]
+
+
+GOOD = {
+    "transaction_id": 7,
+    "tx_datetime": "2025-02-01 10:00:00",
+    "customer_id": 3,
+    "terminal_id": 9,
+    "tx_amount": 12.5,
+}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "body: json: not a JSON document"),
+        (b'"text"', "body: json: not a JSON object"),
+        (b'{"transaction_id": Infinity}', "body: json: not a JSON document"),
+        ({**GOOD, "tx_amount": "12.5"}, "tx_amount: type: expected float, got str"),
+        ({**GOOD, "customer_id": False}, "customer_id: type: expected int, got bool"),
+        ({**GOOD, "customer_id": 2**53}, "customer_id: type: expected int, got int"),
+        ({**GOOD, "tx_datetime": 1700000000}, "tx_datetime: type: expected datetime, got int"),
+        ({**GOOD, "extra": 1}, "extra: fields: not a column of the data contract"),
+        ({**GOOD, "transaction_id": None}, "transaction_id: nulls: null value"),
+        ({**GOOD, "model_version": 5}, "model_version: model: 5 is not served here"),
+        ({k: v for k, v in GOOD.items() if k != "terminal_id"}, "terminal_id: columns:"),
+    ],
+)
+def test_an_event_that_cannot_be_read_names_its_field_and_rule(
+    body: bytes | dict[str, Any], reason: str, params: Params, model: ScoringModel
+) -> None:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    got = parse(raw, params.data, model)
+    assert isinstance(got, str) and got.startswith(reason), got
+
+
+def test_a_good_event_reads_whole_and_an_integral_float_id_is_the_same_id(
+    params: Params, model: ScoringModel
+) -> None:
+    assert parse(orjson.dumps(GOOD), params.data, model) == GOOD
+    addressed = {**GOOD, "transaction_id": 7.0, "model_version": "4"}
+    assert parse(orjson.dumps(addressed), params.data, model) == GOOD
+
+
+def test_features_match_featurize_however_the_events_are_batched(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    """Batches of 1 (the last 100), 37 and 500, with the history pruned as it goes, against
+    the windows featurize computes over the whole table; and the rebuild path (`remember`)."""
+    expected = history_features(table, params.featurize, "tx_datetime", "tx_fraud")
+    names = feature_names(params.featurize)
+    events = as_events(table)
+    start = len(table) - 100  # score the last 100 one by one: it is slow per event
+    for size in (1, 37, 500):
+        scorer = Scorer(Amounts(), model, params.data, params.featurize)
+        if size == 1:
+            scorer.remember(events[:start])
+            todo = range(start, len(events))
+        else:
+            todo = range(len(events))
+        got: list[Decision] = []
+        for lo in range(todo.start, todo.stop, size):
+            outcomes = scorer.decide(events[lo : min(lo + size, todo.stop)], {})
+            got += [o for o in outcomes if isinstance(o, Decision)]
+        assert len(got) == len(todo)
+        feats = pd.DataFrame([d.features for d in got])[names]
+        want = expected.iloc[todo.start :][names].reset_index(drop=True)
+        np.testing.assert_allclose(feats.to_numpy(), want.to_numpy(), rtol=1e-9, atol=1e-9)
+        stamps = pd.to_datetime(table["tx_datetime"])
+        assert scorer.history.frame is not None
+        kept = pd.to_datetime(scorer.history.frame["tx_datetime"])
+        assert kept.min() >= stamps.max() - pd.Timedelta(days=38 + 1)  # pruned
+
+
+def test_a_redelivery_gets_its_decision_back_and_a_duplicate_is_a_dead_letter(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    scorer = Scorer(Amounts(), model, params.data, params.featurize)
+    events = as_events(table.iloc[:5])
+    first = scorer.decide(events, {})
+    assert all(isinstance(o, Decision) and not o.replayed for o in first)
+    stored = {
+        d.event_id: Known(d.message_id, d.record, d.features)
+        for d in first
+        if isinstance(d, Decision)
+    }
+    again = scorer.decide([events[1]], stored)[0]
+    assert isinstance(again, Decision) and again.replayed
+    assert again.record == stored[again.event_id].record
+    copy = Incoming("99-0", events[2].body, 0)
+    dup = scorer.decide([copy, Incoming("100-0", events[4].body, 0)], {})
+    assert isinstance(dup[0], Decision) and not dup[0].replayed  # unknown to this ledger
+    assert isinstance(dup[1], Decision)
+    inner = scorer.decide([Incoming("101-0", events[0].body, 0)] * 2, {})
+    assert isinstance(inner[0], Decision)
+    assert isinstance(inner[1], DeadLetter)
+    assert inner[1].reason.startswith("transaction_id: duplicate: event 0 was decided from")
+    ledger_dup = scorer.decide([copy], stored)[0]
+    assert isinstance(ledger_dup, DeadLetter) and "decided from 2-0" in ledger_dup.reason
+
+
+def test_an_amount_outside_the_served_range_is_a_dead_letter_but_still_history(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    scorer = Scorer(Amounts(), model, params.data, params.featurize)
+    row = orjson.loads(as_events(table.iloc[:1])[0].body)
+    big = Incoming("1-0", orjson.dumps({**row, "tx_amount": 9000.0}), 0)
+    out = scorer.decide([big], {})[0]
+    assert isinstance(out, DeadLetter)
+    assert out.reason.startswith("tx_amount: range: outside the served range [0, 5000]")
+    assert len(scorer.history) == 1
+
+
+def test_a_batch_taken_back_after_a_restart_gets_the_features_it_got_the_first_time(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    """A restart rebuilds the history from the stream up to the last entry handed out, so
+    it reads past the batch it then takes back: pruning must not cut that batch's windows."""
+    events = as_events(table)
+    start = len(table) - 200
+    first = Scorer(Amounts(), model, params.data, params.featurize)
+    first.remember(events[:start])
+    straight: list[Any] = []
+    for lo in range(start, len(events), 20):
+        straight += first.decide(events[lo : lo + 20], {})
+    for lo in range(start, len(events) - 20, 60):
+        again = Scorer(Amounts(), model, params.data, params.featurize)
+        again.remember(events[: lo + 20])
+        taken = straight[lo - start : lo - start + 20]
+        known = {d.event_id: Known(d.message_id, d.record, d.features) for d in taken[:7]}
+        got = again.decide(events[lo : lo + 20], known)
+        for new, old in zip(got, taken, strict=True):
+            assert isinstance(new, Decision) and isinstance(old, Decision)
+            assert new.replayed == (new.event_id in known)
+            assert new.features.keys() == old.features.keys()
+            for name, value in new.features.items():
+                assert value == pytest.approx(old.features[name], rel=1e-12, abs=1e-12), name
