@@ -33,6 +33,7 @@ def registered(root: Path, raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
     from shipyard.metrics import budget_threshold
     from shipyard.models import storage
     from shipyard.schema import dump_ranges, field_ranges
+    from shipyard.serving.buckets import dump_bounds, reference_bounds
     from shipyard.tags import TAG
 
     old = dict(os.environ)
@@ -52,21 +53,34 @@ def registered(root: Path, raw: dict[str, Any]) -> Iterator[dict[str, Any]]:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500))
     model.fit(train[cols.all], train[params.data.target])
     scores = model.predict_proba(train[cols.all])[:, 1]
-    try:
-        tracking.configure(params.base)
+
+    def register(fitted: Any) -> str:
+        """A new version of NAME: `fitted` with the tags a pipeline run gives."""
         with tracking.pipeline_run("pipeline", {}), tracking.candidate_run("logreg", {}) as rid:
             logged = tracking.log_model(
-                model, train[cols.all].head(3), storage.trusted_types(model), []
+                fitted, train[cols.all].head(3), storage.trusted_types(fitted), []
             )
         tags = {
             "shipyard.threshold_at_budget": f"{budget_threshold(scores, 0.01):.6g}",
             TAG["field_ranges"]: dump_ranges(field_ranges(train, cols.numeric, {})),
+            TAG["score_buckets"]: dump_bounds(reference_bounds(scores)),
             "shipyard.data_hash": "md5:test",
         }
-        version = registry.register_version(logged["model_uri"], NAME, rid, tags)
-        registry.set_alias(NAME, "champion", version)
+        return str(registry.register_version(logged["model_uri"], NAME, rid, tags))
+
+    try:
+        tracking.configure(params.base)
+        registry.set_alias(NAME, "champion", register(model))
         table = pd.concat([history, later], ignore_index=True)
-        yield {"root": root, "params": params, "later": later, "table": table, "history": history}
+        yield {
+            "root": root,
+            "params": params,
+            "later": later,
+            "table": table,
+            "history": history,
+            "model": model,
+            "register": register,
+        }
     finally:
         os.environ.clear()
         os.environ.update(old)

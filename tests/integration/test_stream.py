@@ -6,6 +6,7 @@ dead letter with its reason."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -94,12 +95,12 @@ def dead_letters(client: Any) -> list[dict[str, Any]]:
 class Consumer:
     """`shipyard stream` as its own process, in the world's folder."""
 
-    def __init__(self, world: dict[str, Any], port: int, *args: str) -> None:
+    def __init__(self, world: dict[str, Any], port: int, *args: str, ref: str = "champion") -> None:
         root = world["root"]
         self.metrics_port = free_port()
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
         env["SHIPYARD_RUNTIME_DIR"] = str(root / "runtime")
-        argv = [SHIPYARD, "stream", f"{scoring_world.NAME}@champion"]
+        argv = [SHIPYARD, "stream", f"{scoring_world.NAME}@{ref}"]
         argv += ["--broker", f"redis://127.0.0.1:{port}/0", "--consumer", "c1"]
         argv += ["--metrics-port", str(self.metrics_port), *args]
         self.stderr = root / f"stream-{time.monotonic_ns()}.err"
@@ -164,14 +165,14 @@ def live(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Ite
         publish(client, events(world["history"]))
         consumer = Consumer(world, port)
         wait_until(lambda: "to take back" in consumer.text(), what="the consumer to start")
-        yield client, consumer
+        yield client, consumer, port
         consumer.stop()
 
 
 def test_each_event_gets_the_batch_engines_score_once_and_duplicates_are_dead_letters(
     world: dict[str, Any], live: Any
 ) -> None:
-    client, consumer = live
+    client, consumer, _ = live
     assert "36372 event(s) of history" in consumer.text()
     day = world["later"].iloc[:1500]
     bodies = events(day, label=False)
@@ -231,15 +232,18 @@ BAD: list[tuple[bytes | dict[str, Any], str]] = [
 def test_every_bad_event_is_a_dead_letter_with_its_reason_and_the_consumer_goes_on(
     world: dict[str, Any], live: Any
 ) -> None:
-    client, consumer = live
+    client, consumer, _ = live
     before = len(dead_letters(client))
     base = orjson.loads(events(world["later"].iloc[2000:2001])[0])
+    # A customer and terminal of their own: an amount outside the served range is refused,
+    # yet it is history, as in batch (its windows would push later events out of range too).
+    base.update(customer_id=999_999, terminal_id=999_999)
     bodies = []
     for n, (change, _) in enumerate(BAD):
         if isinstance(change, bytes):
             bodies.append(change)
             continue
-        event = {**base, "transaction_id": 10_000_000 + n}
+        event = {**base, "transaction_id": 900_000_000 + n}  # no simulated id is this high
         if "drop" in change:
             del event[change["drop"]]
         else:
@@ -259,8 +263,59 @@ def test_every_bad_event_is_a_dead_letter_with_its_reason_and_the_consumer_goes_
     assert consumer.proc.poll() is None
 
 
+def test_a_broken_challenger_in_shadow_publishes_nothing_and_is_rejected_by_the_gates(
+    world: dict[str, Any], live: Any
+) -> None:
+    """A second consumer group scores the same events with a miscalibrated version; the
+    canary's model gates, on the two logs joined by event id, reject it."""
+    from shipyard import registry
+    from shipyard.tags import VersionTags
+
+    client, _, port = live
+    broken = copy.deepcopy(world["model"])
+    broken[-1].intercept_ = broken[-1].intercept_ + 2.0  # the odds of every event times e**2
+    version = world["register"](broken)
+    shadow = Consumer(world, port, "--shadow", ref=version)
+    try:
+        wait_until(lambda: "to take back" in shadow.text(), what="the shadow to start")
+        assert f"group shipyard.fraud-detector.shadow-v{version}" in shadow.text()
+        rows = world["later"].iloc[4200:5700]
+        publish(client, events(rows, label=False))
+        folder = f"fraud-detector-stream-shadow-v{version}"
+        wait_until(lambda: len(logged(world, folder)) == 1500, what="the shadow's 1500")
+        wait_until(
+            lambda: len(decisions(client)) >= 3000,
+            what=f"the live decisions: {len(decisions(client))}, {dead_letters(client)[-6:]}",
+        )
+    finally:
+        assert shadow.stop() == 0
+    assert all(d["model_version"] == "1" for d in decisions(client))  # a shadow publishes none
+
+    judged = judge_stream(world, f"{scoring_world.NAME}@{version}")
+    assert judged.returncode == 1, judged.stdout + judged.stderr
+    assert "on 1500 events" in judged.stdout
+    assert "max_logit_shift" in judged.stderr and "rolled back" in judged.stderr
+    tags = VersionTags.of(registry.resolve(scoring_world.NAME, version))
+    assert tags.canary_failed_gate and tags.canary_failed_gate.startswith("max_logit_shift")
+    assert registry.version_by_alias(scoring_world.NAME, "champion").version == 1
+
+
+def judge_stream(world: dict[str, Any], ref: str) -> subprocess.CompletedProcess[str]:
+    root = world["root"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env["SHIPYARD_RUNTIME_DIR"] = str(root / "runtime")
+    return subprocess.run(
+        [SHIPYARD, "stream-judge", ref],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_a_graceful_stop_finishes_the_batch_in_hand(world: dict[str, Any], live: Any) -> None:
-    client, consumer = live
+    client, consumer, _ = live
     bodies = events(world["later"].iloc[2100:4100], label=False)
     publish(client, bodies)
     wait_until(lambda: len(decisions(client)) > 1510, what="the first decisions")

@@ -148,15 +148,18 @@ def test_a_redelivery_gets_its_decision_back_and_a_duplicate_is_a_dead_letter(
     assert isinstance(again, Decision) and again.replayed
     assert again.record == stored[again.event_id].record
     copy = Incoming("99-0", events[2].body, 0)
-    dup = scorer.decide([copy, Incoming("100-0", events[4].body, 0)], {})
-    assert isinstance(dup[0], Decision) and not dup[0].replayed  # unknown to this ledger
-    assert isinstance(dup[1], Decision)
-    inner = scorer.decide([Incoming("101-0", events[0].body, 0)] * 2, {})
-    assert isinstance(inner[0], Decision)
-    assert isinstance(inner[1], DeadLetter)
-    assert inner[1].reason.startswith("transaction_id: duplicate: event 0 was decided from")
     ledger_dup = scorer.decide([copy], stored)[0]
     assert isinstance(ledger_dup, DeadLetter) and "decided from 2-0" in ledger_dup.reason
+    # Its ledger record gone (expired), the event is still in the history: a duplicate.
+    history_dup = scorer.decide([copy], {})[0]
+    assert isinstance(history_dup, DeadLetter)
+    assert "decided from an earlier entry" in history_dup.reason
+    later = as_events(table.iloc[5:6], first=200)[0]
+    inner = scorer.decide([later, Incoming("201-0", later.body, 0)], {})
+    assert isinstance(inner[0], Decision)
+    assert isinstance(inner[1], DeadLetter)
+    assert inner[1].reason.startswith("transaction_id: duplicate: event 5 was decided from 200-0")
+    assert len(scorer.history) == 6
 
 
 def test_an_amount_outside_the_served_range_is_a_dead_letter_but_still_history(
@@ -174,8 +177,9 @@ def test_an_amount_outside_the_served_range_is_a_dead_letter_but_still_history(
 def test_a_batch_taken_back_after_a_restart_gets_the_features_it_got_the_first_time(
     table: pd.DataFrame, params: Params, model: ScoringModel
 ) -> None:
-    """A restart rebuilds the history from the stream up to the last entry handed out, so
-    it reads past the batch it then takes back: pruning must not cut that batch's windows."""
+    """A restart rebuilds the history from the stream, less the batch it then takes back,
+    some of it decided before the kill: those are rows of the frame in their stream order, so
+    the others' windows are what they were the first time."""
     events = as_events(table)
     start = len(table) - 200
     first = Scorer(Amounts(), model, params.data, params.featurize)
@@ -185,7 +189,7 @@ def test_a_batch_taken_back_after_a_restart_gets_the_features_it_got_the_first_t
         straight += first.decide(events[lo : lo + 20], {})
     for lo in range(start, len(events) - 20, 60):
         again = Scorer(Amounts(), model, params.data, params.featurize)
-        again.remember(events[: lo + 20])
+        again.remember(events[:lo])  # the rebuild: all but the entries taken back
         taken = straight[lo - start : lo - start + 20]
         known = {d.event_id: Known(d.message_id, d.record, d.features) for d in taken[:7]}
         got = again.decide(events[lo : lo + 20], known)

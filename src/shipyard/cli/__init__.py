@@ -17,7 +17,7 @@ from shipyard.cli.scoring import score
 from shipyard.cli.serving import package, serve
 from shipyard.cli.stack import stack
 from shipyard.cli.stage import stage
-from shipyard.cli.stream import stream
+from shipyard.cli.stream import stream, stream_judge
 from shipyard.cli.summary import summary
 from shipyard.cli.webhook import webhook
 
@@ -63,6 +63,7 @@ main.add_command(package)
 main.add_command(serve)
 main.add_command(score)
 main.add_command(stream)
+main.add_command(stream_judge)
 main.add_command(webhook)
 main.add_command(deploy)
 main.add_command(drift)

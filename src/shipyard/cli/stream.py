@@ -81,8 +81,8 @@ def stream(
     from shipyard import tracking
     from shipyard.config import load_params
     from shipyard.policy import load_policy
-    from shipyard.runtime import runtime_dir
     from shipyard.scoring import model as scoring_model
+    from shipyard.scoring import shadow as shadows
     from shipyard.scoring import stream as consumer_loop
     from shipyard.scoring.events import Scorer
 
@@ -90,7 +90,7 @@ def stream(
     tracking.configure(params.base)
     version = scoring_model.resolve(model_ref, params, load_policy(policy_path))
     role = f"shadow-v{version.version}" if shadow else ""
-    folder = runtime_dir() / "predictions" / "-".join(filter(None, [version.name, "stream", role]))
+    folder = shadows.log_folder(version.name, version.version if shadow else None)
     settings = consumer_loop.Settings(
         broker=broker,
         source=source,
@@ -111,3 +111,33 @@ def stream(
         err=True,
     )
     asyncio.run(consumer_loop.serve(settings, scorer))
+
+
+@click.command("stream-judge")
+@click.argument("model_ref", metavar="MODEL@REF")
+@click.option(
+    "--since",
+    default="",
+    help="Judge decisions logged at or after this time (ISO 8601) [default: all].",
+)
+@params_option
+@policy_option
+def stream_judge(model_ref: str, since: str, params_path: Path, policy_path: Path) -> None:
+    """Judge MODEL@REF, run with `shipyard stream --shadow`, against @champion's live
+    decisions on the same events, with the canary's model gates; promote it (exit 0) or
+    reject it naming the failed gate (exit 1)."""
+    from shipyard import tracking
+    from shipyard.cli.serving import split_model
+    from shipyard.config import load_params
+    from shipyard.policy import load_policy
+    from shipyard.scoring import shadow
+
+    name, ref = split_model(model_ref)
+    tracking.configure(load_params(params_path).base)
+    policy = load_policy(policy_path)
+    challenger, champion, found = shadow.verdict(name, ref, policy, since)
+    click.echo(f"stream shadow: v{challenger} against v{champion} on {found.pairs} events")
+    for result in found.results:
+        click.echo(f"  {result.describe()}")
+    shadow.settle(name, challenger, champion, found, policy)
+    click.echo(f"{name} version {challenger} promoted to @champion")

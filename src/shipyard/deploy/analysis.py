@@ -226,24 +226,44 @@ def judge(
     p99_canary = quantile(canary.latency_buckets, 0.99) * 1000
     p99_stable = quantile(stable.latency_buckets, 0.99) * 1000
     ratio = p99_canary / p99_stable if p99_stable > 0 else math.nan
-    s, c = since or (stable, canary)
     checks = [
         ("max_error_rate", canary.error_rate, gates.max_error_rate),
         ("max_p99_ms", p99_canary, gates.max_p99_ms),
         ("max_p99_ratio", ratio, gates.max_p99_ratio),
+    ]
+    results = [
+        GateResult(name, bool(value <= bound), value, bound, "<=") for name, value, bound in checks
+    ]
+    s, c = since or (stable, canary)
+    return results + model_gates(s, c, gates, final=final, budget=budget)
+
+
+def model_gates(
+    stable: Window,
+    canary: Window,
+    gates: CanaryGates,
+    *,
+    final: bool = False,
+    budget: float | None = None,
+) -> list[GateResult]:
+    """The gates on what the model answered (score distributions, alert rate), whatever
+    carried the requests: the HTTP canary's and the stream's shadow."""
+    checks = [
         (
             "max_score_psi",
-            psi_excess(s.score_buckets, c.score_buckets, gates.confidence),
+            psi_excess(stable.score_buckets, canary.score_buckets, gates.confidence),
             gates.max_score_psi,
         ),
         (
             "max_score_ks",
-            ks_excess(s.score_buckets, c.score_buckets, gates.confidence),
+            ks_excess(stable.score_buckets, canary.score_buckets, gates.confidence),
             gates.max_score_ks,
         ),
     ]
     results = [
         GateResult(name, bool(value <= bound), value, bound, "<=") for name, value, bound in checks
     ]
-    alerts = alert_rate_gates(Alerts.of(s), Alerts.of(c), gates, final=final, budget=budget)
+    alerts = alert_rate_gates(
+        Alerts.of(stable), Alerts.of(canary), gates, final=final, budget=budget
+    )
     return results + alerts

@@ -39,8 +39,11 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(p / (1 - p)))
 
 
-def pair(records: Iterable[dict[str, Any]], stable: str, canary: str, since: str) -> Paired:
-    """Join by request id the records each version logged at or after `since` (ISO time)."""
+def join(
+    records: Iterable[dict[str, Any]], stable: str, canary: str, since: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stable's scores and alerts, then the canary's, on the request ids both logged at or
+    after `since` (ISO time); row i of each is the same request."""
     answers: dict[str, dict[str, tuple[float, bool]]] = {stable: {}, canary: {}}
     for r in records:
         version = str(r.get("model_version"))
@@ -49,7 +52,12 @@ def pair(records: Iterable[dict[str, Any]], stable: str, canary: str, since: str
     common = sorted(answers[stable].keys() & answers[canary].keys())
     s = np.array([answers[stable][k] for k in common]).reshape(-1, 2)
     c = np.array([answers[canary][k] for k in common]).reshape(-1, 2)
-    return compare(s[:, 0], s[:, 1].astype(bool), c[:, 0], c[:, 1].astype(bool))
+    return s[:, 0], s[:, 1].astype(bool), c[:, 0], c[:, 1].astype(bool)
+
+
+def pair(records: Iterable[dict[str, Any]], stable: str, canary: str, since: str) -> Paired:
+    """Join by request id the records each version logged at or after `since` (ISO time)."""
+    return compare(*join(records, stable, canary, since))
 
 
 def compare(

@@ -133,6 +133,7 @@ class History:
         self.columns = [data.id, *history_columns(cfg, data.timestamp, data.target)]
         self.lookback = pd.Timedelta(days=rows.lookback_days(cfg))
         self.frame: pd.DataFrame | None = None
+        self.ids: set[str] = set()  # the kept event ids, as text: the duplicates' test
 
     def past(self, exclude: pd.Series) -> pd.DataFrame | None:
         """The kept rows, without the events being scored now (a redelivered event may be
@@ -142,16 +143,18 @@ class History:
         return self.frame.loc[~self.frame[self.data.id].isin(exclude)]
 
     def add(self, good: pd.DataFrame) -> None:
-        """Keep these rows (an event kept already is not kept twice: a redelivery)."""
-        good = good[self.columns]
+        """Keep these rows: the first of each event id, and none already kept."""
+        new = good[self.columns].drop_duplicates(self.data.id)
         if self.frame is not None:
-            good = good.loc[~good[self.data.id].isin(self.frame[self.data.id])]
-            good = pd.concat([self.frame, good], ignore_index=True)
-        stamps = good[self.data.timestamp]
+            new = new.loc[~new[self.data.id].isin(self.frame[self.data.id])]
+        self.ids.update(new[self.data.id].astype(str).tolist())
+        kept = new if self.frame is None else pd.concat([self.frame, new], ignore_index=True)
+        stamps = kept[self.data.timestamp]
         horizon = stamps.max() - self.lookback - self.LATENESS
         if stamps.min() < horizon - self.SLACK:
-            good = good.loc[stamps >= horizon].reset_index(drop=True)
-        self.frame = good
+            kept = kept.loc[stamps >= horizon].reset_index(drop=True)
+            self.ids = set(kept[self.data.id].astype(str).tolist())
+        self.frame = kept
 
     def __len__(self) -> int:
         return 0 if self.frame is None else len(self.frame)
@@ -179,14 +182,14 @@ class Scorer:
         return out
 
     def remember(self, batch: list[Incoming]) -> int:
-        """Add events decided before to the history, as scoring them added them: a restart's
-        rebuild. Returns how many were kept."""
-        good = [
-            p for p in (parse(i.body, self.data, self.model) for i in batch) if isinstance(p, dict)
-        ]
-        if not good:
+        """Add events handled before to the history, as deciding them did: those that read
+        and pass the contract, the first entry of each event id. A restart's rebuild.
+        Returns how many were read and passed."""
+        good = [p for p in (parse(i.body, self.data, self.model) for i in batch)]
+        events = [p for p in good if isinstance(p, dict)]
+        if not events:
             return 0
-        frame = pd.DataFrame(good, columns=list(self.data.columns)).astype(object)
+        frame = pd.DataFrame(events, columns=list(self.data.columns)).astype(object)
         checked = rows.check(frame, self.data, "event")
         self.history.add(checked.good)
         return len(checked.good)
@@ -205,6 +208,8 @@ class Scorer:
                 continue
             event_id = str(parsed.get(self.data.id))
             first = known[event_id].message_id if event_id in known else seen.get(event_id)
+            if first is None and event_id in self.history.ids:
+                first = "an earlier entry"  # in the history, never decided by this group
             if first is None:
                 seen[event_id] = item.message_id
                 entries.append((i, item, parsed, None))

@@ -126,23 +126,27 @@ class Consumer:
                 raise
 
     async def rebuild(self) -> int:
-        """The history windows from the input stream, up to the group's last given entry."""
+        """The history windows from the input stream: every entry up to the last one the
+        group was given, less those given and not acknowledged, which are taken back next
+        (`pending`) and join the history as they are decided, in their order."""
         last = await self._last_delivered()
         if last is None:
             return 0
-        start, seen, added = "-", set(), 0
+        unsettled = await self._pending_ids(last)
+        start, added = "-", 0
         while True:
             page = await self.client.xrange(self.settings.source, start, last, REBUILD_PAGE)
             batch = [_entry(mid, fields) for mid, fields in page]
-            unique = []  # the first entry of each event id: the others were dead letters
-            for item, event_id in zip(batch, self.scorer.event_ids(batch), strict=True):
-                if event_id is not None and event_id not in seen:
-                    seen.add(event_id)
-                    unique.append(item)
-            added += self.scorer.remember(unique)
+            added += self.scorer.remember([b for b in batch if b.message_id not in unsettled])
             if len(page) < REBUILD_PAGE:
                 return added
             start = "(" + page[-1][0].decode()
+
+    async def _pending_ids(self, last: str) -> set[str]:
+        found = await self.client.xpending_range(
+            self.settings.source, self.settings.group, "-", last, 1_000_000
+        )
+        return {_text(p["message_id"]) for p in found}
 
     async def _last_delivered(self) -> str | None:
         from redis.exceptions import ResponseError
@@ -194,8 +198,9 @@ class Consumer:
         letters = [o for o in outcomes if isinstance(o, DeadLetter)]
         decided = [o for o in outcomes if isinstance(o, Decision)]
         new = [d for d in decided if not d.replayed]
+        # A shadow publishes nothing: the live group answers and dead-letters for the stream.
         standing = await self.ledger.settle(
-            new, letters, s.decisions, s.dead_letters, publish=not s.shadow
+            new, [] if s.shadow else letters, s.decisions, s.dead_letters, publish=not s.shadow
         )
         records = dict(zip((d.message_id for d in new), standing, strict=True))
         now = datetime.now(UTC)
