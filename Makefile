@@ -112,7 +112,7 @@ test: lint typecheck tools $(SPARK) ## ruff, mypy, then every pytest suite (slow
 unit: $(STAMP) $(NODE_TOOLS) $(PROMETHEUS) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
-benchmarks: pipeline $(POSTGRES) $(SPARK) ## print each measured claim next to its baseline (installs wrk)
+benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim next to its baseline (installs wrk)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.noop_repro
@@ -122,6 +122,7 @@ benchmarks: pipeline $(POSTGRES) $(SPARK) ## print each measured claim next to i
 	$(BIN)/python -m benchmarks.registry
 	$(BIN)/python -m benchmarks.history
 	$(BIN)/python -m benchmarks.batch
+	$(BIN)/python -m benchmarks.stream
 	$(BIN)/python -m benchmarks.proxy
 	$(BIN)/python -m benchmarks.canary
 	$(BIN)/python -m benchmarks.canary_power

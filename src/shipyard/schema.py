@@ -118,10 +118,12 @@ def check_rows(
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise ValidationFailed(source, missing[0], "columns", "required column is missing")
-    reason = pd.Series(pd.NA, index=frame.index, dtype="string")
+    # Reasons gather in a plain array: a masked write to a pandas Series costs about 0.4 ms,
+    # which the stream, checking a few events at a time, paid 16 times per event.
+    found = np.full(len(frame), None, dtype=object)
 
     def broken(mask: pd.Series, text: str) -> None:
-        reason[mask.to_numpy() & reason.isna().to_numpy()] = text
+        found[np.asarray(mask, dtype=bool) & pd.isna(found)] = text
 
     typed = {}
     for name, spec in data.columns.items():
@@ -148,7 +150,7 @@ def check_rows(
         labels = {str(data.positive_label), str(data.negative_label)}
         broken(known & ~text.isin(labels), f"{data.target}: label: not in {sorted(labels)}")
         out[data.target] = (text == str(data.positive_label)).astype("float64").where(known)
-    return out, reason
+    return out, pd.Series(found, index=frame.index, dtype="string")
 
 
 WIDEN = 10.0  # spans of the training values a served number may lie beyond them

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 
@@ -132,15 +133,24 @@ class History:
         self.data, self.cfg = data, cfg
         self.columns = [data.id, *history_columns(cfg, data.timestamp, data.target)]
         self.lookback = pd.Timedelta(days=rows.lookback_days(cfg))
+        self.entities = [g.entity for g in (cfg.spending, cfg.risk) if g is not None]
         self.frame: pd.DataFrame | None = None
         self.ids: set[str] = set()  # the kept event ids, as text: the duplicates' test
 
-    def past(self, exclude: pd.Series) -> pd.DataFrame | None:
-        """The kept rows, without the events being scored now (a redelivered event may be
-        kept already: it must not count in its own windows twice)."""
+    def past(self, batch: pd.DataFrame) -> pd.DataFrame | None:
+        """The kept rows whose windows the batch's rows share: those of the same customers
+        or terminals (every window is one entity's), in their order, less the batch's own
+        events (a redelivered one may be kept already: it must not count twice). Windows
+        over these few rows equal those over all of them, at a cost that does not grow with
+        the history."""
         if self.frame is None:
             return None
-        return self.frame.loc[~self.frame[self.data.id].isin(exclude)]
+        frame = self.frame
+        keep = np.zeros(len(frame), dtype=bool)
+        for entity in self.entities:
+            keep |= frame[entity].isin(batch[entity]).to_numpy()
+        keep &= ~frame[self.data.id].isin(batch[self.data.id]).to_numpy()
+        return frame.loc[keep]
 
     def add(self, good: pd.DataFrame) -> None:
         """Keep these rows: the first of each event id, and none already kept."""
@@ -173,40 +183,55 @@ class Scorer:
         self.estimator, self.model, self.data, self.cfg = estimator, model, data, cfg
         self.history = History(data, cfg)
 
-    def event_ids(self, batch: list[Incoming]) -> list[str | None]:
-        """Each entry's event id, or None where the event cannot be read."""
-        out: list[str | None] = []
-        for item in batch:
-            parsed = parse(item.body, self.data, self.model)
-            out.append(None if isinstance(parsed, str) else str(parsed[self.data.id]))
-        return out
+    def read(self, batch: list[Incoming]) -> list[dict[str, Any] | str]:
+        """Each entry's declared values, or why it cannot be read."""
+        return [parse(item.body, self.data, self.model) for item in batch]
+
+    def event_ids(self, read: list[dict[str, Any] | str]) -> list[str | None]:
+        """Each read entry's event id, or None where it could not be read."""
+        return [None if isinstance(e, str) else str(e[self.data.id]) for e in read]
+
+    def frame(self, events: list[dict[str, Any]]) -> pd.DataFrame:
+        """Events as a frame for `rows.check`; numbers (JSON numbers, by `parse`) as float64,
+        which the contract's checks read at a fraction of the cost of Python objects."""
+        columns: dict[str, Any] = {}
+        for name, spec in self.data.columns.items():
+            values = [event.get(name) for event in events]
+            if spec.type in ("int", "float"):
+                columns[name] = np.array([np.nan if v is None else v for v in values], float)
+            else:
+                columns[name] = pd.Series(values, dtype=object)
+        return pd.DataFrame(columns)
 
     def remember(self, batch: list[Incoming]) -> int:
         """Add events handled before to the history, as deciding them did: those that read
         and pass the contract, the first entry of each event id. A restart's rebuild.
         Returns how many were read and passed."""
-        good = [p for p in (parse(i.body, self.data, self.model) for i in batch)]
-        events = [p for p in good if isinstance(p, dict)]
+        events = [e for e in self.read(batch) if isinstance(e, dict)]
         if not events:
             return 0
-        frame = pd.DataFrame(events, columns=list(self.data.columns)).astype(object)
-        checked = rows.check(frame, self.data, "event")
+        checked = rows.check(self.frame(events), self.data, "event")
         self.history.add(checked.good)
         return len(checked.good)
 
-    def decide(self, batch: list[Incoming], known: dict[str, Known]) -> list[Outcome]:
+    def decide(
+        self,
+        batch: list[Incoming],
+        known: dict[str, Known],
+        read: list[dict[str, Any] | str] | None = None,
+    ) -> list[Outcome]:
         """An outcome per delivery, in order. `known`: the ledger's records of event ids
         decided earlier. A redelivery of the entry that was decided gets that decision back;
-        the same event id in another entry is a duplicate, and a dead letter."""
+        the same event id in another entry is a duplicate, and a dead letter. `read`: the
+        entries as `read` gave them, if the caller has them already."""
         out: dict[int, Outcome] = {}
         entries: list[tuple[int, Incoming, dict[str, Any], Decision | None]] = []
         seen: dict[str, str] = {}
-        for i, item in enumerate(batch):
-            parsed = parse(item.body, self.data, self.model)
+        for i, (item, parsed) in enumerate(zip(batch, read or self.read(batch), strict=True)):
             if isinstance(parsed, str):
                 out[i] = DeadLetter(item.message_id, parsed, item.body)
                 continue
-            event_id = str(parsed.get(self.data.id))
+            event_id = str(parsed[self.data.id])
             first = known[event_id].message_id if event_id in known else seen.get(event_id)
             if first is None and event_id in self.history.ids:
                 first = "an earlier entry"  # in the history, never decided by this group
@@ -235,12 +260,14 @@ class Scorer:
     ) -> dict[int, Outcome]:
         """Score the entries without a decision. Those with one (a redelivery) are rows of
         the same frame all the same: two events at the same instant count in each other's
-        windows by their order in the stream, so the order must be the stream's."""
+        windows by their order in the stream, so the order must be the stream's.
+
+        The steps are the batch engine's (`rows`): contract, history windows, fields,
+        served ranges, score and threshold; only its output table is not built."""
         out: dict[int, Outcome] = {i: again for i, _, _, again in entries if again is not None}
         if len(out) == len(entries):
             return out
-        frame = pd.DataFrame([e for _, _, e, _ in entries], columns=list(self.data.columns))
-        checked = rows.check(frame.astype(object), self.data, "event")
+        checked = rows.check(self.frame([e for _, _, e, _ in entries]), self.data, "event")
         refused = iter(checked.rejects[rows.REASON].tolist())
         accepted = []
         for entry, good in zip(entries, checked.accepted, strict=True):
@@ -253,21 +280,22 @@ class Scorer:
         keep = checked.good
         if not accepted:
             return out
-        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep[self.data.id]))
-        scored, rejects = rows.scored(self.estimator, keep, windows, self.model, self.data)
+        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep))
         self.history.add(keep)  # a row outside the served ranges is still history, as in batch
-        outside = dict(zip(rejects[self.data.id].astype(str), rejects[rows.REASON], strict=True))
-        scores = scored["score"].to_numpy()
-        decisions = scored["decision"].to_numpy()
-        feats = scored[list(self.model.fields)].to_numpy(dtype="float64")
-        n = 0  # `scored` holds the accepted rows in order, less those outside the ranges
-        for i, item, event, again in accepted:
-            event_id = str(event[self.data.id])
-            if event_id in outside:
+        feats = rows.fields(keep, windows, self.model, self.data)
+        refusal = rows.out_of_range(feats, self.model)
+        ok, outside = refusal.isna().to_numpy(), refusal.tolist()
+        scores = rows.predict(self.estimator, feats.loc[ok])
+        decisions = rows.alerts(scores, self.model)
+        values = feats.to_numpy(dtype="float64")
+        n = 0  # the scores are those of the rows inside the ranges, in order
+        for j, (i, item, _, again) in enumerate(accepted):
+            if not ok[j]:
                 if again is None:
-                    out[i] = DeadLetter(item.message_id, str(outside[event_id]), item.body)
+                    out[i] = DeadLetter(item.message_id, str(outside[j]), item.body)
                 continue
             if again is None:
+                event_id = str(keep.at[j, self.data.id])
                 record = {
                     "event_id": event_id,
                     "score": float(scores[n]),
@@ -275,31 +303,7 @@ class Scorer:
                     "model_name": self.model.name,
                     "model_version": self.model.version,
                 }
-                values = dict(zip(self.model.fields, feats[n].tolist(), strict=True))
-                out[i] = Decision(item.message_id, event_id, record, values, item.published_ms)
-            n += 1
-        return out
-        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep[self.data.id]))
-        scored, rejects = rows.scored(self.estimator, keep, windows, self.model, self.data)
-        self.history.add(keep)  # a row outside the served ranges is still history, as in batch
-        outside = dict(zip(rejects[self.data.id].astype(str), rejects[rows.REASON], strict=True))
-        scores = scored["score"].to_numpy()
-        decisions = scored["decision"].to_numpy()
-        feats = scored[list(self.model.fields)].to_numpy(dtype="float64")
-        n = 0  # `scored` holds the accepted rows in order, less those outside the ranges
-        for i, item, event in accepted:
-            event_id = str(event[self.data.id])
-            if event_id in outside:
-                out[i] = DeadLetter(item.message_id, str(outside[event_id]), item.body)
-                continue
-            record = {
-                "event_id": event_id,
-                "score": float(scores[n]),
-                "decision": bool(decisions[n]),
-                "model_name": self.model.name,
-                "model_version": self.model.version,
-            }
-            values = dict(zip(self.model.fields, feats[n].tolist(), strict=True))
-            out[i] = Decision(item.message_id, event_id, record, values, item.published_ms)
+                named = dict(zip(self.model.fields, values[j].tolist(), strict=True))
+                out[i] = Decision(item.message_id, event_id, record, named, item.published_ms)
             n += 1
         return out

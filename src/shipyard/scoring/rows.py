@@ -97,14 +97,14 @@ def log_times(stamps: Any) -> np.ndarray:
 
 def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
     """Per row, the first field the API would refuse as outside its served range, or <NA>."""
-    reason = pd.Series(pd.NA, index=feats.index, dtype="string")
+    found = np.full(len(feats), None, dtype=object)  # a plain array: see schema.check_rows
     for name, (low, high) in model.field_ranges.items():
         if name not in feats.columns:
             continue
         values = feats[name].to_numpy(dtype="float64")
-        bad = ~((values >= low) & (values <= high)) & reason.isna().to_numpy()
-        reason[bad] = f"{name}: range: outside the served range [{low:g}, {high:g}]"
-    return reason
+        bad = ~((values >= low) & (values <= high)) & pd.isna(found)
+        found[bad] = f"{name}: range: outside the served range [{low:g}, {high:g}]"
+    return pd.Series(found, index=feats.index, dtype="string")
 
 
 def row_hash(good: pd.DataFrame, data: DataSection) -> np.ndarray:
@@ -151,11 +151,20 @@ def scored(
     ok = reason.isna().to_numpy()
     rejects = _rejects(frame, reason, "served ranges")
     feats, rows = feats.loc[ok], frame.loc[ok]
+    return output(rows, feats, predict(estimator, feats), model, data), rejects
+
+
+def alerts(scores: Any, model: ScoringModel) -> np.ndarray:
+    """The decision per score: at or above the version's threshold."""
+    return np.asarray(scores) >= model.threshold
+
+
+def predict(estimator: Any, feats: pd.DataFrame) -> np.ndarray:
+    """The positive class's probability per row (none for no rows)."""
     with np.errstate(all="ignore"):
-        scores = (
-            estimator.predict_proba(feats)[:, 1] if len(feats) else np.empty(0, dtype="float64")
-        )
-    return output(rows, feats, scores, model, data), rejects
+        if not len(feats):
+            return np.empty(0, dtype="float64")
+        return np.asarray(estimator.predict_proba(feats)[:, 1], dtype="float64")
 
 
 def output(
@@ -174,7 +183,7 @@ def output(
             "timestamp": log_times(stamps),
             **model.lineage,
             "score": np.asarray(scores, dtype="float64"),
-            "decision": (np.asarray(scores) >= model.threshold).astype("int64"),
+            "decision": alerts(scores, model).astype("int64"),
             "input_hash": row_hash(rows, data),
             "date": np.datetime_as_string(stamps, unit="D"),
         },

@@ -21,6 +21,7 @@ Redis Streams is what runs here. faststream speaks Kafka too; `kafka://` is not 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -93,7 +94,9 @@ def _entry(message_id: bytes | str, fields: dict[Any, Any]) -> Incoming:
     raw = fields.get(DATA_KEY.encode(), fields.get(DATA_KEY))
     if raw is None:
         raw = orjson.dumps({_text(k): _text(v) for k, v in fields.items()})
-    body, _ = BinaryMessageFormatV1.parse(raw if isinstance(raw, bytes) else raw.encode())
+    body = raw if isinstance(raw, bytes) else raw.encode()
+    if body.startswith(BinaryMessageFormatV1.IDENTITY_HEADER):  # published by faststream
+        body, _ = BinaryMessageFormatV1.parse(body)
     return Incoming(mid, body, int(mid.split("-", 1)[0]))
 
 
@@ -193,8 +196,9 @@ class Consumer:
 
     async def _handle(self, batch: list[Incoming]) -> None:
         s, counts = self.settings, self.metrics.events
-        known = await self.ledger.known([e for e in self.scorer.event_ids(batch) if e])
-        outcomes = self.scorer.decide(batch, known)
+        read = self.scorer.read(batch)
+        known = await self.ledger.known([e for e in self.scorer.event_ids(read) if e])
+        outcomes = self.scorer.decide(batch, known, read)
         letters = [o for o in outcomes if isinstance(o, DeadLetter)]
         decided = [o for o in outcomes if isinstance(o, Decision)]
         new = [d for d in decided if not d.replayed]
@@ -286,6 +290,10 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     )
     if recovered:
         await consumer.handle(recovered)
+    # As in the service: the model's and the libraries' objects live as long as the process;
+    # frozen, the collector stops walking them on every collection, which held batches up.
+    gc.collect()
+    gc.freeze()
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
