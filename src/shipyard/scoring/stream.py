@@ -41,6 +41,9 @@ from shipyard.serving.predlog import PredictionLog
 
 log = logging.getLogger("shipyard.stream")
 RETRY_MAX_SECONDS = 30.0
+# Timeouts, so that a connection left half-open by a broker that went away fails and is
+# retried instead of waiting for an answer forever.
+SOCKET_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 REBUILD_PAGE = 10_000
 
 
@@ -183,7 +186,7 @@ class Consumer:
         wait = self.settings.retry_seconds
         while True:
             try:
-                await self._handle(batch)
+                await self._handle(await self._with_stragglers(batch))
                 return
             except (ConnectionError, OSError, TimeoutError) as err:
                 progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
@@ -193,6 +196,19 @@ class Consumer:
                 progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
             await asyncio.sleep(wait)
             wait = min(wait * 2, RETRY_MAX_SECONDS)
+
+    async def _with_stragglers(self, batch: list[Incoming]) -> list[Incoming]:
+        """The batch, or, when entries given to this consumer before it were never handled,
+        all its unacknowledged entries, oldest first (this batch among them). A read whose
+        answer the broker sent as it went away leaves such entries: handled first, they are
+        history for this batch, as if nothing had happened."""
+        s = self.settings
+        if not batch:
+            return batch
+        older = await self.client.xpending_range(
+            s.source, s.group, "-", "(" + batch[0].message_id, 1, s.consumer
+        )
+        return await self.pending() if older else batch
 
     async def _handle(self, batch: list[Incoming]) -> None:
         s, counts = self.settings, self.metrics.events
@@ -256,7 +272,9 @@ async def connect(url: str, retry_seconds: float, attempts: int | None = None) -
 
     if not url.startswith(("redis://", "rediss://", "unix://")):
         raise ShipyardError(f"--broker {url!r}: expected redis://HOST:PORT[/DB]")
-    client = aioredis.Redis.from_url(url)
+    client = aioredis.Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
+    )
     wait, tried = retry_seconds, 0
     while True:
         try:
@@ -300,7 +318,13 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
         start_http_server(settings.metrics_port, "127.0.0.1", consumer.metrics.registry)
     quiet = logging.getLogger("shipyard.stream.broker")
     quiet.setLevel(logging.WARNING)
-    broker = RedisBroker(settings.broker, graceful_timeout=30.0, logger=quiet)
+    broker = RedisBroker(
+        settings.broker,
+        graceful_timeout=30.0,
+        logger=quiet,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+    )
 
     async def on_batch(msg: Any) -> None:
         raw = msg.raw_message
