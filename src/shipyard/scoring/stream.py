@@ -13,7 +13,8 @@ Delivery is at least once, with one decision per event id:
 
 The history windows live in memory (`events.History`). On start they are rebuilt from the
 input stream itself, every entry up to the last one the group was given, so the stream's
-retention must cover the longest window plus the label delay (37 days by default).
+retention must cover the longest window plus the label delay and a day for late events (38
+days by default).
 
 Redis Streams is what runs here. faststream speaks Kafka too; `kafka://` is not wired.
 """
@@ -39,7 +40,6 @@ from shipyard.scoring.events import DeadLetter, Decision, Incoming, Scorer
 from shipyard.scoring.ledger import DATA_KEY, Ledger
 from shipyard.serving.predlog import PredictionLog
 
-log = logging.getLogger("shipyard.stream")
 RETRY_MAX_SECONDS = 30.0
 # Timeouts, so that a connection left half-open by a broker that went away fails and is
 # retried instead of waiting for an answer forever.
@@ -188,8 +188,6 @@ class Consumer:
             try:
                 await self._handle(await self._with_stragglers(batch))
                 return
-            except (ConnectionError, OSError, TimeoutError) as err:
-                progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
             except Exception as err:
                 if not _is_connection_error(err):
                     raise
@@ -263,7 +261,10 @@ def _is_connection_error(err: BaseException) -> bool:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    return isinstance(err, RedisConnectionError | RedisTimeoutError)
+    # The builtin ones are a refused or reset socket, or a timeout: the broker, not the disk.
+    return isinstance(
+        err, RedisConnectionError | RedisTimeoutError | ConnectionError | TimeoutError
+    )
 
 
 async def connect(url: str, retry_seconds: float, attempts: int | None = None) -> Any:
@@ -281,7 +282,7 @@ async def connect(url: str, retry_seconds: float, attempts: int | None = None) -
             await client.ping()
             return client
         except Exception as err:
-            if not _is_connection_error(err) and not isinstance(err, OSError):
+            if not _is_connection_error(err):
                 raise
             tried += 1
             if attempts is not None and tried >= attempts:
