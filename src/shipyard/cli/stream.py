@@ -37,7 +37,13 @@ from shipyard.cli.options import params_option, policy_option
     is_flag=True,
     help="A new group scores every event the stream retains, not only those after it joins.",
 )
-@click.option("--batch", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option(
+    "--batch",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="Most events read and decided at once (a backlog drains faster in larger batches).",
+)
 @click.option(
     "--shadow",
     is_flag=True,

@@ -3,8 +3,9 @@ stream`, with no broker in it, so that tests drive it directly.
 
 An event is a JSON object of the contract's raw columns, the form the pipeline trains on. It
 is checked with the batch engine's `rows.check`, gets the history features featurize computes
-from the bounded `History`, and is scored at the version's threshold by `rows.scored`, so an
-event cannot be judged differently from the same row in a table. What would make the API
+from the bounded `History`, and is held to the served ranges and scored at the version's
+threshold by the batch engine's own steps (`rows`), so an event cannot be judged differently
+from the same row in a table. What would make the API
 refuse a record makes the event a dead letter, with the reason, never a retry.
 """
 
@@ -123,9 +124,8 @@ class History:
     """
 
     # Rows are kept for the lookback, plus LATENESS before the newest row kept: an event up
-    # to a day older than the newest one seen (late, or taken back after a restart whose
-    # rebuild read further) still finds its whole windows. Pruning waits for SLACK more, so
-    # it runs about once a day of event time, not per batch.
+    # to a day older than the newest one seen (a late one) still finds its whole windows.
+    # Pruning waits for SLACK more, so it runs about once a day of event time, not per batch.
     LATENESS = pd.Timedelta(days=1)
     SLACK = pd.Timedelta(days=1)
 
@@ -265,7 +265,7 @@ class Scorer:
         The steps are the batch engine's (`rows`): contract, history windows, fields,
         served ranges, score and threshold; only its output table is not built."""
         out: dict[int, Outcome] = {i: again for i, _, _, again in entries if again is not None}
-        if len(out) == len(entries):
+        if not entries:
             return out
         checked = rows.check(self.frame([e for _, _, e, _ in entries]), self.data, "event")
         refused = iter(checked.rejects[rows.REASON].tolist())
@@ -278,7 +278,10 @@ class Scorer:
             if entry[3] is None:
                 out[entry[0]] = DeadLetter(entry[1].message_id, reason, entry[1].body)
         keep = checked.good
-        if not accepted:
+        if all(again is not None for *_, again in accepted):
+            # All decided before (a batch settled, then a kill before its acknowledgement):
+            # nothing to score, but they are history all the same.
+            self.history.add(keep)
             return out
         windows = rows.history(keep, self.data, self.cfg, self.history.past(keep))
         self.history.add(keep)  # a row outside the served ranges is still history, as in batch
