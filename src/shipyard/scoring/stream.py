@@ -267,7 +267,7 @@ def _is_connection_error(err: BaseException) -> bool:
     )
 
 
-async def connect(url: str, retry_seconds: float, attempts: int | None = None) -> Any:
+async def connect(url: str, retry_seconds: float) -> Any:
     """A client that answered PING; one line per failed try, then a longer wait."""
     import redis.asyncio as aioredis
 
@@ -276,7 +276,7 @@ async def connect(url: str, retry_seconds: float, attempts: int | None = None) -
     client = aioredis.Redis.from_url(
         url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
     )
-    wait, tried = retry_seconds, 0
+    wait = retry_seconds
     while True:
         try:
             await client.ping()
@@ -284,9 +284,6 @@ async def connect(url: str, retry_seconds: float, attempts: int | None = None) -
         except Exception as err:
             if not _is_connection_error(err):
                 raise
-            tried += 1
-            if attempts is not None and tried >= attempts:
-                raise ShipyardError(f"broker {url}: unreachable ({err})") from None
             progress("stream", f"broker {url}: unreachable ({err}); retry in {wait:g}s")
             await asyncio.sleep(wait)
             wait = min(wait * 2, RETRY_MAX_SECONDS)
