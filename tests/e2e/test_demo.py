@@ -59,11 +59,11 @@ def test_versions_and_aliases(demo: dict[str, Any]) -> None:
     assert "shipyard.demo.skew" in v3 and "shipyard.demo.skew" not in v2
     assert v2["shipyard.canary.result"] == "passed"
     assert v3["shipyard.canary.result"] == "rejected"
-    assert v3["shipyard.canary.failed_gate"].split()[0] in {
-        "max_score_psi",
-        "max_score_ks",
-        "positive_rate_ratio",
-    }
+    # The skew is in what the model answers: a model gate turned it away. A latency gate may
+    # trip beside it on two loaded cores (the mirror's p99), so the whole step is read.
+    failed = figures["bad_version"]["failed_gates"]
+    assert v3["shipyard.canary.failed_gate"].split()[0] == failed[0]
+    assert set(failed) & {"max_score_psi", "max_score_ks", "positive_rate_ratio"}, failed
 
 
 def test_artifacts_went_where_the_backend_keeps_them(demo: dict[str, Any]) -> None:

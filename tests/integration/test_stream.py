@@ -39,12 +39,15 @@ COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_am
 
 
 @contextmanager
-def redis_server(port: int, folder: Path) -> Iterator[Any]:
+def redis_server(port: int, folder: Path, durable: bool = False) -> Iterator[Any]:
+    """`durable`: every write in the append-only file before it is answered, so that the
+    streams, groups and ledger outlive a restart of the server, as on a broker in production."""
     import redis
 
     folder.mkdir(parents=True, exist_ok=True)
     argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
-    proc = subprocess.Popen([*argv, "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    argv += ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     try:
         for _ in range(100):
@@ -381,3 +384,41 @@ def test_a_broker_not_there_yet_is_waited_for_then_used(
         consumer.stop(signal.SIGKILL)
     line = next(x for x in consumer.text().splitlines() if "unreachable" in x)
     assert f"redis://127.0.0.1:{port}/0: unreachable" in line and "retry in" in line
+
+
+def test_a_broker_lost_mid_stream_is_waited_for_and_nothing_is_lost_or_decided_twice(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    port = free_port()
+    group = "loss-test"
+    args = ["--group", group, "--decisions", "loss.decisions", "--batch", "20"]
+    args += ["--prediction-log", str(tmp_path / "log")]
+    day = world["later"].iloc[:3000]
+    bodies = events(day, label=False)
+    with redis_server(port, tmp_path / "redis", durable=True) as client:
+        publish(client, events(world["history"]))
+        consumer = Consumer(world, port, *args)
+        wait_until(lambda: "to take back" in consumer.text(), what="the consumer to start")
+        publish(client, bodies[:2000])
+        wait_until(lambda: client.xlen("loss.decisions") > 300, what="300 decisions")
+    try:  # the server is gone, the consumer mid-stream; then it is back, with its data
+        wait_until(lambda: "retry in" in consumer.text(), timeout=60, what="the lost line")
+        with redis_server(port, tmp_path / "redis", durable=True) as client:
+            publish(client, bodies[2000:])
+            wait_until(lambda: client.xlen("loss.decisions") >= 3000, what="every decision")
+            time.sleep(1)
+            assert consumer.stop() == 0
+            assert client.xpending("transactions", group)["pending"] == 0
+            got = decisions(client, "loss.decisions")
+    finally:
+        consumer.stop(signal.SIGKILL)
+    ids = [d["event_id"] for d in got]
+    assert len(ids) == 3000 and set(ids) == {str(i) for i in day["transaction_id"]}
+    records, corrupt = read_log(tmp_path / "log")
+    assert corrupt == 0
+    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    line = next(x for x in consumer.text().splitlines() if "retry in" in x)
+    assert f"redis://127.0.0.1:{port}/0" in line
+    expected = batch_scores(world, day, world["history"])
+    scores = pd.Series([d["score"] for d in got], index=ids)
+    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)

@@ -206,3 +206,42 @@ def test_a_batch_taken_back_after_a_restart_gets_the_features_it_got_the_first_t
             assert isinstance(new, Decision) and isinstance(old, Decision)
             for name, value in new.features.items():
                 assert value == pytest.approx(old.features[name], rel=1e-12, abs=1e-12), name
+
+
+class Poisoned(Amounts):
+    """A model that raises on one amount: what a bug in a model or a library does to one
+    event in a million."""
+
+    POISON = 666.25
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if (frame["tx_amount"] == self.POISON).any():
+            raise ValueError("cannot score this")
+        return super().predict_proba(frame)
+
+
+def test_an_event_that_makes_scoring_raise_is_a_dead_letter_and_the_rest_are_decided(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    """Redelivered whole, such a batch would fail forever and hold up the stream behind it."""
+    events = as_events(table.iloc[:30])
+    body = orjson.loads(events[11].body)
+    poison = Incoming(events[11].message_id, orjson.dumps({**body, "tx_amount": 666.25}), 0)
+    batch = [*events[:11], poison, *events[12:]]
+    clean = Scorer(Amounts(), model, params.data, params.featurize)
+    want = clean.decide([*events[:11], *events[12:]], {})
+    scorer = Scorer(Poisoned(), model, params.data, params.featurize)
+    got = scorer.decide(batch, {})
+    letter = got[11]
+    assert isinstance(letter, DeadLetter) and letter.message_id == events[11].message_id
+    assert letter.reason == "internal: ValueError: cannot score this"
+    decided = [o for o in got if isinstance(o, Decision)]
+    assert len(decided) == 29
+    # One at a time, each event's windows are those it gets in the batch, as the others' are.
+    for new, old in zip(decided, want, strict=True):
+        assert isinstance(old, Decision)
+        assert new.record == old.record
+    # The failed whole-batch attempt left no trace in the history: no event is a duplicate.
+    assert len(scorer.history) == 29
+    after = scorer.decide(as_events(table.iloc[30:40], first=100), {})
+    assert all(isinstance(o, Decision) for o in after)

@@ -11,6 +11,7 @@ refuse a record makes the event a dead letter, with the reason, never a retry.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ from shipyard.scoring.model import ScoringModel
 # Optional keys an event may carry to say which version it is meant for.
 ADDRESS = ("model_name", "model_version")
 EXACT_INT = 2**53  # beyond this a JSON integer has no exact float64, the model's number type
+INTERNAL_REASON_CHARS = 300
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -223,11 +226,33 @@ class Scorer:
         """An outcome per delivery, in order. `known`: the ledger's records of event ids
         decided earlier. A redelivery of the entry that was decided gets that decision back;
         the same event id in another entry is a duplicate, and a dead letter. `read`: the
-        entries as `read` gave them, if the caller has them already."""
+        entries as `read` gave them, if the caller has them already.
+
+        An event that makes scoring raise would fail its batch on every redelivery and hold
+        the stream up behind it. The batch is then decided one event at a time, in order, and
+        the event that raises is a dead letter (`internal: ...`); the others are decided as
+        they would have been. The history changes only once a batch is decided whole."""
+        read = read if read is not None else self.read(batch)
+        try:
+            return self._decide(batch, known, read)
+        except Exception as err:
+            if len(batch) == 1:
+                reason = f"internal: {type(err).__name__}: {err}"[:INTERNAL_REASON_CHARS]
+                logger.warning("event %s: %s", batch[0].message_id, reason)
+                return [DeadLetter(batch[0].message_id, reason, batch[0].body)]
+        return [
+            outcome
+            for k in range(len(batch))
+            for outcome in self.decide(batch[k : k + 1], known, read[k : k + 1])
+        ]
+
+    def _decide(
+        self, batch: list[Incoming], known: dict[str, Known], read: list[dict[str, Any] | str]
+    ) -> list[Outcome]:
         out: dict[int, Outcome] = {}
         entries: list[tuple[int, Incoming, dict[str, Any], Decision | None]] = []
         seen: dict[str, str] = {}
-        for i, (item, parsed) in enumerate(zip(batch, read or self.read(batch), strict=True)):
+        for i, (item, parsed) in enumerate(zip(batch, read, strict=True)):
             if isinstance(parsed, str):
                 out[i] = DeadLetter(item.message_id, parsed, item.body)
                 continue
@@ -284,7 +309,6 @@ class Scorer:
             self.history.add(keep)
             return out
         windows = rows.history(keep, self.data, self.cfg, self.history.past(keep))
-        self.history.add(keep)  # a row outside the served ranges is still history, as in batch
         feats = rows.fields(keep, windows, self.model, self.data)
         refusal = rows.out_of_range(feats, self.model)
         ok, outside = refusal.isna().to_numpy(), refusal.tolist()
@@ -309,4 +333,5 @@ class Scorer:
                 named = dict(zip(self.model.fields, values[j].tolist(), strict=True))
                 out[i] = Decision(item.message_id, event_id, record, named, item.published_ms)
             n += 1
+        self.history.add(keep)  # a row outside the served ranges is still history, as in batch
         return out
