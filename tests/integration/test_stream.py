@@ -46,7 +46,7 @@ def redis_server(port: int, folder: Path, durable: bool = False) -> Iterator[Any
 
     folder.mkdir(parents=True, exist_ok=True)
     argv = [REDIS, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
-    argv += ["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"]
+    argv += ["--appendonly", "yes" if durable else "no", "--appendfsync", "always"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     try:

@@ -245,3 +245,26 @@ def test_an_event_that_makes_scoring_raise_is_a_dead_letter_and_the_rest_are_dec
     assert len(scorer.history) == 29
     after = scorer.decide(as_events(table.iloc[30:40], first=100), {})
     assert all(isinstance(o, Decision) for o in after)
+
+
+def test_a_batch_whose_publish_failed_is_decided_again_not_taken_for_duplicates(
+    table: pd.DataFrame, params: Params, model: ScoringModel
+) -> None:
+    """The broker went away between deciding a batch and publishing it: the retry must find
+    the history as it was, or every event would be a duplicate of itself."""
+    events = as_events(table)
+    start = len(events) - 300
+    scorer = Scorer(Amounts(), model, params.data, params.featurize)
+    scorer.remember(events[:start])
+    before = len(scorer.history)
+    with pytest.raises(ConnectionError), scorer.history.tentative():
+        scorer.decide(events[start : start + 100], {})
+        scorer.decide(events[start + 100 :], {})  # a day later: the history is pruned
+        raise ConnectionError("broker lost")
+    assert len(scorer.history) == before
+    got = scorer.decide(events[start:], {})
+    assert all(isinstance(o, Decision) for o in got), [o for o in got if isinstance(o, DeadLetter)]
+    straight = Scorer(Amounts(), model, params.data, params.featurize)
+    straight.remember(events[:start])
+    want = straight.decide(events[start:], {})
+    assert [o.record for o in got] == [o.record for o in want]  # type: ignore[union-attr]

@@ -12,6 +12,8 @@ refuse a record makes the event a dead letter, with the reason, never a retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +141,23 @@ class History:
         self.entities = [g.entity for g in (cfg.spending, cfg.risk) if g is not None]
         self.frame: pd.DataFrame | None = None
         self.ids: set[str] = set()  # the kept event ids, as text: the duplicates' test
+        self._added: list[str] | None = None  # ids added since `tentative` began
+
+    @contextmanager
+    def tentative(self) -> Iterator[None]:
+        """Rows added inside are taken back if it raises. A batch whose publish failed (the
+        broker went away) is decided again: its events must not find themselves in the
+        history, or they would be dead letters as duplicates of themselves. Costs the batch's
+        size, not the history's."""
+        frame, ids, self._added = self.frame, self.ids, []
+        try:
+            yield
+        except BaseException:
+            ids.difference_update(self._added)  # the set a prune replaced is the one to restore
+            self.frame, self.ids = frame, ids
+            raise
+        finally:
+            self._added = None
 
     def past(self, batch: pd.DataFrame) -> pd.DataFrame | None:
         """The kept rows whose windows the batch's rows share: those of the same customers
@@ -160,7 +179,10 @@ class History:
         new = good[self.columns].drop_duplicates(self.data.id)
         if self.frame is not None:
             new = new.loc[~new[self.data.id].isin(self.frame[self.data.id])]
-        self.ids.update(new[self.data.id].astype(str).tolist())
+        added = new[self.data.id].astype(str).tolist()
+        self.ids.update(added)
+        if self._added is not None:
+            self._added += added
         kept = new if self.frame is None else pd.concat([self.frame, new], ignore_index=True)
         stamps = kept[self.data.timestamp]
         horizon = stamps.max() - self.lookback - self.LATENESS

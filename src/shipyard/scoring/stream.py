@@ -209,6 +209,10 @@ class Consumer:
         return await self.pending() if older else batch
 
     async def _handle(self, batch: list[Incoming]) -> None:
+        with self.scorer.history.tentative():  # a failed attempt leaves no trace in it
+            await self._attempt(batch)
+
+    async def _attempt(self, batch: list[Incoming]) -> None:
         s, counts = self.settings, self.metrics.events
         read = self.scorer.read(batch)
         known = await self.ledger.known([e for e in self.scorer.event_ids(read) if e])
@@ -223,11 +227,14 @@ class Consumer:
         records = dict(zip((d.message_id for d in new), standing, strict=True))
         now = datetime.now(UTC)
         stamp = now.isoformat(timespec="milliseconds")
+        written = []
         for decision in decided:
             if decision.event_id not in self.logged:
                 self._log(decision, records.get(decision.message_id, decision.record), stamp)
+                written.append(decision.event_id)
             self.metrics.latency.observe(max(0.0, now.timestamp() - decision.published_ms / 1e3))
         self.log.flush()  # written and fsynced before the broker forgets the entries
+        self.logged.update(written)  # only now: a failed write is written again on retry
         await self.client.xack(s.source, s.group, *[item.message_id for item in batch])
         counts.labels("consumed").inc(len(batch))
         counts.labels("scored").inc(len(new))
@@ -246,7 +253,6 @@ class Consumer:
                 "decision": record["decision"],
             }
         )
-        self.logged.add(outcome.event_id)
 
     async def refresh_lag(self) -> None:
         for group in await self.client.xinfo_groups(self.settings.source):
