@@ -3,11 +3,14 @@ holds, moving with them under covariate shift, never a number on a window too sm
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from shipyard.monitoring.estimate import Calibration, estimate
+from shipyard.monitoring.policy import QualityMetric
 
 BUDGET = 0.01
 
@@ -134,3 +137,44 @@ def test_the_estimate_reaches_the_report_header_and_drift_prom() -> None:
     summary["estimated_quality"] = asdict(Estimate(40, not_judged="40 rows, fewer than 500"))
     assert report.estimated_text(summary) == "not judged: 40 rows, fewer than 500"
     assert "estimated" not in report.prometheus_text(summary)
+
+
+def test_a_drop_from_the_reference_estimate_is_a_reason_an_honest_window_is_not() -> None:
+    """The trigger condition `quality.max_estimated_drop`: measured from the same estimate on
+    the reference's scores, so the estimator's own bias is on both sides."""
+    import pandas as pd
+
+    from shipyard.monitoring.estimate import for_window
+
+    scores, labels = world(20_000, seed=11)
+    reference = pd.DataFrame({"score": scores, "tx_fraud": labels})
+    bound: dict[QualityMetric, float] = {"average_precision": 0.02}  # AP here: about 0.07
+    honest = for_window(reference, "tx_fraud", world(20_000, seed=12)[0], BUDGET, 500)
+    assert honest.baseline is not None and honest.baseline.average_precision is not None
+    assert honest.drops(bound) == []
+    fewer_risky = for_window(
+        reference, "tx_fraud", world(20_000, seed=13, shift=-0.8)[0], BUDGET, 500
+    )
+    (reason,) = fewer_risky.drops(bound)
+    assert reason.startswith("average_precision ") and "on the reference (drop > 0.02)" in reason
+    assert fewer_risky.drops({"average_precision": 0.1}) == []  # within a wide bound
+    small = for_window(reference, "tx_fraud", world(200, seed=14, shift=-0.8)[0], BUDGET, 500)
+    assert small.not_judged is not None and small.drops(bound) == []  # never a number
+
+
+def test_the_estimated_drop_bound_is_checked_at_load_by_its_key_path(tmp_path: Path) -> None:
+    import yaml
+
+    from shipyard.errors import ShipyardError
+    from shipyard.monitoring.policy import DEFAULT_MONITORING_POLICY, load_monitoring_policy
+
+    raw = yaml.safe_load(Path(DEFAULT_MONITORING_POLICY).read_text())
+    for bad, fragment in (
+        ({"brier": 0.1}, "max_estimated_drop.brier"),
+        ({"roc_auc": -1}, "roc_auc"),
+    ):
+        raw["quality"]["max_estimated_drop"] = bad
+        path = tmp_path / "policy.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ShipyardError, match=fragment):
+            load_monitoring_policy(path)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shipyard.monitoring.estimate import Estimate
 from shipyard.monitoring.policy import MonitoringPolicy
 from shipyard.monitoring.reference import Reference
 
@@ -34,6 +35,7 @@ class Judgement:
     data_quality_problems: list[str] = field(default_factory=list)
     live_quality: dict[str, dict[str, float]] = field(default_factory=dict)
     quality_dropped: list[str] = field(default_factory=list)
+    estimated_dropped: list[str] = field(default_factory=list)  # from scores, before labels
     reasons: list[str] = field(default_factory=list)
     snapshot: Any = None  # the Evidently run, for HTML and the workspace
 
@@ -148,10 +150,12 @@ def judge(
     labelled: pd.DataFrame | None = None,
     budget: float = 0.01,
     rows: int | None = None,
+    estimated: Estimate | None = None,
 ) -> Judgement:
     """Drift, data quality and live quality of one window; `window` has at least min_rows.
 
-    `rows` is the window's size when `window` is already a sample of it.
+    `rows` is the window's size when `window` is already a sample of it. `estimated`: the
+    window's label-free quality estimate, held to `quality.max_estimated_drop`.
     """
     cap, seed = policy.window.sample_rows, policy.window.seed
     current = window if len(window) <= cap else window.sample(n=cap, random_state=seed)
@@ -193,4 +197,7 @@ def judge(
     if j.score_drifted:
         j.reasons.append(f"prediction score drifted ({cfg.score_method} {j.score_drift:.3f})")
     j.reasons += [f"live quality dropped: {d}" for d in j.quality_dropped]
+    if estimated is not None:
+        j.estimated_dropped = estimated.drops(policy.quality.max_estimated_drop)
+    j.reasons += [f"estimated quality dropped (no labels): {d}" for d in j.estimated_dropped]
     return j

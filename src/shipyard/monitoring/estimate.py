@@ -16,11 +16,14 @@ value: a window that moves there is estimated less closely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from shipyard.monitoring.policy import QualityMetric
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,20 @@ class Estimate:
     precision_at_budget: float | None = None
     expected_positives: float | None = None
     not_judged: str | None = None  # the reason, when no figure is given
+    # The same estimate on the reference's own scores: what a drop is measured from. The
+    # estimator's bias is then on both sides, unlike against the version's test figures.
+    baseline: Estimate | None = None
+
+    def drops(self, allowed: Mapping[QualityMetric, float]) -> list[str]:
+        """Each figure that fell from the baseline by more than it may, as a reason."""
+        if self.not_judged is not None or self.baseline is None:
+            return []
+        out = []
+        for metric, bound in sorted(allowed.items()):
+            now, then = getattr(self, metric), getattr(self.baseline, metric)
+            if now is not None and then is not None and then - now > bound:
+                out.append(f"{metric} {now:.3f} vs {then:.3f} on the reference (drop > {bound})")
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,5 +143,9 @@ def for_window(
             not_judged=f"the reference has {positives} positive labels; "
             f"at least {MIN_CALIBRATION_POSITIVES} are needed to calibrate",
         )
-    scale = Calibration.fit(reference["score"].to_numpy()[known], labels[known])
-    return estimate(scores, scale, budget, min_rows=min_rows)
+    reference_scores = reference["score"].to_numpy()[known]
+    scale = Calibration.fit(reference_scores, labels[known])
+    window = estimate(scores, scale, budget, min_rows=min_rows)
+    if window.not_judged is not None:
+        return window
+    return replace(window, baseline=estimate(reference_scores, scale, budget, min_rows=1))

@@ -117,11 +117,12 @@ def check(
         if added or removed:
             reasons = [f"log schema differs from the reference: added {added}, removed {removed}"]
     scores = log.frame["score"].to_numpy() if "score" in log.frame else np.empty(0)
-    summary["estimated_quality"] = asdict(
+    estimated = (
         estimate.Estimate(log.rows, not_judged="no reference")
         if reference is None
         else estimate.for_window(reference.frame, target, scores, budget, policy.window.min_rows)
     )
+    summary["estimated_quality"] = asdict(estimated)
     if reasons:
         verdict = Verdict(end.isoformat(), judged=False, drifted=False, reasons=reasons)
     else:
@@ -129,7 +130,9 @@ def check(
         known = labels.load_labels(name)
         labelled = log.frame.merge(known[["request_id", "label"]], on="request_id")
         progress("drift", f"judging {len(log.frame)} rows ({len(labelled)} labelled)")
-        judgement = judge(reference, log.frame, policy, labelled, budget, rows=log.rows)
+        judgement = judge(
+            reference, log.frame, policy, labelled, budget, rows=log.rows, estimated=estimated
+        )
         summary.update(judgement.summary())
         snapshot = judgement.snapshot
         verdict = Verdict(end.isoformat(), True, judgement.drifted, judgement.reasons)

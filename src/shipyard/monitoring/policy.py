@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -44,11 +44,16 @@ class DriftPolicy(Strict):
     exclude: list[str] = Field(default_factory=list)  # features whose drift is not drift
 
 
+QualityMetric = Literal["roc_auc", "average_precision", "precision_at_budget"]
+
+
 class QualityPolicy(Strict):
     max_missing_share: float = Field(ge=0, le=1)
     max_out_of_range_share: float = Field(ge=0, le=1)
     max_unseen_category_share: float = Field(ge=0, le=1)
-    max_drop: dict[Literal["roc_auc", "average_precision", "precision_at_budget"], float] = Field(
+    max_drop: dict[QualityMetric, float] = Field(default_factory=dict)
+    # The label-free estimate (`estimate`) against the same estimate on the reference.
+    max_estimated_drop: dict[QualityMetric, Annotated[float, Field(gt=0)]] = Field(
         default_factory=dict
     )
     min_labelled_rows: int = Field(ge=1)

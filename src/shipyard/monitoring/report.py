@@ -77,8 +77,12 @@ def estimated_text(summary: dict[str, Any]) -> str:
     text = (
         f"average precision {est['average_precision']:.3f}, ROC AUC {est['roc_auc']:.3f}, "
         f"precision at the alert budget {est['precision_at_budget']:.3f} "
-        f"(from {est['rows']} scores, no labels)"
+        f"(from {est['rows']} scores, no labels"
     )
+    base = est.get("baseline") or {}
+    if base.get("average_precision") is not None:
+        text += f"; average precision {base['average_precision']:.3f} on the reference"
+    text += ")"
     live = summary.get("live_quality", {})
     realised = [f"{m.replace('_', ' ')} {v['live']:.3f}" for m, v in sorted(live.items())]
     return text + (f"; realised: {', '.join(realised)}" if realised else "")
