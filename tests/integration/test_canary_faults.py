@@ -104,6 +104,11 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     assert tags["shipyard.canary.result"] == "rejected"
     champion = registry.version_by_alias(NAME, "champion")
     assert champion is not None and str(champion.version) == world["stable"]
+    # For ShipyardCanaryRejected: the textfile names the version and its first failed gate.
+    exported = (world["tmp"] / "runtime" / "metrics" / f"canary-{NAME}.prom").read_text()
+    gate = tags["shipyard.canary.failed_gate"].split()[0]
+    series = f'{{gate="{gate}",model_name="{NAME}",model_version="{version}"}}'
+    assert f"shipyard_canary_rejected_timestamp_seconds{series}" in exported, exported
 
 
 @pytest.fixture

@@ -26,8 +26,8 @@ def _alerts() -> list[dict[str, Any]]:
 
 def _exported() -> set[str]:
     """Series names as Prometheus sees them, read from where the code declares them."""
-    suffixes = {"Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"]}
-    declared = r"(Counter|Histogram)\(\s*(?:name=)?\"(shipyard_\w+)\""
+    suffixes = {"Counter": ["_total"], "Histogram": ["_bucket", "_sum", "_count"], "Gauge": [""]}
+    declared = r"(Counter|Histogram|Gauge)\(\s*(?:name=)?\"(shipyard_\w+)\""
     names: set[str] = set()
     for path in (ROOT / "src" / "shipyard").rglob("*.py"):
         for kind, name in re.findall(declared, path.read_text()):
@@ -71,6 +71,7 @@ def test_rules_read_only_metrics_we_export() -> None:
     # the reader finds each kind of declaration (the test can fail)
     assert {"shipyard_http_requests_total", "shipyard_webhook_deliveries_total"} <= exported
     assert {"shipyard_prediction_score_bucket", "shipyard_drift_exit_code"} <= exported
+    assert "shipyard_canary_rejected_timestamp_seconds" in exported  # a Gauge
     for alert in _alerts():
         used = set(re.findall(r"\b([a-z_][a-z0-9_]*)\{", alert["expr"]))
         used |= set(re.findall(r"\b(shipyard_[a-z0-9_]+)", alert["expr"]))

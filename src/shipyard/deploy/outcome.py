@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from shipyard.errors import GateFailed
@@ -26,6 +28,36 @@ def versions(name: str, ref: str) -> tuple[str, str]:
     return challenger, str(champion.version)
 
 
+def export(name: str, version: str, result: str, gate: str | None = None) -> Path:
+    """Rewrite `<runtime>/metrics/canary-<model>.prom` with the model's last canary, for
+    node_exporter's textfile collector: a rejection pages (`ShipyardCanaryRejected`) rather
+    than waiting in a registry tag for someone to read it. The canary's process is gone by
+    the time Prometheus would scrape it, hence a file."""
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from shipyard.artifacts import atomic_file
+    from shipyard.runtime import runtime_dir
+
+    now, registry = time.time(), CollectorRegistry()
+    Gauge(
+        "shipyard_canary_decision_timestamp_seconds",
+        "When the model's last canary ended, by result: passed, rejected or aborted",
+        ["model_name", "model_version", "result"],
+        registry=registry,
+    ).labels(name, version, result).set(now)
+    if gate is not None:
+        Gauge(
+            "shipyard_canary_rejected_timestamp_seconds",
+            "When the model's last canary was rejected, and the first gate it failed",
+            ["model_name", "model_version", "gate"],
+            registry=registry,
+        ).labels(name, version, gate.split()[0]).set(now)
+    path = runtime_dir() / "metrics" / f"canary-{name}.prom"
+    with atomic_file(path) as scratch:
+        scratch.write_bytes(generate_latest(registry))
+    return path
+
+
 def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy) -> None:
     """Tag the version, keep the analysis, and promote it to champion with it as evidence."""
     from shipyard import grant, promotion, registry
@@ -33,6 +65,7 @@ def passed(name: str, version: str, analysis: dict[str, Any], policy: Policy) ->
     mv = registry.resolve(name, version)
     registry.set_version_tags(name, version, grant.stamp(mv, RESULT_TAG, "passed"))
     registry.log_version_json(mv.run_id, analysis, "canary/analysis.json")
+    export(name, version, "passed")
     promotion.promote(name, version, "champion", policy, evidence={"canary": analysis})
 
 
@@ -47,6 +80,7 @@ def rejected(name: str, version: str, failed_gate: str, analysis: dict[str, Any]
     holder = registry.version_by_alias(name, registry.CHALLENGER)
     if holder is not None and str(holder.version) == version:
         registry.delete_alias(name, registry.CHALLENGER)
+    export(name, version, "rejected", failed_gate)
     return GateFailed(f"deploy: {name} version {version} rolled back: canary gate {failed_gate}")
 
 
@@ -55,3 +89,4 @@ def aborted(name: str, version: str) -> None:
 
     mv = registry.resolve(name, version)
     registry.set_version_tags(name, version, grant.stamp(mv, RESULT_TAG, "aborted"))
+    export(name, version, "aborted")
