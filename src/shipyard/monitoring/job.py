@@ -8,18 +8,21 @@ trigger's hysteresis and cooldown read back.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from shipyard.artifacts import progress
 from shipyard.errors import ShipyardError
 from shipyard.monitoring import estimate, labels, logreader, report
 from shipyard.monitoring.drift import judge
 from shipyard.monitoring.policy import MonitoringPolicy
+from shipyard.monitoring.reference import Reference
 from shipyard.monitoring.trigger import Decision, Verdict, decide
 from shipyard.runtime import append_jsonl, runtime_dir
 from shipyard.tags import VersionTags
@@ -52,6 +55,34 @@ def _history(model: str, version: str, label: str) -> list[dict[str, Any]]:
             continue  # the window being re-judged replaces its old decision
         out.append(record if v == version else {**record, "judged": False})
     return sorted(out, key=lambda r: r["window_end"])
+
+
+def _explain(
+    name: str,
+    version: str,
+    drifted: list[str],
+    window: pd.DataFrame,
+    reference: Reference,
+    estimate_of: Callable[[np.ndarray], estimate.Estimate],
+) -> list[dict[str, Any]]:
+    """The drifted features ranked by the quality their drift costs (`explain`); the model
+    is loaded only when a feature drifted and there is an estimate to move."""
+    from shipyard import registry
+    from shipyard.monitoring import explain
+
+    if not drifted:
+        return []
+    progress("drift", f"ranking {len(drifted)} drifted feature(s) by their cost in quality")
+    model = registry.load_model(name, version)
+    fields = reference.features
+    impacts = explain.rank(
+        drifted,
+        window,
+        reference.frame,
+        lambda rows: model.predict_proba(rows[fields])[:, 1],
+        estimate_of,
+    )
+    return [asdict(i) | {"text": i.describe()} for i in impacts]
 
 
 def _warm_up_evidently() -> None:
@@ -134,6 +165,17 @@ def check(
             reference, log.frame, policy, labelled, budget, rows=log.rows, estimated=estimated
         )
         summary.update(judgement.summary())
+        if estimated.not_judged is None:  # else there is no quality for a feature to move
+            summary["explained"] = _explain(
+                name,
+                version,
+                judgement.drifted_features,
+                log.frame,
+                reference,
+                lambda s: estimate.for_window(
+                    reference.frame, target, s, budget, policy.window.min_rows
+                ),
+            )
         snapshot = judgement.snapshot
         verdict = Verdict(end.isoformat(), True, judgement.drifted, judgement.reasons)
     decision: Decision = decide(_history(name, version, label), verdict, policy.trigger)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.artifacts import atomic_file
+from shipyard.monitoring.explain import TOP
 from shipyard.monitoring.trigger import CANNOT_JUDGE, DRIFT, NO_DRIFT, TRIGGER
 
 RUNBOOK = {
@@ -49,6 +50,7 @@ def header(summary: dict[str, Any]) -> str:
         "rows": f"{summary['rows']} logged, {summary.get('sampled', 0)} judged, "
         f"{summary['corrupt_lines']} corrupt lines skipped",
         "estimated quality": estimated_text(summary),
+        "drifted features by cost": explained_text(summary),
         "outcome": OUTCOME[code],
     }
     rows = "".join(
@@ -67,6 +69,20 @@ def header(summary: dict[str, Any]) -> str:
         + (f"<h2>Data quality</h2><ul>{problems}</ul>" if problems else "")
         + f"<h2>Runbook</h2><p>{html.escape(RUNBOOK[code])}</p></section>"
     )
+
+
+def explained_text(summary: dict[str, Any]) -> str:
+    """The drifted features that cost the most estimated quality, or why none are named."""
+    drifted = summary.get("drifted_features")
+    if drifted is None:
+        return "not judged"
+    if not drifted:
+        return "no feature drifted"
+    explained = summary.get("explained") or []
+    if not explained:
+        reason = (summary.get("estimated_quality") or {}).get("not_judged") or "no estimate"
+        return f"not ranked ({reason}); drifted: {', '.join(drifted)}"
+    return "; ".join(e["text"] for e in explained[:TOP])
 
 
 def estimated_text(summary: dict[str, Any]) -> str:
