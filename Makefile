@@ -128,6 +128,7 @@ benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim 
 	$(BIN)/python -m benchmarks.canary_power
 	$(BIN)/python -m benchmarks.drift
 	$(BIN)/python -m benchmarks.drift_policy
+	$(BIN)/python -m benchmarks.estimation
 
 dvc-remote: ## make DVC_REMOTE_URL the default DVC remote (local config, never committed)
 	@test -n "$(DVC_REMOTE_URL)" || { echo "DVC_REMOTE_URL is not set" >&2; exit 1; }

@@ -2,9 +2,9 @@
 default world and the registered version:
 
 1. Accuracy: estimated against realised average precision and ROC AUC per one-day window,
-   as mean absolute error, in three scenarios: stationary days, a covariate shift (amounts
-   inflated, customers moving to new terminals) and a label shift (a new night-time fraud
-   pattern the model never saw: P(label | score) changes, which no label-free estimate sees).
+   as mean absolute error: stationary days, two covariate shifts (amounts halved; customers
+   moving to new terminals) and a label shift (a new night-time fraud pattern the model never
+   saw: P(label | score) changes, which no label-free estimate sees).
 2. Lead: windows from the start of each shift to the retraining trigger, with the
    estimated-drop condition of `monitoring/policy.yaml` (`quality.max_estimated_drop`) and
    with the label-based one (`quality.max_drop`). Labels arrive `delay_days` after the

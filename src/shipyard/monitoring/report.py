@@ -82,7 +82,10 @@ def explained_text(summary: dict[str, Any]) -> str:
     if not explained:
         reason = (summary.get("estimated_quality") or {}).get("not_judged") or "no estimate"
         return f"not ranked ({reason}); drifted: {', '.join(drifted)}"
-    return "; ".join(e["text"] for e in explained[:TOP])
+    costly = [e["text"] for e in explained[:TOP] if e["gain"] is not None and e["gain"] > 0]
+    if not costly:  # undoing any of them would not raise the estimate: the drift cost nothing
+        return f"none of the {len(drifted)} drifted features costs estimated quality"
+    return "; ".join(costly)
 
 
 def estimated_text(summary: dict[str, Any]) -> str:
