@@ -80,7 +80,15 @@ $(REDIS):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server
 
-tools: $(NODE_TOOLS) $(PROMETHEUS) $(POSTGRES) $(JAVA) $(REDIS) ## node validator, Prometheus, PostgreSQL, Java, Redis (Debian)
+# Alertmanager and amtool; Debian may start it as a service on :9093, which the tests do not
+# use (they start their own on free ports), so it is stopped.
+ALERTMANAGER := /usr/bin/prometheus-alertmanager
+$(ALERTMANAGER):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-alertmanager
+	-$(SUDO) service prometheus-alertmanager stop >/dev/null 2>&1
+
+tools: $(NODE_TOOLS) $(PROMETHEUS) $(ALERTMANAGER) $(POSTGRES) $(JAVA) $(REDIS) ## node validator, Prometheus, Alertmanager, PostgreSQL, Java, Redis (Debian)
 
 # The whole loop in a scratch copy under .shipyard/demo (IN_PLACE=1: in this working tree).
 demo: $(STAMP) ## data, pipeline, champion, drift, retrain, canary, a rejected bad version
@@ -109,7 +117,7 @@ typecheck: $(STAMP)
 test: lint typecheck tools $(SPARK) ## ruff, mypy, then every pytest suite (slow ones included)
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-unit: $(STAMP) $(NODE_TOOLS) $(PROMETHEUS) ## fast tests only
+unit: $(STAMP) $(NODE_TOOLS) $(PROMETHEUS) $(ALERTMANAGER) ## fast tests only
 	$(BIN)/pytest -m "not slow"
 
 benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim next to its baseline (installs wrk)

@@ -4,7 +4,7 @@ with the bad key's path, like `params.yaml` (see `config`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -141,11 +141,31 @@ class KubernetesPolicy(Strict):
     kubernetes_version: str = Field(default="1.33.0", pattern=r"^\d+\.\d+\.\d+$")
 
 
+AlertName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class AlertsPolicy(Strict):
+    """What the webhook receiver does when Alertmanager reports one of these alerts firing on
+    the @champion's version (`POST /alerts`). Alerts on any other version change nothing: a
+    canary's own gates answer for it."""
+
+    rollback: list[AlertName] = Field(default_factory=list)  # @previous back to @champion
+    retrain: list[AlertName] = Field(default_factory=list)  # `drift-detected`, or retrain here
+
+    @model_validator(mode="after")
+    def _one_action_each(self) -> AlertsPolicy:
+        both = sorted(set(self.rollback) & set(self.retrain))
+        if both:
+            raise ValueError(f"{both[0]} is under both rollback and retrain; pick one")
+        return self
+
+
 class Policy(Strict):
     promotion: PromotionPolicy
     serving: ServingPolicy = ServingPolicy()
     canary: CanaryPolicy
     kubernetes: KubernetesPolicy = KubernetesPolicy()
+    alerts: AlertsPolicy = AlertsPolicy()
 
 
 def load_policy(path: Path | str = DEFAULT_POLICY) -> Policy:

@@ -190,8 +190,11 @@ def test_rollback(tmp_path: Path, policy: Policy, runtime_dir: Path, backend: st
         promotion.rollback(NAME, "oops")
     v2 = register(tmp_path, seed=1, canary="passed")
     promotion.promote(NAME, v2, "champion", policy)
-    record = promotion.rollback(NAME, "error rate up")
-    assert (record["version"], record["replaced"]) == (v1, v2)
+    # News about a champion that has since been replaced rolls nothing back (an alert's).
+    assert promotion.rollback(NAME, "stale alert", replacing=v1) is None
+    assert alias("champion") == v2 and alias("previous") == v1
+    record = promotion.rollback(NAME, "error rate up", replacing=v2)
+    assert record is not None and (record["version"], record["replaced"]) == (v1, v2)
     assert alias("champion") == v1 and alias("previous") is None
     assert registry.resolve(NAME, v2).tags["shipyard.rolled_back"] == "error rate up"
     assert audit(runtime_dir)[-1]["action"] == "rollback"

@@ -88,3 +88,76 @@ def test_each_alert_has_a_severity_a_summary_and_a_runbook_entry() -> None:
         anchor = alert["annotations"]["runbook_url"].removeprefix("README.md#")
         assert anchor == f"alert-{name.lower()}", name
         assert f'<a id="{anchor}"></a>' in readme, f"{name}: no runbook entry in README.md"
+
+
+def test_alertmanager_routing_is_valid_and_sends_to_the_receiver(tmp_path: Path) -> None:
+    path = ALERTS.parent / "alertmanager.yml"
+    out = subprocess.run(["amtool", "check-config", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    routing = yaml.safe_load(path.read_text())
+    hook = routing["receivers"][0]["webhook_configs"][0]
+    assert (
+        hook["url"].endswith("/alerts") and hook["http_config"]["authorization"]["type"] == "Bearer"
+    )
+    routing["route"]["receiver"] = "nobody"  # a route to a receiver that does not exist
+    broken = tmp_path / "alertmanager.yml"
+    broken.write_text(yaml.safe_dump(routing))
+    out = subprocess.run(["amtool", "check-config", str(broken)], capture_output=True, text=True)
+    assert out.returncode != 0 and "nobody" in out.stdout + out.stderr
+
+
+def test_the_policy_acts_only_on_alerts_that_exist() -> None:
+    from shipyard.policy import load_policy
+
+    acts = load_policy(ROOT / "registry" / "policy.yaml").alerts
+    names = {a["alert"] for a in _alerts()}
+    assert acts.rollback and acts.retrain  # the test can fail
+    assert set(acts.rollback) | set(acts.retrain) <= names
+
+
+def test_an_alert_is_acted_on_only_when_firing_on_a_model_in_the_policy() -> None:
+    import pytest
+
+    from shipyard.policy import AlertsPolicy
+    from shipyard.webhook.alerts import Notification, authorize, plan
+    from shipyard.webhook.delivery import Rejected
+
+    with pytest.raises(Rejected) as off:
+        authorize(None, "Bearer anything")
+    assert off.value.status == 403  # no token configured: no alert acts
+    with pytest.raises(Rejected) as wrong:
+        authorize("secret", "Bearer secreT")
+    assert wrong.value.status == 401
+    authorize("secret", "Bearer secret")
+
+    def alert(name: str, status: str = "firing", **labels: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "labels": {"alertname": name, **labels},
+            "startsAt": "2026-12-06T10:00:00Z",
+            "fingerprint": "ab",
+        }
+
+    model = {"model_name": "fd", "model_version": "3"}
+    notice = Notification.model_validate(
+        {
+            "version": "4",
+            "alerts": [
+                alert("Down", **model),
+                alert("Down", status="resolved", **model),
+                alert("Down"),  # no model labels: nothing to act on
+                alert("Drift", **model),
+                alert("Other", **model),
+            ],
+        }
+    )
+    planned, skipped = plan(notice, AlertsPolicy(rollback=["Down"], retrain=["Drift"]))
+    assert [(p.kind, p.name) for p in planned] == [("rollback", "Down"), ("retrain", "Drift")]
+    assert planned[0].key != planned[1].key  # one record each
+    assert skipped == [
+        "Down: resolved",
+        "Down: no model_name and model_version labels to act on",
+        "Other: no action in the policy",
+    ]
+    with pytest.raises(ValueError, match="both rollback and retrain"):
+        AlertsPolicy(rollback=["Down"], retrain=["Down"])

@@ -86,6 +86,7 @@ def rollback(model: str, reason: str, params_path: Path) -> None:
 
     tracking.configure(load_params(params_path).base)
     record = promotion.rollback(model, reason)
+    assert record is not None  # no `replacing`: the rollback always happens
     click.echo(
         f"{model} version {record['version']} is @champion again "
         f"(replaced version {record['replaced']})"

@@ -23,7 +23,8 @@ def webhook() -> None:
     type=click.Choice(["github", "local"]),
     default="github",
     show_default=True,
-    help="github: repository_dispatch per new @challenger; local: canary it here.",
+    help="github: repository_dispatch per new @challenger (and drift-detected per retraining "
+    "alert); local: canary it (and retrain) here.",
 )
 @click.option(
     "--deploy-port",
@@ -41,7 +42,8 @@ def serve(
 
     A new @challenger is dispatched to GitHub (GITHUB_REPOSITORY, GITHUB_TOKEN) or packaged
     locally; a @champion that the newest signed decision (SHIPYARD_DECISION_KEY) did not put
-    there is reverted.
+    there is reverted. POST /alerts takes Alertmanager's notifications (bearer token
+    SHIPYARD_ALERT_TOKEN) and acts as the policy's `alerts:` section says.
     """
     from shipyard import grant, tracking
     from shipyard import webhook as hooks
@@ -84,7 +86,19 @@ def serve(
 
     import uvicorn
 
+    from shipyard.webhook import alerts
     from shipyard.webhook.receiver import create_app
 
-    click.echo(f"webhook: listening on http://{host}:{port} ({mode} mode)", err=True)
-    uvicorn.run(create_app(key, act), host=host, port=port, log_level="warning")
+    token = os.environ.get("SHIPYARD_ALERT_TOKEN")
+    retrain = alerts.dispatch_retrain if mode == "github" else alerts.local_retrain
+
+    def on_alerts(body: bytes, authorization: str | None) -> list[str]:
+        return alerts.handle(body, authorization, token, policy.alerts, retrain)
+
+    taken = "taken (SHIPYARD_ALERT_TOKEN)" if token else "refused: SHIPYARD_ALERT_TOKEN unset"
+    click.echo(
+        f"webhook: listening on http://{host}:{port} ({mode} mode); alerts {taken}", err=True
+    )
+    uvicorn.run(
+        create_app(key, act, on_alerts=on_alerts), host=host, port=port, log_level="warning"
+    )

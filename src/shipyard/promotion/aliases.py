@@ -182,13 +182,19 @@ def promote(
     return record
 
 
-def rollback(name: str, reason: str) -> dict[str, Any]:
-    """Make @previous the champion again, at once; no gate stands in the way of going back."""
+def rollback(name: str, reason: str, replacing: str | None = None) -> dict[str, Any] | None:
+    """Make @previous the champion again, at once; no gate stands in the way of going back.
+
+    `replacing`: only if that version is still @champion, checked under the registry lock
+    (an alert about a champion that a promotion has since replaced must not undo it);
+    None when it is not."""
     from shipyard import registry, runtime
     from shipyard.errors import ShipyardError
 
     with runtime.lock(f"registry-{name}"):
         champ = registry.version_by_alias(name, registry.CHAMPION)
+        if replacing is not None and (champ is None or str(champ.version) != replacing):
+            return None
         prev = registry.version_by_alias(name, registry.PREVIOUS)
         if prev is None:
             raise ShipyardError(f"rollback: {name} has no @previous version to roll back to")

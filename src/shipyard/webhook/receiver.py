@@ -26,6 +26,8 @@ from shipyard.webhook.delivery import AliasEvent, Rejected, deliver_once, verify
 
 MAX_BODY = 1_000_000
 Action = Callable[[AliasEvent], str]
+# Alertmanager's notification (body, Authorization header) -> a line per alert (`alerts`).
+AlertAction = Callable[[bytes, str | None], list[str]]
 
 
 class _TooLarge(Exception):
@@ -55,8 +57,11 @@ async def _body(request: Request) -> bytes | Response:
     return b"".join(chunks)
 
 
-def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
-    """POST any path: a delivery; GET /livez: alive; GET /metrics: answers by status."""
+def create_app(
+    secret: str, act: Action, max_age: float = 300, on_alerts: AlertAction | None = None
+) -> Starlette:
+    """POST /alerts: Alertmanager's notifications (`on_alerts`); POST any other path: an
+    MLflow delivery; GET /livez: alive; GET /metrics: answers by status."""
     registry = CollectorRegistry()  # the app's own: two receivers in one process never mix
     answers = Counter(
         "shipyard_webhook_deliveries",
@@ -88,6 +93,28 @@ def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
         except Exception as err:  # a bug must still answer, never drop the connection
             return _answer(500, f"internal error: {type(err).__name__}")
 
+    async def alerts(request: Request) -> Response:
+        response = await alerted(request)
+        answers.labels(code=str(response.status_code)).inc()
+        return response
+
+    async def alerted(request: Request) -> Response:
+        try:
+            if on_alerts is None:
+                raise Rejected(404, "alerts: this receiver takes no alerts")
+            body = await _body(request)
+            if isinstance(body, Response):
+                return body
+            auth = request.headers.get("authorization")
+            lines = await run_in_threadpool(on_alerts, body, auth)
+            return _answer(200, "alerts: " + ("; ".join(lines) or "no alert"))
+        except Rejected as err:
+            return _answer(err.status, str(err))
+        except ShipyardError as err:  # the action failed: 502, and Alertmanager retries
+            return _answer(502, f"alerts: {err}")
+        except Exception as err:
+            return _answer(500, f"internal error: {type(err).__name__}")
+
     async def livez(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -98,6 +125,7 @@ def create_app(secret: str, act: Action, max_age: float = 300) -> Starlette:
         routes=[
             Route("/livez", livez),
             Route("/metrics", metrics),
+            Route("/alerts", alerts, methods=["POST"]),
             Route("/{path:path}", deliver, methods=["POST"]),
         ]
     )
