@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -70,7 +71,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     tags["canary"] = bento.package(NAME, versions["canary"], policy, buckets)
     services = {role: start_service(NAME, v, tags[role], role) for role, v in versions.items()}
     prom_port = processes.free_port()
-    targets = [f"127.0.0.1:{s.port}" for s in services.values()]
+    textfiles = _textfiles(tmp, versions["stable"])
+    targets = [f"127.0.0.1:{s.port}" for s in services.values()] + [textfiles]
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [{"job_name": "shipyard", "static_configs": [{"targets": targets}]}],
@@ -104,6 +106,46 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _textfiles(tmp: Path, version: str) -> str:
+    """What node_exporter's textfile collector would serve: the drift check's drift.prom and
+    the canary's canary-<model>.prom, as their own writers make them."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from shipyard.deploy.outcome import export
+    from shipyard.monitoring.report import prometheus_text
+
+    summary = {
+        "model": NAME,
+        "version": version,
+        "rows": 2000,
+        "corrupt_lines": 0,
+        "drift_share": 0.4,
+        "score_drift": 0.05,
+        "decision": {"drifted": True, "triggered": False, "code": 3},
+        "estimated_quality": {
+            "average_precision": 0.41,
+            "roc_auc": 0.8,
+            "precision_at_budget": 0.5,
+        },
+    }
+    body = (prometheus_text(summary) + export(NAME, version, "passed").read_text()).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"127.0.0.1:{server.server_address[1]}"
 
 
 def _wait_for_scrapes(port: int, n_targets: int) -> None:
@@ -162,3 +204,39 @@ def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> N
             mismatched.append(name)
     assert not mismatched, {"prometheus": found, "local": local}
     assert local["max_score_psi"] > gates.max_score_psi  # the collapsed canary really fails
+
+
+def test_every_dashboard_query_gives_series_on_real_services(served: dict[str, Any]) -> None:
+    """The Grafana dashboard's PromQL, `$model` filled in, on what the services, the drift
+    check and the canary export: valid, and each panel has data for the version(s) served."""
+    from shipyard.monitoring.dashboard import charts
+
+    prom = served["prom"]
+    _wait_for_scrapes(prom, 2)
+    rows = frame(n=200, seed=6).drop(columns=TARGET).to_dict("records")
+    for row in rows:
+        for s in served["services"].values():
+            request = urllib.request.Request(
+                f"{s.url}/predict",
+                json.dumps({"features": row}).encode(),
+                {"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.status == 200
+    time.sleep(3)  # scraped at least twice since: every rate has two samples
+    empty = []
+    for chart in charts():
+        for query in chart.queries:
+            promql = query.expr.replace("$model", NAME)
+            url = f"http://127.0.0.1:{prom}/api/v1/query?" + urllib.parse.urlencode(
+                {"query": promql}
+            )
+            body = json.loads(_get(url))
+            assert body["status"] == "success", (chart.title, promql, body)
+            versions = {r["metric"].get("model_version") for r in body["data"]["result"]}
+            if chart.source == "service":
+                if versions != set(served["versions"].values()):
+                    empty.append((chart.title, promql, versions))
+            elif not versions:
+                empty.append((chart.title, promql, versions))
+    assert not empty, empty

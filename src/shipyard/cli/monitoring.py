@@ -132,6 +132,25 @@ def labels(file: Path, model: str | None, params_path: Path) -> None:
 
 
 @monitor.command()
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("monitoring/grafana/shipyard.json"),
+    show_default=True,
+    help="Where to write the dashboard JSON (import it in Grafana, or provision it).",
+)
+def dashboard(output: Path) -> None:
+    """Write the Grafana dashboard (traffic, 5xx, latency, scores, alert rate, drift,
+    estimated quality, canaries) generated from its one definition."""
+    from shipyard.artifacts import atomic_file
+    from shipyard.monitoring.dashboard import charts, render
+
+    with atomic_file(output) as scratch:
+        scratch.write_text(render())
+    click.echo(f"dashboard: {len(charts())} panels written to {output}")
+
+
+@monitor.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback unless you mean it.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @monitoring_policy_option
