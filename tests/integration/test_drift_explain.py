@@ -98,3 +98,12 @@ def test_the_report_names_the_drifted_features_by_the_quality_they_cost(
     html = Path(summary["paths"]["html"]).read_text()
     assert "drifted features by cost" in html and explained[0]["text"] in html
     assert pd.Series(gains).abs().max() > 0  # the model reads at least one of them
+    # The Evidently workspace's run carries the estimate beside the drift figures.
+    from evidently.ui.workspace import Workspace
+
+    workspace = Workspace.create(str(world["root"] / policy.workspace))
+    project = workspace.search_project(scoring_world.NAME)[0]
+    (run,) = workspace.list_runs(project.id)
+    stored = workspace.get_run(project.id, run).dict()["metadata"]["shipyard_estimated_quality"]
+    want = summary["estimated_quality"]["average_precision"]
+    assert float(stored["average_precision"]) == pytest.approx(want, abs=1e-4)

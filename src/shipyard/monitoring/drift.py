@@ -60,7 +60,12 @@ def _is_drift(method: str, value: float, threshold: float) -> bool:
     return bool(value >= threshold)
 
 
-def _evidently(ref: Reference, current: pd.DataFrame, policy: MonitoringPolicy) -> Any:
+def _evidently(
+    ref: Reference,
+    current: pd.DataFrame,
+    policy: MonitoringPolicy,
+    metadata: dict[str, dict[str, str]] | None = None,
+) -> Any:
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.presets import DataDriftPreset
@@ -88,7 +93,23 @@ def _evidently(ref: Reference, current: pd.DataFrame, policy: MonitoringPolicy) 
     return report.run(
         current_data=Dataset.from_pandas(current[columns], data_definition=definition),
         reference_data=Dataset.from_pandas(ref.frame[columns], data_definition=definition),
+        metadata=dict(metadata or {}),
     )
+
+
+def estimated_metadata(estimated: Estimate | None) -> dict[str, dict[str, str]]:
+    """The label-free estimate as the Evidently run's metadata, so the workspace that
+    `shipyard monitor ui` serves carries it beside the drift figures."""
+    if estimated is None:
+        return {}
+    if estimated.not_judged is not None:
+        return {"shipyard_estimated_quality": {"not_judged": estimated.not_judged}}
+    figures = {
+        name: f"{value:.4f}"
+        for name in ("average_precision", "roc_auc", "precision_at_budget")
+        if (value := getattr(estimated, name)) is not None
+    }
+    return {"shipyard_estimated_quality": figures}
 
 
 def _data_quality(ref: Reference, current: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -163,7 +184,7 @@ def judge(
     if len(ref.frame) > cap:
         sampled_ref = replace(ref, frame=ref.frame.sample(n=cap, random_state=seed))
     j = Judgement(rows=rows or len(window), sampled=len(current))
-    j.snapshot = _evidently(sampled_ref, current, policy)
+    j.snapshot = _evidently(sampled_ref, current, policy, estimated_metadata(estimated))
     cfg = policy.drift
     numeric, _ = _kinds(ref)
     for metric in j.snapshot.dict()["metrics"]:
