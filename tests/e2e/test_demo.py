@@ -118,6 +118,12 @@ def test_drift_triggered_the_retraining(demo: dict[str, Any]) -> None:
         )
         if estimated["average_precision"] is not None:
             assert 0.0 <= estimated["average_precision"] <= 1.0
+        # A drifted day names the drifted features that cost quality, or why none are ranked.
+        if day["exit"] in (3, 4):
+            drifted = json.loads(path.read_text())["drifted_features"]
+            named = day["explained"]
+            ranked = named.split(" (")[0] in drifted or named.startswith("none of the")
+            assert ranked or named.startswith("not ranked ("), named
     judged = last["estimated_quality"]["average_precision"] is not None
     assert ("shipyard_drift_estimated_average_precision{" in prom) == judged
     live = sorted((repo / "data").glob("live-*.csv"))

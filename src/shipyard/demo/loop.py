@@ -191,9 +191,7 @@ class Demo(Runner):
                 "shipyard", "drift", "check", self.name, "--window", window, codes=(0, 3, 4)
             )
             codes.append(code)
-            self.figures["drift"].append(
-                {"window": label, "exit": code, "estimated": self._estimated_quality()}
-            )
+            self.figures["drift"].append({"window": label, "exit": code, **self._quality()})
             # Outcomes arrive after the window was judged, as chargebacks do.
             self.sh("shipyard", "monitor", "labels", str(self.workdir / "live" / f"{label}.csv"))
             history = pd.concat([history, live], ignore_index=True)
@@ -204,15 +202,17 @@ class Demo(Runner):
                 f"period did not trigger retraining; reports in {self.repo / 'monitoring'}"
             )
 
-    def _estimated_quality(self) -> str:
-        """The label-free quality line of the report the drift check just wrote."""
-        from shipyard.monitoring.report import estimated_text
+    def _quality(self) -> dict[str, str]:
+        """The label-free quality line of the report the drift check just wrote, and the
+        drifted features it names as costing quality."""
+        from shipyard.monitoring.report import estimated_text, explained_text
 
         reports = self.repo / "monitoring" / "reports" / self.name
         newest = max(reports.glob("*/*.json"), key=lambda p: p.stat().st_mtime, default=None)
         if newest is None:
             raise DemoFailed(f"demo: step 'live traffic': no drift report in {reports}")
-        return estimated_text(json.loads(newest.read_text()))
+        summary = json.loads(newest.read_text())
+        return {"estimated": estimated_text(summary), "explained": explained_text(summary)}
 
     def retrain(self) -> None:
         self.sh("shipyard", "retrain", self.name)

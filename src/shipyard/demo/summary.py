@@ -76,11 +76,11 @@ def render(figures: dict[str, Any], name: str) -> str:
         )
     drift = ", ".join(f"{d['window']} -> {d['exit']}" for d in figures.get("drift", []))
     lines += ["", f"drift checks (0 none, 3 drift, 4 retrain)  {drift}"]
-    lines += [
-        f"  {d['window']:<12} estimated quality: {d['estimated']}"
-        for d in figures.get("drift", [])
-        if "estimated" in d
-    ]
+    for d in figures.get("drift", []):
+        if "estimated" in d:
+            lines.append(f"  {d['window']:<12} estimated quality: {d['estimated']}")
+        if d.get("exit") in (3, 4) and "explained" in d:
+            lines.append(f"  {'':<12} drifted features by cost: {d['explained']}")
     lines += ["", "step times"]
     for step, seconds in figures.get("steps", {}).items():
         lines.append(f"  {step:<16} {seconds:7.1f} s")
