@@ -259,21 +259,34 @@ def test_the_receiver_refuses_what_it_must_and_acts_only_on_the_champion(
     huge = httpx.post(url, content=b"x" * 1_000_001, headers=auth, timeout=30)
     assert huge.status_code == 413
     assert champion() == v2 and not github.calls and not audit(tmp_path)
-    # Not the champion's version, resolved, or not in the policy: nothing happens.
+    # Not the champion's version, resolved, not in the policy, or another model: nothing.
     quiet = notification(
         alert("ShipyardHighErrorRate", v1, fp="c1"),
         alert("ShipyardHighErrorRate", v2, status="resolved", fp="c2"),
         alert("ShipyardHighLatencyP99", v2, fp="c3"),
+        {
+            **alert("ShipyardHighErrorRate", v2, fp="c4"),
+            "labels": {
+                "alertname": "ShipyardHighErrorRate",
+                "model_name": "nobody",
+                "model_version": v2,
+            },
+        },
     )
     answer = post(quiet, auth)
     assert answer.status_code == 200, answer.text
     assert "v1 is not @champion; nothing to roll back" in answer.json()["status"]
+    assert "nobody: no such registered model" in answer.json()["status"]
     assert champion() == v2 and not github.calls
     # The champion's own alert rolls back once; Alertmanager's repeat does nothing more.
     assert post(rollback, auth).status_code == 200
     assert champion() == v1
     again = post(rollback, auth)
     assert again.status_code == 200 and "duplicate" in again.json()["status"]
+    assert champion() == v1
+    # v1 has no @previous now: an alert on it changes nothing, and says why.
+    stuck = post(notification(alert("ShipyardHighErrorRate", v1, fp="e1")), auth)
+    assert "no @previous version to roll back to; v1 stays" in stuck.json()["status"]
     assert champion() == v1
     # GitHub failing: 502, so Alertmanager sends it again, and then it is sent once.
     github.failures = 1

@@ -23,6 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shipyard.errors import ShipyardError
 from shipyard.policy import AlertsPolicy
 from shipyard.runtime import append_jsonl, runtime_dir
 from shipyard.webhook.delivery import Rejected, deliver_once
@@ -122,13 +123,18 @@ def _act(action: Planned, retrain: Retrain) -> str:
     model, version = labels["model_name"], labels["model_version"]
     summary = action.alert.annotations.get("summary", "")
     reason = f"alert {action.name} firing since {action.alert.startsAt}: {summary}".strip()
-    if action.kind == "rollback":
-        record = promotion.rollback(model, reason, replacing=version)
-        outcome = (
-            f"{model}: v{record['version']} is @champion again (v{version} rolled back)"
-            if record is not None
-            else f"{model}: v{version} is not @champion; nothing to roll back"
-        )
+    if not _registered(model):
+        outcome = f"{model}: no such registered model; nothing to do"
+    elif action.kind == "rollback":
+        if registry.version_by_alias(model, registry.PREVIOUS) is None:
+            outcome = f"{model}: no @previous version to roll back to; v{version} stays"
+        else:
+            record = promotion.rollback(model, reason, replacing=version)
+            outcome = (
+                f"{model}: v{record['version']} is @champion again (v{version} rolled back)"
+                if record is not None
+                else f"{model}: v{version} is not @champion; nothing to roll back"
+            )
     else:
         champion = registry.version_by_alias(model, registry.CHAMPION)
         if champion is None or str(champion.version) != version:
@@ -149,6 +155,22 @@ def _act(action: Planned, retrain: Retrain) -> str:
         },
     )
     return outcome
+
+
+def _registered(model: str) -> bool:
+    """Whether the registry knows `model`; a registry that does not answer raises, so the
+    notification fails (502) and comes again, instead of being recorded as nothing to do."""
+    from mlflow.exceptions import MlflowException
+
+    from shipyard import registry
+
+    try:
+        registry.client().get_registered_model(model)
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return False
+        raise ShipyardError(f"registry: {err.message}") from None
+    return True
 
 
 def dispatch_retrain(model: str, version: str, reason: str) -> str:
