@@ -14,10 +14,8 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from shipyard import promotion, registry
 from shipyard.deploy.processes import free_port
 from shipyard.policy import load_policy
 from tests.conftest import REPO
+from tests.integration import exposition
 from tests.integration.registry_fixtures import NAME, register
 from tests.integration.test_webhook import SECRET, GitHub, until, up
 
@@ -42,36 +41,21 @@ class Target:
     triggered flag, then (once `failing`) requests counted at each scrape, a sixth of them 5xx."""
 
     def __init__(self, version: str) -> None:
-        self.scrapes, self.failing = 0, False
-        target = self
+        self.version, self.scrapes, self.failing = version, 0, False
+        self.address = exposition.serve(self.text)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                text = (
-                    f'shipyard_drift_retrain_triggered{{model_name="{NAME}",'
-                    f'model_version="{version}"}} 1\n'
-                )
-                if target.failing:
-                    target.scrapes += 1
-                    n = target.scrapes
-                    labels = f'model_name="{NAME}",model_version="{version}",path="/predict"'
-                    text += (
-                        f'shipyard_http_requests_total{{{labels},status="200"}} {100 * n}\n'
-                        f'shipyard_http_requests_total{{{labels},status="500"}} {20 * n}\n'
-                    )
-                body = text.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def text(self) -> str:
+        model = f'model_name="{NAME}",model_version="{self.version}"'
+        out = f"shipyard_drift_retrain_triggered{{{model}}} 1\n"
+        if self.failing:
+            self.scrapes += 1
+            n = self.scrapes
+            labels = f'{model},path="/predict"'
+            out += (
+                f'shipyard_http_requests_total{{{labels},status="200"}} {100 * n}\n'
+                f'shipyard_http_requests_total{{{labels},status="500"}} {20 * n}\n'
+            )
+        return out
 
 
 def start(argv: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[bytes]:

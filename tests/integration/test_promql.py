@@ -12,11 +12,10 @@ import math
 import os
 import shutil
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import pytest
 
 from shipyard.deploy import processes
 from tests.conftest import REPO
+from tests.integration import exposition
 from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 
 pytestmark = [
@@ -111,8 +111,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
 def _textfiles(tmp: Path, version: str) -> str:
     """What node_exporter's textfile collector would serve: the drift check's drift.prom and
     the canary's canary-<model>.prom, as their own writers make them."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from shipyard.deploy.outcome import export
     from shipyard.monitoring.report import prometheus_text
 
@@ -130,22 +128,21 @@ def _textfiles(tmp: Path, version: str) -> str:
             "precision_at_budget": 0.5,
         },
     }
-    body = (prometheus_text(summary) + export(NAME, version, "passed").read_text()).encode()
+    text = prometheus_text(summary) + export(NAME, version, "passed").read_text()
+    return exposition.serve(lambda: text)
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain; version=0.0.4")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
 
-        def log_message(self, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"127.0.0.1:{server.server_address[1]}"
+def _predict(services: Iterable[Any], rows: list[dict[Any, Any]]) -> None:
+    """Each row to every service, one request each, as a client would."""
+    for row in rows:
+        for s in services:
+            request = urllib.request.Request(
+                f"{s.url}/predict",
+                json.dumps({"features": row}).encode(),
+                {"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                assert resp.status == 200
 
 
 def _wait_for_scrapes(port: int, n_targets: int) -> None:
@@ -167,15 +164,7 @@ def test_gate_queries_agree_with_the_local_analysis(served: dict[str, Any]) -> N
     time.sleep(2)  # a zero-traffic sample first, so `increase` starts from it
     before = {r: _get(f"{s.url}/metrics") for r, s in services.items()}
     rows = frame(n=400, seed=5).drop(columns=TARGET).to_dict("records")
-    for row in rows:
-        for s in services.values():
-            request = urllib.request.Request(
-                f"{s.url}/predict",
-                json.dumps({"features": row}).encode(),
-                {"content-type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                assert resp.status == 200
+    _predict(services.values(), rows)
     after = {r: _get(f"{s.url}/metrics") for r, s in services.items()}
     time.sleep(3)  # the last counts scraped
     windows = {r: window(parse_metrics(before[r]), parse_metrics(after[r])) for r in services}
@@ -214,15 +203,7 @@ def test_every_dashboard_query_gives_series_on_real_services(served: dict[str, A
     prom = served["prom"]
     _wait_for_scrapes(prom, 2)
     rows = frame(n=200, seed=6).drop(columns=TARGET).to_dict("records")
-    for row in rows:
-        for s in served["services"].values():
-            request = urllib.request.Request(
-                f"{s.url}/predict",
-                json.dumps({"features": row}).encode(),
-                {"content-type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=10) as resp:
-                assert resp.status == 200
+    _predict(served["services"].values(), rows)
     time.sleep(3)  # scraped at least twice since: every rate has two samples
     empty = []
     for chart in charts():

@@ -159,6 +159,28 @@ def batch_scores(world: dict[str, Any], frame: pd.DataFrame, past: pd.DataFrame)
     return pd.Series(out["score"].to_numpy(), index=out["request_id"].astype(str))
 
 
+def own_group(group: str, decided: str, log: Path) -> list[str]:
+    """A consumer's arguments for a group, decisions stream and log of its own, in batches
+    of 20 (many batches, so a kill or a loss lands mid-stream)."""
+    return ["--group", group, "--decisions", decided, "--batch", "20", "--prediction-log", str(log)]
+
+
+def one_decision_and_record_each(got: list[dict[str, Any]], day: pd.DataFrame, log: Path) -> None:
+    ids = [d["event_id"] for d in got]
+    assert len(ids) == len(day) and set(ids) == {str(i) for i in day["transaction_id"]}
+    records, corrupt = read_log(log)
+    assert corrupt == 0
+    assert sorted(r["request_id"] for r in records) == sorted(ids)
+
+
+def same_scores_as_batch(
+    world: dict[str, Any], got: list[dict[str, Any]], day: pd.DataFrame
+) -> None:
+    expected = batch_scores(world, day, world["history"])
+    scores = pd.Series([d["score"] for d in got], index=[d["event_id"] for d in got])
+    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+
+
 @pytest.fixture(scope="module")
 def live(world: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One broker and one consumer for the module's first tests: 60 days already in the
@@ -197,9 +219,7 @@ def test_each_event_gets_the_batch_engines_score_once_and_duplicates_are_dead_le
     assert len(dead) == 3
     assert all("transaction_id: duplicate: event" in d["reason"] for d in dead)
 
-    expected = batch_scores(world, day, world["history"])
-    scores = pd.Series([d["score"] for d in got], index=ids)
-    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+    same_scores_as_batch(world, got, day)
     assert all(d["model_name"] == "fraud-detector" and d["model_version"] == "1" for d in got)
 
     records = logged(world)
@@ -336,10 +356,8 @@ def test_a_graceful_stop_finishes_the_batch_in_hand(world: dict[str, Any], live:
 def test_kill_9_mid_stream_then_restart_leaves_one_decision_and_one_record_per_event(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    port = free_port()
-    group = "kill-test"
-    args = ["--group", group, "--decisions", "kill.decisions", "--batch", "20"]
-    args += ["--prediction-log", str(tmp_path / "log")]
+    port, group = free_port(), "kill-test"
+    args = own_group(group, "kill.decisions", tmp_path / "log")
     day = world["later"].iloc[:3000]
     with redis_server(port, tmp_path / "redis") as client:
         publish(client, events(world["history"]))
@@ -354,18 +372,12 @@ def test_kill_9_mid_stream_then_restart_leaves_one_decision_and_one_record_per_e
         second.stop()
         assert client.xpending("transactions", group)["pending"] == 0
         got = decisions(client, "kill.decisions")
-    ids = [d["event_id"] for d in got]
-    assert len(ids) == 3000 and set(ids) == {str(i) for i in day["transaction_id"]}
-    records, corrupt = read_log(tmp_path / "log")
-    assert corrupt == 0
-    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    one_decision_and_record_each(got, day, tmp_path / "log")
     # The restart rebuilt the history from the stream: the 60 days and what the first run
     # was given, the batch in hand at the kill included (most often, it takes it back).
     found = re.search(r"kill-test: (\d+) event\(s\) of history, (\d+) to take back", second.text())
     assert found and int(found[1]) > 36372 + 600, second.text()
-    expected = batch_scores(world, day, world["history"])
-    scores = pd.Series([d["score"] for d in got], index=ids)
-    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+    same_scores_as_batch(world, got, day)
 
 
 def test_a_broker_not_there_yet_is_waited_for_then_used(
@@ -389,10 +401,8 @@ def test_a_broker_not_there_yet_is_waited_for_then_used(
 def test_a_broker_lost_mid_stream_is_waited_for_and_nothing_is_lost_or_decided_twice(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
-    port = free_port()
-    group = "loss-test"
-    args = ["--group", group, "--decisions", "loss.decisions", "--batch", "20"]
-    args += ["--prediction-log", str(tmp_path / "log")]
+    port, group = free_port(), "loss-test"
+    args = own_group(group, "loss.decisions", tmp_path / "log")
     day = world["later"].iloc[:3000]
     bodies = events(day, label=False)
     with redis_server(port, tmp_path / "redis", durable=True) as client:
@@ -412,13 +422,7 @@ def test_a_broker_lost_mid_stream_is_waited_for_and_nothing_is_lost_or_decided_t
             got = decisions(client, "loss.decisions")
     finally:
         consumer.stop(signal.SIGKILL)
-    ids = [d["event_id"] for d in got]
-    assert len(ids) == 3000 and set(ids) == {str(i) for i in day["transaction_id"]}
-    records, corrupt = read_log(tmp_path / "log")
-    assert corrupt == 0
-    assert sorted(r["request_id"] for r in records) == sorted(ids)
+    one_decision_and_record_each(got, day, tmp_path / "log")
     line = next(x for x in consumer.text().splitlines() if "retry in" in x)
     assert f"redis://127.0.0.1:{port}/0" in line
-    expected = batch_scores(world, day, world["history"])
-    scores = pd.Series([d["score"] for d in got], index=ids)
-    np.testing.assert_allclose(scores[expected.index], expected, rtol=0, atol=1e-12)
+    same_scores_as_batch(world, got, day)

@@ -11,7 +11,8 @@ gets a dropped connection, and every answer is one progress line and a count by 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from starlette.applications import Starlette
@@ -70,10 +71,13 @@ def create_app(
         registry=registry,
     )
 
-    async def deliver(request: Request) -> Response:
-        response = await judge(request)
-        answers.labels(code=str(response.status_code)).inc()
-        return response
+    def counted(handler: Callable[[Request], Awaitable[Response]]) -> Callable[..., Any]:
+        async def endpoint(request: Request) -> Response:
+            response = await handler(request)
+            answers.labels(code=str(response.status_code)).inc()
+            return response
+
+        return endpoint
 
     async def judge(request: Request) -> Response:
         try:
@@ -92,11 +96,6 @@ def create_app(
             return _answer(502, str(err))
         except Exception as err:  # a bug must still answer, never drop the connection
             return _answer(500, f"internal error: {type(err).__name__}")
-
-    async def alerts(request: Request) -> Response:
-        response = await alerted(request)
-        answers.labels(code=str(response.status_code)).inc()
-        return response
 
     async def alerted(request: Request) -> Response:
         try:
@@ -125,7 +124,7 @@ def create_app(
         routes=[
             Route("/livez", livez),
             Route("/metrics", metrics),
-            Route("/alerts", alerts, methods=["POST"]),
-            Route("/{path:path}", deliver, methods=["POST"]),
+            Route("/alerts", counted(alerted), methods=["POST"]),
+            Route("/{path:path}", counted(judge), methods=["POST"]),
         ]
     )
