@@ -175,3 +175,23 @@ def test_the_dashboard_file_is_its_definition_and_reads_only_exported_metrics() 
         for query in chart.queries:
             used = set(re.findall(r"\b(shipyard_[a-z0-9_]+)", query.expr))
             assert used and used <= exported, (chart.title, sorted(used - exported))
+
+
+def test_local_mode_starts_shipyard_retrain_in_the_background_with_its_log(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The real command, in a folder with no labels: it starts, and its refusal is logged."""
+    import time
+
+    from shipyard.webhook.alerts import local_retrain
+
+    monkeypatch.setenv("SHIPYARD_RUNTIME_DIR", str(tmp_path / "runtime"))
+    monkeypatch.chdir(tmp_path)
+    outcome = local_retrain("fraud-detector", "2", "alert ShipyardDriftRetrainTriggered")
+    assert outcome.startswith("fraud-detector: retraining started for v2")
+    log = next((tmp_path / "runtime" / "alerts").glob("retrain-fraud-detector-*.log"))
+    assert str(log) in outcome
+    deadline = time.monotonic() + 120
+    while "error" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "error" in log.read_text(), log.read_text()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hmac
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,7 +191,10 @@ def local_retrain(model: str, version: str, reason: str) -> str:
     log = folder / f"retrain-{model}-{stamp}.log"
     shipyard = [str(Path(sys.executable).with_name("shipyard")), "retrain", model]
     with log.open("w") as out:
-        subprocess.Popen(shipyard, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            shipyard, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    threading.Thread(target=proc.wait, name=f"retrain-{model}", daemon=True).start()  # reaped
     return f"{model}: retraining started for v{version} ({reason[:80]}); log {log}"
 
 
