@@ -142,11 +142,10 @@ def labels(file: Path, model: str | None, params_path: Path) -> None:
 def dashboard(output: Path) -> None:
     """Write the Grafana dashboard (traffic, 5xx, latency, scores, alert rate, drift,
     estimated quality, canaries) generated from its one definition."""
-    from shipyard.artifacts import atomic_file
     from shipyard.monitoring.dashboard import charts, render
+    from shipyard.monitoring.report import write_atomic
 
-    with atomic_file(output) as scratch:
-        scratch.write_text(render())
+    write_atomic(output, render())
     click.echo(f"dashboard: {len(charts())} panels written to {output}")
 
 

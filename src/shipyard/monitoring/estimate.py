@@ -57,8 +57,7 @@ class Calibration:
     """Reference scores -> probability of the positive label."""
 
     model: Any  # a fitted sklearn IsotonicRegression
-    reference_rows: int
-    reference_positives: int
+    scores: np.ndarray  # the reference's scores it was fitted on
 
     @classmethod
     def fit(cls, scores: np.ndarray, labels: np.ndarray) -> Calibration:
@@ -66,8 +65,9 @@ class Calibration:
 
         y = np.asarray(labels, dtype="float64")
         model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
-        model.fit(np.asarray(scores, dtype="float64"), y)
-        return cls(model, len(y), int(y.sum()))
+        x = np.asarray(scores, dtype="float64")
+        model.fit(x, y)
+        return cls(model, x)
 
     def probabilities(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(np.asarray(scores, dtype="float64")))
@@ -124,28 +124,40 @@ def estimate(
 MIN_CALIBRATION_POSITIVES = 30  # fewer positives in the reference: no calibration to trust
 
 
-def for_window(
-    reference: pd.DataFrame, target: str, scores: np.ndarray, budget: float, min_rows: int
-) -> Estimate:
-    """The window's estimate, calibrated on the version's reference sample (its rows' labels
-    and the scores the version gave them at registration)."""
-    n = int(np.isfinite(np.asarray(scores, dtype="float64")).sum())
-    if n < min_rows:  # the window's own reason first: it holds whatever the reference
-        return _too_few(n, min_rows)
+def calibrate(reference: pd.DataFrame, target: str) -> Calibration | str:
+    """The version's calibration, fitted on its reference sample (its rows' labels and the
+    scores the version gave them at registration), or why there is none."""
     if target not in reference.columns:
-        return Estimate(n, not_judged=f"the reference has no label column '{target}'")
+        return f"the reference has no label column '{target}'"
     labels = reference[target].to_numpy(dtype="float64")
     known = np.isfinite(labels)
     positives = int(labels[known].sum())
     if positives < MIN_CALIBRATION_POSITIVES:
-        return Estimate(
-            n,
-            not_judged=f"the reference has {positives} positive labels; "
-            f"at least {MIN_CALIBRATION_POSITIVES} are needed to calibrate",
+        return (
+            f"the reference has {positives} positive labels; "
+            f"at least {MIN_CALIBRATION_POSITIVES} are needed to calibrate"
         )
-    reference_scores = reference["score"].to_numpy()[known]
-    scale = Calibration.fit(reference_scores, labels[known])
+    return Calibration.fit(reference["score"].to_numpy()[known], labels[known])
+
+
+def for_window(
+    reference: pd.DataFrame, target: str, scores: np.ndarray, budget: float, min_rows: int
+) -> Estimate:
+    """The window's estimate, calibrated on the version's reference sample."""
+    return calibrated(calibrate(reference, target), scores, budget, min_rows)
+
+
+def calibrated(
+    scale: Calibration | str, scores: np.ndarray, budget: float, min_rows: int
+) -> Estimate:
+    """The window's estimate with `scale` (or its reason for none), with the same estimate
+    on the reference's scores beside it."""
+    n = int(np.isfinite(np.asarray(scores, dtype="float64")).sum())
+    if n < min_rows:  # the window's own reason first: it holds whatever the reference
+        return _too_few(n, min_rows)
+    if isinstance(scale, str):
+        return Estimate(n, not_judged=scale)
     window = estimate(scores, scale, budget, min_rows=min_rows)
     if window.not_judged is not None:
         return window
-    return replace(window, baseline=estimate(reference_scores, scale, budget, min_rows=1))
+    return replace(window, baseline=estimate(scale.scores, scale, budget, min_rows=1))

@@ -66,7 +66,7 @@ def _explain(
     estimate_of: Callable[[np.ndarray], estimate.Estimate],
 ) -> list[dict[str, Any]]:
     """The drifted features ranked by the quality their drift costs (`explain`); the model
-    is loaded only when a feature drifted and there is an estimate to move."""
+    is loaded only when a feature drifted."""
     from shipyard import registry
     from shipyard.monitoring import explain
 
@@ -148,10 +148,11 @@ def check(
         if added or removed:
             reasons = [f"log schema differs from the reference: added {added}, removed {removed}"]
     scores = log.frame["score"].to_numpy() if "score" in log.frame else np.empty(0)
+    scale = None if reference is None else estimate.calibrate(reference.frame, target)
     estimated = (
         estimate.Estimate(log.rows, not_judged="no reference")
-        if reference is None
-        else estimate.for_window(reference.frame, target, scores, budget, policy.window.min_rows)
+        if scale is None
+        else estimate.calibrated(scale, scores, budget, policy.window.min_rows)
     )
     summary["estimated_quality"] = asdict(estimated)
     if reasons:
@@ -165,16 +166,15 @@ def check(
             reference, log.frame, policy, labelled, budget, rows=log.rows, estimated=estimated
         )
         summary.update(judgement.summary())
-        if estimated.not_judged is None:  # else there is no quality for a feature to move
+        if estimated.not_judged is None and isinstance(scale, estimate.Calibration):
+            calibration = scale  # each drifted feature's rescored window, estimated with it
             summary["explained"] = _explain(
                 name,
                 version,
                 judgement.drifted_features,
                 log.frame,
                 reference,
-                lambda s: estimate.for_window(
-                    reference.frame, target, s, budget, policy.window.min_rows
-                ),
+                lambda s: estimate.estimate(s, calibration, budget, policy.window.min_rows),
             )
         snapshot = judgement.snapshot
         verdict = Verdict(end.isoformat(), True, judgement.drifted, judgement.reasons)
