@@ -146,7 +146,9 @@ def server(
     github = GitHub()
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     raw = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text())
-    raw["canary"].update(steps=[50, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
+    # 25 % first, as in the fault suite: at 100 % stable serves nothing, and its step-1 sample
+    # (3 x 400 records at the 1 % budget) must hold an alert for the last step to be judged.
+    raw["canary"].update(steps=[25, 100], step_seconds=3, min_requests=400, failures_tolerated=0)
     raw["serving"]["max_latency_ms"] = 10_000  # shed for the canary, not for pytest's load
     # This test is about the wiring, not the gates: loose enough for two equal models.
     raw["canary"]["gates"].update(
