@@ -73,6 +73,7 @@ class Stack:
     def server_env(self) -> dict[str, str]:
         """What `mlflow server` needs to reach S3, as against AWS or MinIO."""
         return {
+            **MLFLOW_SERVER_ENV,
             "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
@@ -84,6 +85,12 @@ class Stack:
             # A new or changed webhook fires within a second, not after MLflow's 60 s cache.
             "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         }
+
+
+# Every `mlflow server` Shipyard starts. MLflow 3's job runner (GenAI prompt optimisation,
+# trace roll-ups: nothing Shipyard calls) starts a runner and five Huey consumers beside each
+# server, each importing MLflow: about 1 GB and 15 s of CPU per server start, for nothing.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def postgres_bin() -> Path:

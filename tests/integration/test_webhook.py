@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from shipyard.deploy.processes import free_port
+from shipyard.stack import MLFLOW_SERVER_ENV
 from tests.conftest import DECISION_KEY, REPO
 from tests.integration.hostile import raw
 from tests.integration.registry_fixtures import NAME, register
@@ -101,6 +102,7 @@ def server(
     mport, wport = free_port(), free_port()
     server_env = {
         **base,
+        **MLFLOW_SERVER_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",

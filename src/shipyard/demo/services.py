@@ -14,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from shipyard.deploy import processes
+from shipyard.stack import MLFLOW_SERVER_ENV
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ def mlflow_server(repo: Path, logs: Path, env: dict[str, str]) -> Service:
     store.mkdir(parents=True, exist_ok=True)
     server_env = {
         **env,
+        **MLFLOW_SERVER_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",  # the receiver is on plain loopback
         "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
