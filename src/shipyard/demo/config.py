@@ -53,6 +53,10 @@ class DemoConfig(_Strict):
     # The canary step (0-based) at which the bad version starts training, in the background
     # and at the lowest CPU priority: from the first step, as the canary is over in a minute.
     train_bad_version_at_step: int = Field(default=0, ge=0)
+    # Its niceness there. The lowest priority, on two cores of its own, leaves the services
+    # answering clients first (stable shed requests to it otherwise); beside a busy neighbour
+    # (another pytest worker) it starves, and the last step waits for it.
+    bad_version_niceness: int = Field(default=19, ge=0, le=19)
     step_timeout: float = Field(default=900.0, gt=0)
     # Deep-merged into the scratch copy's files; refused with --in-place.
     params: dict[str, Any] = Field(default_factory=dict)

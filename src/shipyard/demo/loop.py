@@ -26,8 +26,6 @@ from shipyard.demo.runner import (
     traffic_figures,
 )
 
-LOW_PRIORITY = ("nice", "-n", "19")
-
 
 class Demo(Runner):
     """The loop's six steps, in order, then the stop; figures go to `summary.json`."""
@@ -255,23 +253,21 @@ class Demo(Runner):
             )
 
     def train_bad_version(self) -> None:
-        """The skewed stages, then its Bento, so the shadow can start at once.
-
-        At the lowest CPU priority: it runs beside a canary, and the services answering
-        clients come first (on two cores, stable shed requests to it otherwise).
-        """
+        """The skewed stages, then its Bento, so the shadow can start at once; beside a
+        canary, at `bad_version_niceness` (the lowest CPU priority by default)."""
         started = time.monotonic()
+        niceness = ("nice", "-n", str(self.config.bad_version_niceness))
         pipeline = skew.prepare(self.repo, Path("build/skewed"), self.config.skew)
         progress("demo", f"bad version: training on {skew.describe(self.config.skew)}")
         for stage in skew.STAGES:
-            self.sh(*LOW_PRIORITY, *pipeline.stage_args(stage), step="bad version")
+            self.sh(*niceness, *pipeline.stage_args(stage), step="bad version")
         version = self.alias("candidate")
         if version is None or version == self.figures.get("v2"):
             raise DemoFailed("demo: step 'bad version': the skewed stages registered no version")
         self.client().set_model_version_tag(
             self.name, version, skew.TAG, skew.describe(self.config.skew)
         )
-        self.sh(*LOW_PRIORITY, "shipyard", "package", f"{self.name}@{version}", step="bad version")
+        self.sh(*niceness, "shipyard", "package", f"{self.name}@{version}", step="bad version")
         self.figures["v3"] = version
         self.figures["bad_version_training_seconds"] = round(time.monotonic() - started, 1)
 
