@@ -50,8 +50,8 @@ class DemoConfig(_Strict):
     canary_days: int = Field(default=2, gt=0)  # live days replayed, in a loop, during canaries
     concurrency: int = Field(default=16, gt=0)
     skew: Skew = Skew()
-    # The canary step (0-based) at which the bad version starts training, in the background
-    # and at the lowest CPU priority: from the first step, as the canary is over in a minute.
+    # The canary step (0-based) at which the bad version starts training, in the background:
+    # from the first step, as the canary is over in a minute.
     train_bad_version_at_step: int = Field(default=0, ge=0)
     # Its niceness there. The lowest priority, on two cores of its own, leaves the services
     # answering clients first (stable shed requests to it otherwise); beside a busy neighbour
