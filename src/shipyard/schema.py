@@ -27,6 +27,15 @@ def _first_bad(mask: pd.Series, raw: pd.Series) -> str:
 
 def coerce(raw: pd.Series, spec: ColumnSpec) -> tuple[pd.Series, pd.Series]:
     """Typed column plus a mask of values that were present but not of the declared type."""
+    if spec.type in ("int", "float") and raw.dtype == np.float64:
+        # Already numbers (the stream's events, Arrow's parsed columns): only infinities and,
+        # for an int, fractions are bad. The same masks as below, at a tenth of their cost.
+        v = raw.to_numpy()
+        finite = np.isfinite(v)
+        wrong = ~finite & ~np.isnan(v)
+        if spec.type == "int":
+            wrong |= finite & (v != np.round(v))
+        return raw, pd.Series(wrong, index=raw.index)
     present = raw.notna()
     if spec.type in ("int", "float"):
         values = pd.to_numeric(raw, errors="coerce").astype("float64")
@@ -104,6 +113,11 @@ def apply_contract(frame: pd.DataFrame, data: DataSection, source: str) -> pd.Da
     return out
 
 
+def _no_missing(mask: pd.Series | np.ndarray) -> pd.Series | np.ndarray:
+    """A comparison's mask with missing values as False (an array has none)."""
+    return mask if isinstance(mask, np.ndarray) else mask.fillna(False)
+
+
 def check_rows(
     frame: pd.DataFrame, data: DataSection, source: str
 ) -> tuple[pd.DataFrame, pd.Series]:
@@ -121,9 +135,12 @@ def check_rows(
     # Reasons gather in a plain array: a masked write to a pandas Series costs about 0.4 ms,
     # which the stream, checking a few events at a time, paid 16 times per event.
     found = np.full(len(frame), None, dtype=object)
+    unset = np.ones(len(frame), dtype=bool)  # rows with no reason yet: the first one stands
 
-    def broken(mask: pd.Series, text: str) -> None:
-        found[np.asarray(mask, dtype=bool) & pd.isna(found)] = text
+    def broken(mask: pd.Series | np.ndarray, text: str) -> None:
+        hit = np.asarray(mask, dtype=bool) & unset
+        found[hit] = text
+        unset[hit] = False
 
     typed = {}
     for name, spec in data.columns.items():
@@ -132,13 +149,16 @@ def check_rows(
             continue
         values, bad = coerce(frame[name], spec)
         broken(bad, f"{name}: type: expected {spec.type}")
-        nulls = values.isna() & ~bad
+        # Numbers as a plain array, where a NaN compares False as the missing value it is:
+        # each pandas mask cost about 0.1 ms, paid per column of every stream batch.
+        numeric = spec.type in ("int", "float")
+        v = values.to_numpy(dtype="float64") if numeric else values
         if name != data.target and not spec.nullable:
-            broken(nulls, f"{name}: nulls: null value")
+            broken(pd.isna(v) & ~np.asarray(bad, dtype=bool), f"{name}: nulls: null value")
         if spec.min is not None:
-            broken((values < spec.min).fillna(False), f"{name}: range: below min {spec.min}")
+            broken(_no_missing(v < spec.min), f"{name}: range: below min {spec.min}")
         if spec.max is not None:
-            broken((values > spec.max).fillna(False), f"{name}: range: above max {spec.max}")
+            broken(_no_missing(v > spec.max), f"{name}: range: above max {spec.max}")
         if spec.categories is not None:
             broken(values.notna() & ~values.isin(spec.categories), f"{name}: categories: unknown")
         typed[name] = values.astype("float64") if spec.type == "int" else values

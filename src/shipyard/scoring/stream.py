@@ -45,6 +45,7 @@ RETRY_MAX_SECONDS = 30.0
 # retried instead of waiting for an answer forever.
 SOCKET_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 REBUILD_PAGE = 10_000
+FETCH_RETRY_SECONDS = 5.0  # faststream's fixed wait after a failed read (its basic.py)
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,23 @@ def _is_connection_error(err: BaseException) -> bool:
     )
 
 
+class BrokerLost(logging.Filter):
+    """faststream's fetch loop logs a lost broker as a traceback per try, every
+    `FETCH_RETRY_SECONDS`, and a consumer idle when the broker went away saw nothing else:
+    one line per try instead, as a lost batch or a broker not there at start gives."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        err = record.exc_info[1] if record.exc_info else None
+        if err is None or not _is_connection_error(err):
+            return True
+        progress("stream", f"broker {self.url}: {err}; retry in {FETCH_RETRY_SECONDS:g}s")
+        return False
+
+
 async def connect(url: str, retry_seconds: float) -> Any:
     """A client that answered PING; one line per failed try, then a longer wait."""
     import redis.asyncio as aioredis
@@ -322,6 +340,7 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
         start_http_server(settings.metrics_port, "127.0.0.1", consumer.metrics.registry)
     quiet = logging.getLogger("shipyard.stream.broker")
     quiet.setLevel(logging.WARNING)
+    quiet.addFilter(BrokerLost(settings.broker))
     broker = RedisBroker(
         settings.broker,
         graceful_timeout=30.0,
