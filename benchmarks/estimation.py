@@ -36,7 +36,7 @@ from shipyard.data.bootstrap import DEFAULT_DAYS
 from shipyard.data.replay import live_features
 from shipyard.data.simulator import Drift, Simulator
 from shipyard.metrics import quality
-from shipyard.monitoring.estimate import for_window
+from shipyard.monitoring.estimate import Calibration, calibrate, calibrated
 from shipyard.monitoring.policy import QualityMetric, TriggerPolicy, load_monitoring_policy
 from shipyard.monitoring.reference import Reference, load_reference
 from shipyard.monitoring.trigger import TRIGGER, Verdict, decide
@@ -59,6 +59,7 @@ class Context:
     params: Params
     model: Any
     reference: Reference
+    calibration: Calibration | str  # fitted once on the reference, as the drift check does
     history: pd.DataFrame  # the training data: live features need the days before
     max_estimated_drop: dict[QualityMetric, float]
     max_drop: dict[QualityMetric, float]
@@ -82,7 +83,7 @@ def windows(days: int, calm: int, drift: Drift | None, ctx: Context) -> list[Win
     """One-day windows right after the training data: `calm` days as they were, then the
     shift (if any)."""
     world, history, out = Simulator(), ctx.history, []
-    features_of, target = ctx.reference.features, ctx.params.data.target
+    features_of = ctx.reference.features
     tested = ctx.reference.tags.test_metrics
     for i in range(days):
         day = DEFAULT_DAYS + i * WINDOW_DAYS
@@ -91,7 +92,7 @@ def windows(days: int, calm: int, drift: Drift | None, ctx: Context) -> list[Win
         live["transaction_id"] = live["transaction_id"].astype("Int64")
         features = live_features(history, live, ctx.params)
         scores = ctx.model.predict_proba(features[features_of])[:, 1]
-        est = for_window(ctx.reference.frame, target, scores, ctx.budget, ctx.min_rows)
+        est = calibrated(ctx.calibration, scores, ctx.budget, ctx.min_rows)
         real = quality(live["tx_fraud"].to_numpy().astype(int), scores, ctx.budget)
         base = est.baseline
         out.append(
@@ -136,10 +137,12 @@ def main() -> None:
     name = params.base.model_name
     mv = registry.resolve(name, "@candidate")
     version = str(mv.version)
+    reference = load_reference(name, version)
     ctx = Context(
         params=params,
         model=registry.load_model(name, version),
-        reference=load_reference(name, version),
+        reference=reference,
+        calibration=calibrate(reference.frame, params.data.target),
         history=pd.read_parquet(ROOT / "artifacts" / "validated" / "data.parquet"),
         max_estimated_drop=dict(policy.quality.max_estimated_drop),
         max_drop=dict(policy.quality.max_drop),

@@ -79,19 +79,21 @@ class Stack:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": REGION,
             "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": self.webhook_key,
-            # The receiver runs on this machine: loopback and plain http are allowed here.
-            "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-            "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-            # A new or changed webhook fires within a second, not after MLflow's 60 s cache.
-            "MLFLOW_WEBHOOK_CACHE_TTL": "1",
         }
 
 
-# Every `mlflow server` Shipyard starts. MLflow 3's job execution (GenAI prompt optimisation,
-# trace roll-ups: nothing Shipyard calls) starts a runner and seven Huey consumers beside each
-# server, each importing MLflow: measured here, 1.95 GiB and 30.6 s of CPU in a server's first
-# 40 s, for nothing.
-MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+# Every `mlflow server` Shipyard starts (each adds its own webhook key). MLflow 3's job
+# execution (GenAI prompt optimisation, trace roll-ups: nothing Shipyard calls) starts a runner
+# and seven Huey consumers beside each server, each importing MLflow: measured here, 1.95 GiB
+# and 30.6 s of CPU in a server's first 40 s, for nothing.
+MLFLOW_SERVER_ENV = {
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    # The webhook receiver runs on this machine: loopback and plain http are allowed.
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    # A new or changed webhook fires within a second, not after MLflow's 60 s cache.
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
 
 
 def postgres_bin() -> Path:

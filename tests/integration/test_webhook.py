@@ -104,9 +104,6 @@ def server(
         **base,
         **MLFLOW_SERVER_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
     }
     server_env.pop("MLFLOW_TRACKING_URI", None)
     log = open(tmp_path / "mlflow-server.log", "wb")  # noqa: SIM115

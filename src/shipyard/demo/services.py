@@ -39,9 +39,6 @@ def mlflow_server(repo: Path, logs: Path, env: dict[str, str]) -> Service:
         **env,
         **MLFLOW_SERVER_ENV,
         "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-        "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",  # the receiver is on plain loopback
-        "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-        "MLFLOW_WEBHOOK_CACHE_TTL": "1",
     }
     server_env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [processes.bin_path("mlflow"), "server", "--host", "127.0.0.1", "--port", str(port)]
