@@ -63,3 +63,47 @@ def test_foreign_types_are_refused(tmp_path: Path) -> None:
         storage.load(tmp_path / "evil.skops", ["pathlib.PosixPath"])
     with pytest.raises(TypeError, match="allow-list"):
         storage.trusted_types({"f": Path("x")})
+
+
+_OUR_IMPORT = """
+import json, sys
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from shipyard.models import storage
+model = HistGradientBoostingClassifier(max_iter=3).fit(np.arange(40.0)[:, None], np.arange(40) % 2)
+path = sys.argv[1]
+again = storage.load(path, storage.save(model, path))
+again.predict_proba(np.arange(4.0)[:, None])
+from skops.io import _trusted_types as t
+finders = [type(f).__name__ for f in sys.meta_path]
+torch = "torch" in sys.modules
+import sklearn.externals.array_api_compat.torch  # the shim still imports once skops is in
+print(json.dumps([t.SKLEARN_ESTIMATOR_TYPE_NAMES, torch, finders]))
+"""
+
+_PLAIN_IMPORT = """
+import json
+from skops.io import _trusted_types as t
+print(json.dumps(t.SKLEARN_ESTIMATOR_TYPE_NAMES))
+"""
+
+
+def test_skops_loads_a_model_without_torch_and_trusts_the_same_types(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def run(code: str, *args: str) -> Any:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    names, torch, finders = run(_OUR_IMPORT, str(tmp_path / "m.skops"))
+    assert torch is False
+    assert "_SkipTorchBackend" not in finders
+    assert names == run(_PLAIN_IMPORT)
+    assert (
+        "sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
+        "HistGradientBoostingClassifier" in names
+    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 # Modules whose types we accept inside a model file. Anything else fails at save time,
@@ -10,9 +13,44 @@ from typing import Any
 TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "shipyard.models.")
 
 
+# skops lists its default trusted types at import with scikit-learn's `all_estimators`, whose
+# package walk imports every package it passes, `sklearn.externals.array_api_compat.torch`
+# included (and through it all of torch), though it then ignores everything under
+# `externals`. That cost 1.5 s of CPU and about 170 MB in every process that loads a model.
+_SKIPPED_WHILE_SKOPS_LOADS = "sklearn.externals.array_api_compat.torch"
+
+
+class _SkipTorchBackend(importlib.abc.MetaPathFinder):
+    """Refuses sklearn's torch array-API shim for the length of skops' import only."""
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> None:
+        if fullname == _SKIPPED_WHILE_SKOPS_LOADS:
+            raise ModuleNotFoundError(f"{fullname} is skipped while skops lists its types")
+        return None
+
+
+def skops_io() -> ModuleType:
+    """`skops.io`, imported without torch unless torch was already there.
+
+    Its trusted-type list is the same either way: `all_estimators` drops `externals`, and the
+    package walk skips a package whose import fails. A test compares the two lists.
+    """
+    if "skops.io" not in sys.modules and _SKIPPED_WHILE_SKOPS_LOADS not in sys.modules:
+        finder = _SkipTorchBackend()
+        sys.meta_path.insert(0, finder)
+        try:
+            import skops.io as sio
+        finally:
+            sys.meta_path.remove(finder)
+        return sio
+    import skops.io as sio
+
+    return sio
+
+
 def trusted_types(model: Any) -> list[str]:
     """The non-default types `model` needs, checked against TRUSTED_PREFIXES."""
-    import skops.io as sio
+    sio = skops_io()
 
     needed = sio.get_untrusted_types(data=sio.dumps(model))
     foreign = [t for t in needed if not t.startswith(TRUSTED_PREFIXES)]
@@ -22,7 +60,7 @@ def trusted_types(model: Any) -> list[str]:
 
 
 def save(model: Any, path: Path) -> list[str]:
-    import skops.io as sio
+    sio = skops_io()
 
     trusted = trusted_types(model)
     sio.dump(model, path)
@@ -30,7 +68,7 @@ def save(model: Any, path: Path) -> list[str]:
 
 
 def load(path: Path, trusted: list[str]) -> Any:
-    import skops.io as sio
+    sio = skops_io()
 
     foreign = [t for t in trusted if not t.startswith(TRUSTED_PREFIXES)]
     if foreign:
