@@ -14,7 +14,15 @@ import pytest
 from shipyard.config import Params, parse_params
 from shipyard.data.simulator import Simulator
 from shipyard.history import feature_names, history_features
-from shipyard.scoring.events import DeadLetter, Decision, Incoming, Known, Scorer, parse
+from shipyard.scoring.events import (
+    DeadLetter,
+    Decision,
+    History,
+    Incoming,
+    Known,
+    Scorer,
+    parse,
+)
 from shipyard.scoring.model import ScoringModel
 
 COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
@@ -102,9 +110,15 @@ def test_a_good_event_reads_whole_and_an_integral_float_id_is_the_same_id(
     assert parse(orjson.dumps(addressed), params.data, model) == GOOD
 
 
+@pytest.mark.parametrize("tail_rows", [5000, 7], ids=["tail kept apart", "tail merged often"])
 def test_features_match_featurize_however_the_events_are_batched(
-    table: pd.DataFrame, params: Params, model: ScoringModel
+    table: pd.DataFrame,
+    params: Params,
+    model: ScoringModel,
+    tail_rows: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(History, "TAIL_ROWS", tail_rows)
     """Batches of 1 (the last 100), 37 and 500, with the history pruned as it goes, against
     the windows featurize computes over the whole table; and the rebuild path (`remember`)."""
     expected = history_features(table, params.featurize, "tx_datetime", "tx_fraud")

@@ -7,6 +7,7 @@ hash cannot differ between engines, or from training (`history_features` is feat
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,10 +44,21 @@ def lookback_days(cfg: FeaturizeSection) -> int:
 
 def _rejects(raw: pd.DataFrame, reason: pd.Series, source: str) -> pd.DataFrame:
     bad = reason.notna().to_numpy()
+    if not bad.any():  # the usual case, and a stream's every batch: no copy of the rows
+        return _no_rejects(tuple(raw.columns)).copy()
     out = raw.loc[bad].astype("string")
     out[REASON] = reason[bad].astype("string")
     out["source"] = source
     return out.reset_index(drop=True)
+
+
+@functools.cache
+def _no_rejects(columns: tuple[str, ...]) -> pd.DataFrame:
+    """What `_rejects` makes of rows none of which failed: its columns, its types."""
+    out = pd.DataFrame({c: pd.Series(dtype="string") for c in columns})
+    out[REASON] = pd.Series(dtype="string")
+    out["source"] = pd.Series(dtype=object)
+    return out
 
 
 def check(raw: pd.DataFrame, data: DataSection, source: str) -> Checked:
@@ -63,15 +75,16 @@ def fields(
     frame: pd.DataFrame, history: pd.DataFrame, model: ScoringModel, data: DataSection
 ) -> pd.DataFrame:
     """The model's fields, in its order, from the raw columns and the history features."""
-    out = pd.DataFrame(index=frame.index)
+    out: dict[str, Any] = {}
     for name in model.fields:
         if name in history.columns:
             out[name] = history[name].to_numpy(dtype="float64")
         elif name in data.features.categorical:
-            out[name] = frame[name].astype("string").fillna("__missing__").astype(object)
+            values = frame[name].astype("string").fillna("__missing__")
+            out[name] = values.to_numpy(dtype=object)
         else:
-            out[name] = frame[name].astype("float64")
-    return out
+            out[name] = frame[name].astype("float64").to_numpy()
+    return pd.DataFrame(out, index=frame.index)  # one frame, not a column insert per field
 
 
 def history(
