@@ -221,10 +221,13 @@ class History:
             self._merge()
             kept = self._kept
             assert kept is not None
-            kept = kept.loc[kept[self.data.timestamp] >= horizon].reset_index(drop=True)
+            recent = (kept[self.data.timestamp] >= horizon).to_numpy()
+            gone = kept.loc[~recent, self.data.id].astype(str).tolist()
+            # A new set, not the old one changed: `tentative` may put the old one back.
+            self.ids = self.ids.difference(gone)
+            kept = kept.loc[recent].reset_index(drop=True)
             self._kept = kept
             self._span = (kept[self.data.timestamp].min(), high)
-            self.ids = set(kept[self.data.id].astype(str).tolist())
         elif len(tail) > self.TAIL_ROWS:
             self._merge()
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from shipyard.config import DataSection, FeaturizeSection
-from shipyard.history import history_columns, history_features
+from shipyard.history import as_times, history_columns, history_features
 from shipyard.schema import check_rows
 from shipyard.scoring.model import ScoringModel
 
@@ -189,7 +189,7 @@ def output(
 ) -> pd.DataFrame:
     """The scored rows as written: the prediction log's fields, lineage, the input row's
     hash, the partition date and the features (what drift checks judge)."""
-    stamps = pd.to_datetime(rows[data.timestamp]).to_numpy(dtype="datetime64[ms]")
+    stamps = as_times(rows[data.timestamp]).to_numpy(dtype="datetime64[ms]")
     out = pd.DataFrame(
         {
             "request_id": rows[data.id].astype("string"),
