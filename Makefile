@@ -123,6 +123,7 @@ unit: $(STAMP) $(NODE_TOOLS) $(PROMETHEUS) $(ALERTMANAGER) ## fast tests only
 benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim next to its baseline (installs wrk)
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
+	$(BIN)/python -m benchmarks.model_load
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime

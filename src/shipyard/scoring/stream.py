@@ -342,7 +342,7 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     # Once more after the first prediction: a model may import its library only then (the
     # MLP imports torch), and each full collection walked those 100k objects, 75-130 ms.
     _freeze()
-    first_prediction = asyncio.Event()
+    frozen_after_prediction = consumer.predicted
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -359,12 +359,13 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     )
 
     async def on_batch(msg: Any) -> None:
+        nonlocal frozen_after_prediction
         raw = msg.raw_message
         await consumer.handle(
             [_entry(m, f) for m, f in zip(raw["message_ids"], raw["data"], strict=True)]
         )
-        if not first_prediction.is_set() and consumer.predicted:
-            first_prediction.set()
+        if consumer.predicted and not frozen_after_prediction:
+            frozen_after_prediction = True
             _freeze()
         await consumer.refresh_lag()
 
