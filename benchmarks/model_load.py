@@ -1,5 +1,5 @@
 """Claim: a process that reads a model file through `models.storage` imports skops without
-torch, about 1.4 s and 170 MB less than `import skops.io`, whose trusted-type scan walks into
+torch, about 1.5 s and 170 MB less than `import skops.io`, whose trusted-type scan walks into
 scikit-learn's torch array-API shim.
 
 Same run, fresh interpreters, each import timed `RUNS` times after a warm-up:

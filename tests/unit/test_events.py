@@ -118,9 +118,10 @@ def test_features_match_featurize_however_the_events_are_batched(
     tail_rows: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(History, "TAIL_ROWS", tail_rows)
     """Batches of 1 (the last 100), 37 and 500, with the history pruned as it goes, against
-    the windows featurize computes over the whole table; and the rebuild path (`remember`)."""
+    the windows featurize computes over the whole table; and the rebuild path (`remember`).
+    With the history's tail merged rarely and often: windows must not see the difference."""
+    monkeypatch.setattr(History, "TAIL_ROWS", tail_rows)
     expected = history_features(table, params.featurize, "tx_datetime", "tx_fraud")
     names = feature_names(params.featurize)
     events = as_events(table)
