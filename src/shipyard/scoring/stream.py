@@ -117,7 +117,7 @@ class Consumer:
         self.metrics = Metrics()
         self.log = PredictionLog(settings.log_folder)
         self.logged = logged_request_ids(settings.log_folder)
-        self.predicted = False  # some event has been scored by the model in this process
+        self.predicted = False  # the model has scored an event in this process
 
     async def join(self) -> None:
         """Create the group if it is new: at the stream's end (or its start), so that what
@@ -240,7 +240,11 @@ class Consumer:
         await self.client.xack(s.source, s.group, *[item.message_id for item in batch])
         counts.labels("consumed").inc(len(batch))
         counts.labels("scored").inc(len(new))
-        self.predicted = self.predicted or bool(new)
+        if new and not self.predicted:
+            # The model may load its library only at its first prediction (the MLP imports
+            # torch): frozen too, each full collection no longer walks those 100k objects.
+            self.predicted = True
+            _freeze()
         counts.labels("redelivered").inc(len(decided) - len(new))
         counts.labels("dead_letter").inc(len(letters))
 
@@ -267,6 +271,7 @@ class Consumer:
 
 
 def _freeze() -> None:
+    """Collect, then move every object left to the permanent generation."""
     gc.collect()
     gc.freeze()
 
@@ -338,11 +343,9 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     if recovered:
         await consumer.handle(recovered)
     # As in the service: the model's and the libraries' objects live as long as the process;
-    # frozen, the collector stops walking them on every collection, which held batches up.
-    # Once more after the first prediction: a model may import its library only then (the
-    # MLP imports torch), and each full collection walked those 100k objects, 75-130 ms.
+    # frozen, the collector stops walking them on every collection, which held batches up
+    # (the consumer freezes once more after its first prediction).
     _freeze()
-    frozen_after_prediction = consumer.predicted
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -359,14 +362,10 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     )
 
     async def on_batch(msg: Any) -> None:
-        nonlocal frozen_after_prediction
         raw = msg.raw_message
         await consumer.handle(
             [_entry(m, f) for m, f in zip(raw["message_ids"], raw["data"], strict=True)]
         )
-        if consumer.predicted and not frozen_after_prediction:
-            frozen_after_prediction = True
-            _freeze()
         await consumer.refresh_lag()
 
     async def on_claimed(msg: Any) -> None:
