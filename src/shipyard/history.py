@@ -101,7 +101,7 @@ class _Timeline:
         return out_count, out_total
 
 
-BUCKET_ROWS = 1_000_000  # rows per pass of `_windows`: bounds its transient memory
+BUCKET_ROWS = 500_000  # rows per pass of `_windows`: bounds its transient memory
 
 
 def _windows(
@@ -114,7 +114,10 @@ def _windows(
     buckets = max(1, -(-len(codes) // BUCKET_ROWS))
     size = len(codes) - start
     out = {d: (np.empty(size), np.empty(size)) for d in days}
-    bucket_of = codes % buckets
+    # Held through every pass, so at their smallest types: at 3M rows, 50 MiB less.
+    if codes.max(initial=0) < np.iinfo(np.int32).max:  # -1 (a missing entity) stays -1
+        codes = codes.astype(np.int32)
+    bucket_of = (codes % buckets).astype(np.min_scalar_type(buckets - 1))
     for bucket in range(buckets):
         rows = np.flatnonzero(bucket_of == bucket)
         first = int(np.searchsorted(rows, start))  # rows are ascending: positions kept
@@ -146,7 +149,8 @@ def _risk(
     frame: pd.DataFrame, times: np.ndarray, start: int, target: str, cfg: RiskConfig
 ) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
-    labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy(dtype="float64")
+    # Any numeric type: `prefix` sums each bucket's labels in float64 and wider.
+    labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy()
     lengths = [cfg.delay_days, *(cfg.delay_days + w for w in cfg.windows_days)]
     sums = _windows(frame[cfg.entity], times, start, labels, lengths)
     recent_count, recent_sum = sums[cfg.delay_days]

@@ -20,6 +20,7 @@ import yaml
 
 from shipyard.config import Params
 from shipyard.data.simulator import write_csv
+from shipyard.errors import ShipyardError
 from shipyard.pipeline.featurize import featurize
 from tests.conftest import REPO
 from tests.integration import scoring_world
@@ -112,6 +113,56 @@ def test_the_output_is_the_pipelines_features_scored_at_the_threshold(
     }
     days = sorted(pd.to_datetime(table["tx_datetime"]).dt.strftime("date=%Y-%m-%d").unique())
     assert manifest["partitions"] == days == sorted(p.name for p in embedded.glob("date=*"))
+
+
+def test_rows_scored_in_slices_and_out_of_order_in_their_chunk_get_featurizes_features(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks scored a few rows at a time, and rows out of time order inside each chunk
+    (the carried window then keeps some older rows): the features are still featurize's on
+    the same table, every row is written once, one part per chunk and day, no scratch file
+    left; a row refused by `--strict` in a chunk's fourth slice leaves nothing behind."""
+    from shipyard.policy import load_policy
+    from shipyard.scoring import embedded as engine
+    from shipyard.scoring import run
+
+    monkeypatch.setattr(engine, "SLICE_ROWS", 700)
+    root, params = world["root"], world["params"]
+    table = world["table"]
+    rng = np.random.default_rng(3)
+    blocks = [
+        table.iloc[at : at + 4000].sample(frac=1.0, random_state=rng)
+        for at in range(0, len(table), 4000)
+    ]
+    shuffled = pd.concat(blocks, ignore_index=True)  # chunk by chunk, never back in time
+    assert not shuffled["tx_datetime"].is_monotonic_increasing
+    write_csv(shuffled, str(root / "shuffled.csv"))
+    policy = load_policy(root / "registry" / "policy.yaml")
+    out = root / "out-sliced"
+    run.score(f"{NAME}@champion", root / "shuffled.csv", out, params, policy, chunk_rows=4000)
+    got = read(out)
+    assert len(got) == len(table) and got["request_id"].is_unique
+    splits, cols = featurize(shuffled, params)
+    expected = pd.concat(splits.values(), ignore_index=True)
+    expected["request_id"] = expected["transaction_id"].astype(str)
+    both = got.merge(expected, on="request_id", suffixes=("", "_train"))
+    assert len(both) == len(expected) > 0.9 * len(got)
+    for name in cols.all:
+        np.testing.assert_allclose(both[name], both[f"{name}_train"], rtol=1e-9, atol=1e-9)
+    chunks = -(-len(table) // 4000)
+    for day in out.glob("date=*"):
+        names = [p.name for p in day.iterdir()]
+        assert len(names) == len(set(names)) <= chunks
+        assert all(n.startswith("part-") and n.endswith(".parquet") for n in names), names
+
+    strict = shuffled.head(4000).astype({"tx_amount": float})
+    strict.loc[2500, "tx_amount"] = 1e12  # inside the contract, outside the served range
+    write_csv(strict, str(root / "strict.csv"))
+    with pytest.raises(ShipyardError, match=r"rule 'range'.*served range.*\(--strict\)"):
+        run.score(
+            f"{NAME}@champion", root / "strict.csv", root / "out-s", params, policy, strict=True
+        )
+    assert not (root / "out-s").exists() and not (root / ".out-s.partial").exists()
 
 
 def test_spark_gives_the_same_rows_scores_and_partitions(

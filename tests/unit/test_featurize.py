@@ -226,3 +226,29 @@ def test_rows_after_start_get_the_whole_tables_features(
     short = ordered.loc[ordered[TS] > reach + pd.Timedelta(days=1)]
     start = int((short[TS] <= cut).sum())
     assert not history_features(short, cfg, TS, TARGET, start=start).equals(whole)
+
+
+def test_narrowed_history_rows_give_the_same_features(
+    transactions: pd.DataFrame, cfg: FeaturizeSection
+) -> None:
+    """Batch scoring keeps its 37-day window at int32 ids and float32 labels: the features
+    are those of the int64 and float64 rows, and an id that does not fit keeps int64."""
+    from shipyard.scoring.rows import narrow
+
+    rows = transactions[[TS, "customer_id", "tx_amount", "terminal_id", TARGET]].astype(
+        {TARGET: "float64"}
+    )
+    rows.loc[rows.index[::7], TARGET] = np.nan  # labels not known yet
+    small = narrow(rows, TARGET)
+    assert small.dtypes.to_dict() == {
+        TS: rows[TS].dtype,
+        "customer_id": np.dtype("int32"),
+        "tx_amount": np.dtype("float64"),
+        "terminal_id": np.dtype("int32"),
+        TARGET: np.dtype("float32"),
+    }
+    whole = history_features(rows, cfg, TS, TARGET)
+    pd.testing.assert_frame_equal(history_features(small, cfg, TS, TARGET), whole)
+    big = rows.assign(customer_id=rows["customer_id"] + 2**31)
+    assert narrow(big, TARGET)["customer_id"].dtype == np.dtype("int64")
+    pd.testing.assert_frame_equal(history_features(narrow(big, TARGET), cfg, TS, TARGET), whole)

@@ -23,11 +23,11 @@ import pyarrow as pa
 from shipyard.artifacts import progress
 from shipyard.config import DataSection, Params
 from shipyard.errors import ValidationFailed
-from shipyard.history import history_columns
 from shipyard.scoring import batch, rows
 from shipyard.scoring.model import ScoringModel
 
 # Ints parse as floats, as pandas parses them (Arrow's int parser also takes hex).
+SLICE_ROWS = 50_000  # rows scored and written at a time; a chunk's windows are computed once
 _ARROW_TYPES = {"int": "float64", "float": "float64", "datetime": "timestamp[ns]"}
 
 
@@ -78,12 +78,19 @@ def chunks(files: list[Path], size: int, data: DataSection) -> Iterator[tuple[st
             pending.append(part)
             count += part.num_rows
             while count >= size:
-                table = pa.Table.from_batches(pending)
-                yield str(path), _typed(table.slice(0, size), data).to_pandas()
-                rest = table.slice(size)
-                pending, count = rest.to_batches(), rest.num_rows
+                count -= size
+                yield str(path), _take(pending, size, data)
         if count:
-            yield str(path), _typed(pa.Table.from_batches(pending), data).to_pandas()
+            yield str(path), _take(pending, count, data)
+
+
+def _take(pending: list[Any], size: int, data: DataSection) -> pd.DataFrame:
+    """The first `size` rows of `pending`, typed, leaving the rest in it. A function of its
+    own so that no Arrow table of the chunk's text outlives it: a generator's locals live
+    while its consumer works, and held about 60 MiB through each chunk."""
+    table = pa.Table.from_batches(pending)
+    pending[:] = table.slice(size).to_batches()
+    return _typed(table.slice(0, size), data).to_pandas()
 
 
 def _write(table: Any, folder: Path, name: str) -> None:
@@ -96,14 +103,44 @@ def _write(table: Any, folder: Path, name: str) -> None:
     scratch.replace(folder / name)
 
 
-def _write_days(out: pd.DataFrame, folder: Path, name: str) -> None:
-    """One part per day in `date=D/`; Arrow slices of one table, no per-day pandas copy."""
-    days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
-    order = np.argsort(at, kind="stable")
-    table = pa.Table.from_pandas(out.drop(columns="date"), preserve_index=False).take(order)
-    sizes = np.bincount(at, minlength=len(days))
-    for day, end, size in zip(days, np.cumsum(sizes), sizes, strict=True):
-        _write(table.slice(end - size, size), folder / f"date={day}", name)
+class _DayParts:
+    """One part file per day of a chunk, `date=D/NAME`, written a slice at a time (a row
+    group each) and renamed into place when the chunk is done: the model's and the output's
+    working memory follow the slice, while the windows are still computed once a chunk.
+    Left early (an error, a strict failure), no part of the chunk is renamed into place."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.writers: dict[str, Any] = {}
+        self.schema: Any = None
+
+    def write(self, out: pd.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
+        table = pa.Table.from_pandas(
+            out.drop(columns="date"), schema=self.schema, preserve_index=False
+        )
+        self.schema = table.schema
+        for i, day in enumerate(days):
+            writer = self.writers.get(day)
+            if writer is None:
+                folder = self.folder / f"date={day}"
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = self.writers[day] = pq.ParquetWriter(folder / f".{self.name}", self.schema)
+            writer.write_table(table.take(np.flatnonzero(at == i)))
+
+    def __enter__(self) -> _DayParts:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        for day, writer in self.writers.items():
+            writer.close()
+            scratch = self.folder / f"date={day}" / f".{self.name}"
+            if kind is None:
+                scratch.replace(scratch.with_name(self.name))
+            else:
+                scratch.unlink(missing_ok=True)
 
 
 @functools.cache
@@ -126,19 +163,30 @@ def _release() -> None:
         libc.malloc_trim(0)
 
 
+def _young(window: pd.DataFrame, timestamp: str, cut: pd.Timestamp) -> pd.DataFrame:
+    """The rows from the first one after `cut` on, as a slice: no copy, where a copy beside
+    the frame it was cut from was the run's peak. Rows out of time order inside a chunk
+    may keep a few older ones with them, which no window then counts."""
+    young = (window[timestamp] > cut).to_numpy()
+    first = int(young.argmax()) if young.any() else len(young)
+    kept = window.iloc[first:]
+    kept.index = pd.RangeIndex(len(kept))
+    return kept
+
+
 def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[str, Any]:
     data, cfg = params.data, params.featurize
     model: ScoringModel = job.model
     done = batch.start(job)
     counts = batch.resumed_counts(job)
     reach = pd.Timedelta(days=rows.lookback_days(cfg))
-    carried = history_columns(cfg, data.timestamp, data.target)
     context: pd.DataFrame | None = None
     latest: pd.Timestamp | None = None
     began = time.monotonic()
     scored_now = 0
     for index, (path, raw) in enumerate(chunks(job.inputs, job.chunk_rows, data)):
-        checked = rows.check(raw, data, path)
+        checked, rows_in = rows.check(raw, data, path), len(raw)
+        del raw  # its rejects are copied out: the windows' sort needs the room
         good = checked.good
         if len(good):
             first = good[data.timestamp].min()
@@ -152,33 +200,47 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
                     f"before {latest}); sort the input by {data.timestamp}",
                 )
             latest = good[data.timestamp].max()
+        # The rows the windows read, in one frame, and no other copy of them while the
+        # windows are computed (`context` as well cost about 85 MiB at 10M rows).
+        window = rows.joined(good, data, cfg, () if context is None else [context])
+        context = None
         if index >= done:
             if job.strict and len(checked.rejects):
                 raise batch.strict_failure(checked.rejects, path)
-            out, refused = rows.score(estimator, good, model, data, cfg, past=context)
-            if job.strict and len(refused):
-                raise batch.strict_failure(refused, path)
-            out = job.kept(out)
+            windows = rows.windows(window, good, data, cfg)
+            _release()  # the windows' sort, before the model's own working memory
             name = f"part-{index:05d}.parquet"
-            _write_days(out, job.partial, name)
-            rejects = pd.concat([checked.rejects, refused], ignore_index=True)
+            refusals = [checked.rejects]
+            written = 0
+            with _DayParts(job.partial, name) as parts:
+                for at in range(0, len(good), SLICE_ROWS):
+                    piece = slice(at, at + SLICE_ROWS)
+                    out, refused = rows.scored(
+                        estimator, good.iloc[piece], windows.iloc[piece], model, data
+                    )
+                    if job.strict and len(refused):
+                        raise batch.strict_failure(refused, path)
+                    out = job.kept(out)
+                    parts.write(out)
+                    written += len(out)
+                    refusals.append(refused)
+                    del out, refused
+            rejects = pd.concat(refusals, ignore_index=True)
             if len(rejects):
                 table = pa.Table.from_pandas(rejects, preserve_index=False)
                 _write(table, job.partial / batch.REJECTS, name)
-            counts.add(len(raw), len(out), list(rejects[rows.REASON]))
+            counts.add(rows_in, written, list(rejects[rows.REASON]))
             batch.journal(job, index + 1, counts)
-            scored_now += len(out)
+            scored_now += written
             rate = scored_now / max(time.monotonic() - began, 1e-9)
             progress(
                 "score",
                 f"chunk {index + 1}: {counts.rows_scored:,} rows scored, "
                 f"{counts.rows_rejected:,} rejected, {rate:,.0f} rows/s",
             )
+            del windows, rejects, refusals
         if latest is not None:
-            cut = latest - reach
-            kept = [] if context is None else [context.loc[context[data.timestamp] > cut]]
-            kept.append(good.loc[good[data.timestamp] > cut, carried])
-            context = pd.concat(kept, ignore_index=True)
-        del raw, checked, good
+            context = _young(window, data.timestamp, latest - reach)
+        del checked, good, window
         _release()
     return batch.finish(job, counts, time.monotonic() - began, source)
