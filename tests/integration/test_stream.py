@@ -154,7 +154,7 @@ def batch_scores(world: dict[str, Any], frame: pd.DataFrame, past: pd.DataFrame)
     estimator = scoring_model.load(version)
     good = rows.check(frame[COLUMNS], params.data, "rows").good
     past_good = rows.check(past[COLUMNS], params.data, "past").good
-    out, rejects = rows.score(estimator, good, version, params.data, params.featurize, [past_good])
+    out, rejects = rows.score(estimator, good, version, params.data, params.featurize, past_good)
     assert rejects.empty
     return pd.Series(out["score"].to_numpy(), index=out["request_id"].astype(str))
 

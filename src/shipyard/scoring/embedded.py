@@ -23,6 +23,7 @@ import pyarrow as pa
 from shipyard.artifacts import progress
 from shipyard.config import DataSection, Params
 from shipyard.errors import ValidationFailed
+from shipyard.history import history_columns
 from shipyard.scoring import batch, rows
 from shipyard.scoring.model import ScoringModel
 
@@ -180,6 +181,7 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
     done = batch.start(job)
     counts = batch.resumed_counts(job)
     reach = pd.Timedelta(days=rows.lookback_days(cfg))
+    carried = history_columns(cfg, data.timestamp, data.target)
     context: pd.DataFrame | None = None
     latest: pd.Timestamp | None = None
     began = time.monotonic()
@@ -202,7 +204,8 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             latest = good[data.timestamp].max()
         # The rows the windows read, in one frame, and no other copy of them while the
         # windows are computed (`context` as well cost about 85 MiB at 10M rows).
-        window = rows.joined(good, data, cfg, () if context is None else [context])
+        recent = rows.narrow(good[carried], data.target)
+        window = recent if context is None else pd.concat([context, recent], ignore_index=True)
         context = None
         if index >= done:
             if job.strict and len(checked.rejects):
@@ -241,6 +244,6 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             del windows, rejects, refusals
         if latest is not None:
             context = _young(window, data.timestamp, latest - reach)
-        del checked, good, window
+        del checked, good, recent, window
         _release()
     return batch.finish(job, counts, time.monotonic() - began, source)

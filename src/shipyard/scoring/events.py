@@ -370,8 +370,7 @@ class Scorer:
             # nothing to score, but they are history all the same.
             self.history.add(keep)
             return out
-        past = self.history.past(keep)
-        windows = rows.history(keep, self.data, self.cfg, () if past is None else [past])
+        windows = rows.history(keep, self.data, self.cfg, self.history.past(keep))
         feats = rows.fields(keep, windows, self.model, self.data)
         refusal = rows.out_of_range(feats, self.model)
         ok, outside = refusal.isna().to_numpy(), refusal.tolist()

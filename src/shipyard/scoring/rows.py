@@ -8,7 +8,6 @@ hash cannot differ between engines, or from training (`history_features` is feat
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,25 +105,11 @@ def narrow(frame: pd.DataFrame, target: str) -> pd.DataFrame:
     return frame.astype(types) if types else frame
 
 
-def joined(
-    frame: pd.DataFrame,
-    data: DataSection,
-    cfg: FeaturizeSection,
-    past: Sequence[pd.DataFrame] = (),
-) -> pd.DataFrame:
-    """The rows `frame`'s windows read: `past` (the earlier rows they reach, oldest first,
-    in as many frames as the caller keeps them), then `frame`'s own, `history_columns` only,
-    joined in one copy."""
-    columns = history_columns(cfg, data.timestamp, data.target)
-    parts = [p if list(p.columns) == columns else p[columns] for p in past if len(p)]
-    recent = narrow(frame[columns], data.target)
-    return pd.concat([*parts, recent], ignore_index=True) if parts else recent
-
-
 def windows(
     rows: pd.DataFrame, frame: pd.DataFrame, data: DataSection, cfg: FeaturizeSection
 ) -> pd.DataFrame:
-    """The history features of `frame`, the last rows of `rows` (from `joined`)."""
+    """The history features of `frame`, the last rows of `rows` (`history_columns` only,
+    after the earlier rows their windows reach)."""
     start = len(rows) - len(frame)
     return history_features(rows, cfg, data.timestamp, data.target, start=start).set_axis(
         frame.index
@@ -132,14 +117,14 @@ def windows(
 
 
 def history(
-    frame: pd.DataFrame,
-    data: DataSection,
-    cfg: FeaturizeSection,
-    past: Sequence[pd.DataFrame] = (),
+    frame: pd.DataFrame, data: DataSection, cfg: FeaturizeSection, past: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """The history features of every row of `frame`, as featurize computes them, over
-    `past` and `frame` (see `joined`)."""
-    return windows(joined(frame, data, cfg, past), frame, data, cfg)
+    """The history features of every row of `frame`, as featurize computes them; `past`
+    holds the earlier rows (`history_columns` only) that their windows reach."""
+    columns = history_columns(cfg, data.timestamp, data.target)
+    recent = frame[columns]
+    joined = recent if past is None else pd.concat([past[columns], recent], ignore_index=True)
+    return windows(joined, frame, data, cfg)
 
 
 def log_times(stamps: Any) -> np.ndarray:
@@ -185,7 +170,7 @@ def score(
     model: ScoringModel,
     data: DataSection,
     cfg: FeaturizeSection,
-    past: Sequence[pd.DataFrame] = (),
+    past: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scored output rows for `frame` (`past`: earlier rows, only history), and the rows
     the API would refuse (`reason`), as rejects."""
