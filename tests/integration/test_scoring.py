@@ -71,6 +71,18 @@ def read(folder: Path) -> pd.DataFrame:
     return frame.astype({"date": str})  # the partition: a category of the days present
 
 
+def assert_featurizes_features(out: pd.DataFrame, table: pd.DataFrame, params: Params) -> None:
+    """The scored rows' features are featurize's on the whole `table`, for every row its
+    splits keep (over 90% of them)."""
+    splits, cols = featurize(table, params)
+    expected = pd.concat(splits.values(), ignore_index=True)
+    expected["request_id"] = expected["transaction_id"].astype(str)
+    joined = out.merge(expected, on="request_id", suffixes=("", "_train"))
+    assert len(joined) == len(expected) > 0.9 * len(out)
+    for name in cols.all:
+        np.testing.assert_allclose(joined[name], joined[f"{name}_train"], rtol=1e-9, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def embedded(world: dict[str, Any]) -> Path:
     out = world["root"] / "out-embedded"
@@ -91,13 +103,7 @@ def test_the_output_is_the_pipelines_features_scored_at_the_threshold(
     params: Params = world["params"]
     table = world["table"]
     assert len(out) == len(table)
-    splits, cols = featurize(table, params)
-    expected = pd.concat(splits.values(), ignore_index=True)
-    expected["request_id"] = expected["transaction_id"].astype(str)
-    joined = out.merge(expected, on="request_id", suffixes=("", "_train"))
-    assert len(joined) == len(expected) > 0.9 * len(out)
-    for name in cols.all:
-        np.testing.assert_allclose(joined[name], joined[f"{name}_train"], rtol=1e-9, atol=1e-9)
+    assert_featurizes_features(out, table, params)
     mv = registry.resolve(NAME, "@champion")
     threshold = VersionTags.of(mv).threshold_at_budget
     assert (out["decision"] == (out["score"] >= threshold)).all()
@@ -142,13 +148,7 @@ def test_rows_scored_in_slices_and_out_of_order_in_their_chunk_get_featurizes_fe
     run.score(f"{NAME}@champion", root / "shuffled.csv", out, params, policy, chunk_rows=4000)
     got = read(out)
     assert len(got) == len(table) and got["request_id"].is_unique
-    splits, cols = featurize(shuffled, params)
-    expected = pd.concat(splits.values(), ignore_index=True)
-    expected["request_id"] = expected["transaction_id"].astype(str)
-    both = got.merge(expected, on="request_id", suffixes=("", "_train"))
-    assert len(both) == len(expected) > 0.9 * len(got)
-    for name in cols.all:
-        np.testing.assert_allclose(both[name], both[f"{name}_train"], rtol=1e-9, atol=1e-9)
+    assert_featurizes_features(got, shuffled, params)
     chunks = -(-len(table) // 4000)
     for day in out.glob("date=*"):
         names = [p.name for p in day.iterdir()]

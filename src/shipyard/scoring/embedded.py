@@ -27,29 +27,7 @@ from shipyard.history import history_columns
 from shipyard.scoring import batch, rows
 from shipyard.scoring.model import ScoringModel
 
-# Ints parse as floats, as pandas parses them (Arrow's int parser also takes hex).
 SLICE_ROWS = 50_000  # rows scored and written at a time; a chunk's windows are computed once
-_ARROW_TYPES = {"int": "float64", "float": "float64", "datetime": "timestamp[ns]"}
-
-
-def _typed(table: Any, data: DataSection) -> Any:
-    """CSV text cast to the contract's types in Arrow, a column at a time, where every value
-    in the chunk parses; any other column stays text for the contract's row checks, which
-    name the bad value. Parsing numbers in pandas costs ~1 us a value."""
-    import pyarrow.compute as pc
-
-    for name, spec in data.columns.items():
-        kind = _ARROW_TYPES.get(spec.type)
-        if kind is None or name not in table.column_names:
-            continue
-        try:
-            column = pc.cast(table.column(name), kind)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-        if kind == "float64" and pc.any(pc.is_nan(column)).as_py():
-            continue  # text "nan" is a bad value to the contract, not a missing one
-        table = table.set_column(table.column_names.index(name), name, column)
-    return table
 
 
 def chunks(files: list[Path], size: int, data: DataSection) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -91,7 +69,7 @@ def _take(pending: list[Any], size: int, data: DataSection) -> pd.DataFrame:
     while its consumer works, and held about 60 MiB through each chunk."""
     table = pa.Table.from_batches(pending)
     pending[:] = table.slice(size).to_batches()
-    return _typed(table.slice(0, size), data).to_pandas()
+    return rows.arrow_typed(table.slice(0, size), data).to_pandas()
 
 
 def _write(table: Any, folder: Path, name: str) -> None:

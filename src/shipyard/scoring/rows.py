@@ -32,6 +32,31 @@ class Checked:
     accepted: np.ndarray  # per input row, in order: kept in `good`
 
 
+# Ints parse as floats, as pandas parses them (Arrow's int parser also takes hex).
+_ARROW_TYPES = {"int": "float64", "float": "float64", "datetime": "timestamp[ns]"}
+
+
+def arrow_typed(table: Any, data: DataSection) -> Any:
+    """Text cast to the contract's types in Arrow, a column at a time, where every value in
+    the table parses; any other column stays text for the contract's row checks, which name
+    the bad value. Parsing numbers in pandas costs ~1 us a value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for name, spec in data.columns.items():
+        kind = _ARROW_TYPES.get(spec.type)
+        if kind is None or name not in table.column_names:
+            continue
+        try:
+            column = pc.cast(table.column(name), kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        if kind == "float64" and pc.any(pc.is_nan(column)).as_py():
+            continue  # text "nan" is a bad value to the contract, not a missing one
+        table = table.set_column(table.column_names.index(name), name, column)
+    return table
+
+
 def lookback_days(cfg: FeaturizeSection) -> int:
     """How far back a row's features reach: rows older than this never change them."""
     days = [0]
