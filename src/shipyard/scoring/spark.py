@@ -1,7 +1,8 @@
 """The Spark engine: the same row functions (`scoring.rows`) as pandas UDFs, for tables that
 outgrow one machine.
 
-- The contract runs per partition (`mapInPandas`).
+- The contract runs per partition on Arrow batches (`mapInArrow`), its numbers and times
+  parsed by Arrow as in the embedded engine (`rows.arrow_typed`).
 - History features need an entity's rows together: the rows are partitioned by customer
   for the spending windows and by terminal for the risk windows, each computed by
   `history_features` on a whole partition with the other windows switched off, then joined
