@@ -65,7 +65,8 @@ def _spark_type(kind: str) -> str:
 
 
 def _arrow_schema(data: DataSection, raw_cols: list[str]) -> Any:
-    """The contract's output as Arrow types: `checked_schema` in `run`, column by column."""
+    """The contract's output: the typed columns as they cross the JVM, the row number, the
+    reason and the raw text of each input column (kept for rejected rows only)."""
     import pyarrow as pa
 
     kinds = {"long": pa.int64(), "string": pa.string(), "boolean": pa.bool_()}
@@ -107,6 +108,7 @@ def run(
     job: batch.Job, params: Params, model_folder: Path, source: Path, master: str | None
 ) -> dict[str, Any]:
     from pyspark.sql import functions as F
+    from pyspark.sql.pandas.types import from_arrow_schema
 
     data, cfg = params.data, params.featurize
     model: ScoringModel = job.model
@@ -126,11 +128,7 @@ def run(
         raw = raw.select([F.col(c).cast("string").alias(c) for c in raw.columns])
         raw = raw.withColumn(ROW, F.monotonically_increasing_id())
         rows_in = raw.count()
-        typed_schema = ", ".join(f"`{c}` {_spark_type(data.columns[c].type)}" for c in data.columns)
         raw_cols = [c for c in raw.columns if c != ROW]
-        checked_schema = f"{typed_schema}, `{ROW}` long, `{rows.REASON}` string, " + ", ".join(
-            f"`_raw_{c}` string" for c in raw_cols
-        )
         source_name = str(source)
 
         arrow_schema = _arrow_schema(data, raw_cols)
@@ -156,7 +154,7 @@ def run(
                     table = table.append_column(f"_raw_{c}", kept)
                 yield from table.cast(arrow_schema).to_batches()
 
-        checked = raw.mapInArrow(contract, checked_schema).persist()
+        checked = raw.mapInArrow(contract, from_arrow_schema(arrow_schema)).persist()
         good = checked.filter(F.col(rows.REASON).isNull()).select(*data.columns, ROW)
         entity_frames = [good.select(ROW)]
         for part in ("spending", "risk"):
