@@ -1,7 +1,7 @@
 """The AnalysisTemplate's PromQL, run by a real Prometheus, gives the local gates' figures.
 
 Two real `bentoml serve` processes (a healthy stable, a collapsed canary), a real Prometheus
-scraping both every second, the same traffic to each. Every gate query, with Argo's args
+scraping both every 250 ms, the same traffic to each. Every gate query, with Argo's args
 filled in, must agree with `analysis.judge` on the controller's own scrapes.
 """
 
@@ -73,8 +73,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     prom_port = processes.free_port()
     textfiles = _textfiles(tmp, versions["stable"])
     targets = [f"127.0.0.1:{s.port}" for s in services.values()] + [textfiles]
+    # Scraped every 250 ms: `increase` extrapolates a count by up to one scrape interval past
+    # its last sample, which against a window of a few seconds must stay a few percent.
     config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "global": {
+            "scrape_interval": "250ms",
+            "scrape_timeout": "250ms",
+            "evaluation_interval": "1s",
+        },
         "scrape_configs": [{"job_name": "shipyard", "static_configs": [{"targets": targets}]}],
     }
     (tmp / "prometheus.yml").write_text(json.dumps(config))
