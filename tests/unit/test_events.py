@@ -17,6 +17,7 @@ from shipyard.history import feature_names, history_features
 from shipyard.scoring.events import (
     DeadLetter,
     Decision,
+    EntityIndex,
     History,
     Incoming,
     Known,
@@ -271,15 +272,46 @@ def test_a_batch_whose_publish_failed_is_decided_again_not_taken_for_duplicates(
     start = len(events) - 300
     scorer = Scorer(Amounts(), model, params.data, params.featurize)
     scorer.remember(events[:start])
-    before = len(scorer.history)
+    before, ids = len(scorer.history), set(scorer.history.ids)
     with pytest.raises(ConnectionError), scorer.history.tentative():
         scorer.decide(events[start : start + 100], {})
         scorer.decide(events[start + 100 :], {})  # a day later: the history is pruned
+        assert not ids <= scorer.history.ids  # some were pruned
         raise ConnectionError("broker lost")
     assert len(scorer.history) == before
+    assert scorer.history.ids == ids  # the pruned ones back: still duplicates if sent again
     got = scorer.decide(events[start:], {})
     assert all(isinstance(o, Decision) for o in got), [o for o in got if isinstance(o, DeadLetter)]
     straight = Scorer(Amounts(), model, params.data, params.featurize)
     straight.remember(events[:start])
     want = straight.decide(events[start:], {})
     assert [o.record for o in got] == [o.record for o in want]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("kind", ["int64", "float64", "object"])
+def test_the_entity_index_finds_what_isin_finds_as_rows_come_and_go(kind: str) -> None:
+    """Appended in runs, pruned by masks, looked up by batches (some values absent, repeated,
+    or missing): its rows are always those `isin` marks in the frame they index."""
+    rng = np.random.default_rng(3)
+
+    def values(n: int) -> pd.Series:
+        raw = rng.integers(0, 300, n)
+        if kind == "object":
+            return pd.Series([f"t{v}" if v % 17 else None for v in raw], dtype=object)
+        column = pd.Series(raw, dtype=kind)
+        return column.where(column % 17 != 0) if kind == "float64" else column
+
+    frame, index = pd.Series([], dtype=kind), EntityIndex.empty()
+    for step in range(40):
+        if step % 7 == 6:  # a prune: a random tenth of the rows go
+            keep = rng.random(len(frame)) > 0.1
+            frame, index = frame[keep].reset_index(drop=True), index.kept(keep)
+        else:
+            new = values(int(rng.integers(0, 400)))
+            index = index.appended(new, len(frame))
+            frame = pd.concat([frame, new], ignore_index=True)
+        batch = pd.concat([values(30), frame.sample(min(5, len(frame)), random_state=step)])
+        found = np.zeros(len(frame), dtype=bool)
+        found[index.find(batch)] = True
+        np.testing.assert_array_equal(found, frame.isin(batch).to_numpy())
+        assert len(index.find(batch)) == found.sum()  # each row once
