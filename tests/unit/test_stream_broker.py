@@ -1,8 +1,11 @@
-"""The consumer's line for a broker lost while it waits on faststream's read, not its own."""
+"""The consumer's line for a broker lost while it waits on faststream's read, not its own; its
+lag gauge, read from the broker at each scrape."""
 
 from __future__ import annotations
 
 import logging
+import math
+from typing import Any
 
 import pytest
 
@@ -41,3 +44,29 @@ def test_anything_but_a_lost_broker_is_logged_as_it_was(capsys: pytest.CaptureFi
     assert lost.filter(record(ValueError("a bug"))) is True
     assert lost.filter(record(None)) is True
     assert capsys.readouterr().err == ""
+
+
+class Groups:
+    """What redis-py's `xinfo_groups` answers, or the error it raises."""
+
+    def __init__(self, answer: list[dict[str, Any]] | BaseException) -> None:
+        self.answer = answer
+
+    def xinfo_groups(self, source: str) -> list[dict[str, Any]]:
+        assert source == "transactions"
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+def test_the_lag_is_the_groups_own_and_a_scrape_never_fails_on_it() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    groups = [{"name": b"other", "lag": 9}, {"name": b"shipyard.m", "lag": 4}]
+    assert stream.lag_of(Groups(groups), "transactions", "shipyard.m") == 4.0
+    assert math.isnan(stream.lag_of(Groups(groups), "transactions", "shipyard.x"))
+    unknown = [{"name": b"shipyard.m", "lag": None}]  # Redis cannot tell after a deletion
+    assert math.isnan(stream.lag_of(Groups(unknown), "transactions", "shipyard.m"))
+    for err in (RedisConnectionError("refused"), ResponseError("no such key"), TimeoutError()):
+        assert math.isnan(stream.lag_of(Groups(err), "transactions", "shipyard.m"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -261,11 +262,6 @@ class Consumer:
             }
         )
 
-    async def refresh_lag(self) -> None:
-        for group in await self.client.xinfo_groups(self.settings.source):
-            if _text(group["name"]) == self.settings.group and group.get("lag") is not None:
-                self.metrics.lag.set(float(group["lag"]))
-
     def close(self) -> None:
         self.log.close()
 
@@ -301,6 +297,32 @@ class BrokerLost(logging.Filter):
             return True
         progress("stream", f"broker {self.url}: {err}; retry in {FETCH_RETRY_SECONDS:g}s")
         return False
+
+
+def sync_client(url: str) -> Any:
+    """A blocking client of its own, for the metrics server's thread."""
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
+    )
+
+
+def lag_of(client: Any, source: str, group: str) -> float:
+    """Redis' own count of the group's entries not yet given to it, asked when /metrics is
+    scraped: asked after every batch, it cost a round trip in each (about 1 ms of a 25 ms
+    batch), and went stale whenever the stream went quiet. NaN when the broker does not
+    answer or has no such group, so a scrape never fails on it."""
+    from redis.exceptions import RedisError
+
+    try:
+        groups = client.xinfo_groups(source)
+    except (RedisError, ConnectionError, TimeoutError):
+        return math.nan
+    for found in groups:
+        if _text(found["name"]) == group and found.get("lag") is not None:
+            return float(found["lag"])
+    return math.nan
 
 
 async def connect(url: str, retry_seconds: float) -> Any:
@@ -349,6 +371,8 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
+        lag = sync_client(settings.broker)
+        consumer.metrics.lag.set_function(lambda: lag_of(lag, settings.source, settings.group))
         start_http_server(settings.metrics_port, "127.0.0.1", consumer.metrics.registry)
     quiet = logging.getLogger("shipyard.stream.broker")
     quiet.setLevel(logging.WARNING)
@@ -366,7 +390,6 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
         await consumer.handle(
             [_entry(m, f) for m, f in zip(raw["message_ids"], raw["data"], strict=True)]
         )
-        await consumer.refresh_lag()
 
     async def on_claimed(msg: Any) -> None:
         raw = msg.raw_message  # one entry per claim
