@@ -104,6 +104,24 @@ class _Timeline:
 BUCKET_ROWS = 500_000  # rows per pass of `_windows`: bounds its transient memory
 
 
+def _reached(codes: np.ndarray, times: np.ndarray, start: int, days: int) -> np.ndarray | None:
+    """The rows that the windows of the rows from `start` can reach, ascending: those rows
+    and the earlier rows of their entities younger than `days` before the first of them.
+    None when that is most rows (a chunk of a table), as the copies would cost more than the
+    sort saves. A stream's batch shares its history frame between two entities' windows, and
+    each needs under half of it (a quarter for the terminals)."""
+    if start == 0:
+        return None
+    seen = np.zeros(int(codes.max(initial=0)) + 2, dtype=bool)  # code -1 (missing) at 0
+    seen[codes[start:] + 1] = True
+    reach = times[start:].min() - days * NS_PER_DAY  # (t - days, t]: older is never in
+    earlier = seen[codes[:start] + 1] & (times[:start] > reach)
+    kept = np.count_nonzero(earlier)
+    if kept > 0.75 * start:
+        return None
+    return np.concatenate([np.flatnonzero(earlier), np.arange(start, len(codes))])
+
+
 def _windows(
     entity: pd.Series, times: np.ndarray, start: int, values: np.ndarray, days: list[int]
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -111,6 +129,10 @@ def _windows(
     `start`, in frame order. Long frames go in buckets of whole entities, so the sort and
     its index arrays never hold more than about `BUCKET_ROWS` rows at once."""
     codes = pd.factorize(entity)[0]
+    reached = _reached(codes, times, start, max(days))
+    if reached is not None:
+        codes, times, values = codes[reached], times[reached], values[reached]
+        start = len(reached) - (len(entity) - start)
     buckets = max(1, -(-len(codes) // BUCKET_ROWS))
     size = len(codes) - start
     out = {d: (np.empty(size), np.empty(size)) for d in days}
