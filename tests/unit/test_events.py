@@ -315,3 +315,36 @@ def test_the_entity_index_finds_what_isin_finds_as_rows_come_and_go(kind: str) -
         found[index.find(batch)] = True
         np.testing.assert_array_equal(found, frame.isin(batch).to_numpy())
         assert len(index.find(batch)) == found.sum()  # each row once
+
+
+def test_the_first_field_outside_its_served_range_is_named() -> None:
+    """In the ranges' order, as the API names it; NaN is outside; unranged fields pass."""
+    from shipyard.scoring.rows import out_of_range
+
+    ranged = ScoringModel(
+        name="m",
+        version="1",
+        uri="models:/m/1",
+        fields=["a", "b", "c"],
+        threshold=0.5,
+        field_ranges={"b": (0.0, 1.0), "a": (-2.5, 2.5), "gone": (0.0, 1.0)},
+        data_hash="md5:x",
+    )
+    feats = pd.DataFrame(
+        {
+            "a": [0.0, 3.0, 0.0, 9.0, np.nan, -2.5],
+            "b": [0.5, 0.5, -1.0, 7.0, 0.5, 1.0],
+            "c": [1e9, 0.0, 0.0, 0.0, 0.0, 0.0],
+        },
+        index=[10, 11, 12, 13, 14, 15],
+    )
+    got = out_of_range(feats, ranged)
+    assert list(got.index) == list(feats.index)
+    assert got.tolist() == [
+        pd.NA,
+        "a: range: outside the served range [-2.5, 2.5]",
+        "b: range: outside the served range [0, 1]",
+        "b: range: outside the served range [0, 1]",  # both out: b comes first
+        "a: range: outside the served range [-2.5, 2.5]",
+        pd.NA,  # the bounds themselves are inside
+    ]

@@ -160,14 +160,23 @@ def log_times(stamps: Any) -> np.ndarray:
 
 
 def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
-    """Per row, the first field the API would refuse as outside its served range, or <NA>."""
+    """Per row, the first field the API would refuse as outside its served range, or <NA>.
+    All fields in one array: a column at a time cost 0.5 ms a stream batch."""
+    names = [name for name in model.field_ranges if name in feats.columns]
     found = np.full(len(feats), None, dtype=object)  # a plain array: see schema.check_rows
-    for name, (low, high) in model.field_ranges.items():
-        if name not in feats.columns:
-            continue
-        values = feats[name].to_numpy(dtype="float64")
-        bad = ~((values >= low) & (values <= high)) & pd.isna(found)
-        found[bad] = f"{name}: range: outside the served range [{low:g}, {high:g}]"
+    if names:
+        values = feats[names].to_numpy(dtype="float64")
+        low, high = np.array([model.field_ranges[name] for name in names], dtype="float64").T
+        bad = ~((values >= low) & (values <= high))  # NaN is outside too
+        hit = bad.any(axis=1)
+        reasons = np.array(
+            [
+                f"{n}: range: outside the served range [{lo:g}, {hi:g}]"
+                for n, lo, hi in zip(names, low, high, strict=True)
+            ],
+            dtype=object,
+        )
+        found[hit] = reasons[bad[hit].argmax(axis=1)]
     return pd.Series(found, index=feats.index, dtype="string")
 
 
