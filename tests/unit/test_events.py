@@ -348,3 +348,19 @@ def test_the_first_field_outside_its_served_range_is_named() -> None:
         "a: range: outside the served range [-2.5, 2.5]",
         pd.NA,  # the bounds themselves are inside
     ]
+
+
+def test_history_keeps_the_first_row_of_each_event_id_once(
+    table: pd.DataFrame, params: Params
+) -> None:
+    history = History(params.data, params.featurize)
+    rows = table[COLUMNS].iloc[:6].reset_index(drop=True)
+    history.add(rows.iloc[:2])
+    again = rows.iloc[[1, 2, 3, 2, 4]].copy()  # 1 kept already; 2 twice in the batch
+    again["tx_amount"] = [-1.0, 10.0, 11.0, 12.0, 13.0]
+    history.add(again.reset_index(drop=True))
+    kept = history.frame
+    assert kept is not None
+    assert kept["transaction_id"].tolist() == rows["transaction_id"].iloc[:5].tolist()
+    assert kept["tx_amount"].tolist()[1:] == [rows["tx_amount"].iloc[1], 10.0, 11.0, 13.0]
+    assert history.ids == {str(i) for i in rows["transaction_id"].iloc[:5]}
