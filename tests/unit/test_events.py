@@ -364,3 +364,26 @@ def test_history_keeps_the_first_row_of_each_event_id_once(
     assert kept["transaction_id"].tolist() == rows["transaction_id"].iloc[:5].tolist()
     assert kept["tx_amount"].tolist()[1:] == [rows["tx_amount"].iloc[1], 10.0, 11.0, 13.0]
     assert history.ids == {str(i) for i in rows["transaction_id"].iloc[:5]}
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["in time order", "one old row late"])
+def test_a_prune_keeps_exactly_the_rows_inside_the_horizon(
+    table: pd.DataFrame, params: Params, late: bool
+) -> None:
+    """Rows in time order go as a leading slice; a late old row among recent ones goes too."""
+    rows = table[COLUMNS].reset_index(drop=True)
+    if late:  # an early row arrives among the last ones
+        order = [*range(1, len(rows) - 50), 0, *range(len(rows) - 50, len(rows))]
+        rows = rows.iloc[order].reset_index(drop=True)
+    history = History(params.data, params.featurize)
+    for lo in range(0, len(rows), 200):
+        history.add(rows.iloc[lo : lo + 200].reset_index(drop=True))
+    kept = history.frame
+    assert kept is not None
+    stamps = pd.to_datetime(kept["tx_datetime"])
+    newest = pd.to_datetime(rows["tx_datetime"]).max()
+    assert stamps.min() >= newest - pd.Timedelta(days=38 + 1)  # pruned, by its slack at most
+    want = rows[pd.to_datetime(rows["tx_datetime"]) >= stamps.min()]
+    assert sorted(kept["transaction_id"]) == sorted(want["transaction_id"])
+    assert history.ids == {str(i) for i in kept["transaction_id"]}
+    assert str(rows["transaction_id"].iloc[len(rows) - 51 if late else 0]) not in history.ids
