@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -102,6 +103,24 @@ def test_prediction_log_flushes_itself_past_its_backlog(tmp_path: Path) -> None:
         str(i) for i in range(5)
     ]
     log.close()
+
+
+def test_a_prediction_log_without_a_writer_writes_only_when_flushed(tmp_path: Path) -> None:
+    """The stream consumer's: no thread writes behind its back, however many are pending."""
+    before = threading.active_count()
+    log = PredictionLog(tmp_path, batch=2, interval=0.01, writer=False)
+    assert threading.active_count() == before
+    for i in range(5):
+        log.append({"request_id": str(i)})
+    time.sleep(0.1)  # a writer would have flushed: the batch is due and the timer past
+    assert log.path.read_text() == ""
+    log.flush()
+    assert [json.loads(x)["request_id"] for x in log.path.read_text().splitlines()] == [
+        str(i) for i in range(5)
+    ]
+    log.append({"request_id": "5"})
+    log.close()  # closing flushes the rest
+    assert len(log.path.read_text().splitlines()) == 6
 
 
 def test_prediction_log_refuses_nan(tmp_path: Path) -> None:

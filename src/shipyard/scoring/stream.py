@@ -116,7 +116,7 @@ class Consumer:
         self.settings, self.scorer, self.client = settings, scorer, client
         self.ledger = Ledger(client, settings.group, settings.ledger_ttl)
         self.metrics = Metrics()
-        self.log = PredictionLog(settings.log_folder)
+        self.log = PredictionLog(settings.log_folder, writer=False)  # `_attempt` flushes
         self.logged = logged_request_ids(settings.log_folder)
         self.predicted = False  # the model has scored an event in this process
 

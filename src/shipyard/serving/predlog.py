@@ -21,8 +21,18 @@ import orjson
 
 
 class PredictionLog:
+    """`writer=False`: no writer thread; records reach the disk when the owner calls `flush`
+    (or `append` passes `backlog`). The stream consumer flushes each batch before it
+    acknowledges it anyway, and a thread woken halfway through its appends only contended
+    for the GIL and the file with it."""
+
     def __init__(
-        self, folder: Path, batch: int = 64, interval: float = 1.0, backlog: int = 100_000
+        self,
+        folder: Path,
+        batch: int = 64,
+        interval: float = 1.0,
+        backlog: int = 100_000,
+        writer: bool = True,
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S")
@@ -34,8 +44,10 @@ class PredictionLog:
         self._writing = threading.Lock()  # one writer at a time keeps lines in order
         self._due = threading.Event()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._write_loop, args=(interval,), daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if writer:
+            self._thread = threading.Thread(target=self._write_loop, args=(interval,), daemon=True)
+            self._thread.start()
 
     def append(self, record: dict[str, Any]) -> None:
         line = orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -46,7 +58,7 @@ class PredictionLog:
             waiting = len(self._pending)
         if waiting >= self._backlog:
             self.flush()
-        elif waiting >= self._batch:
+        elif waiting >= self._batch and self._thread is not None:
             self._due.set()
 
     def flush(self) -> None:
@@ -66,7 +78,8 @@ class PredictionLog:
     def close(self) -> None:
         self._stop.set()
         self._due.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.flush()
         os.close(self._fd)
 
