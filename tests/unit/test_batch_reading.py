@@ -37,9 +37,11 @@ def test_arrow_typed_chunks_judge_rows_as_text_does(
     path = tmp_path / "in.csv"
     row, rejected = CASES[case]
     path.write_text("\n".join([HEADER, *GOOD, row]) + "\n")
-    [(_, fast)] = list(embedded.chunks([path], 1000, data))
+    [(_, fast, read)] = list(embedded.chunks([path], 1000, data))
     text = pd.read_csv(path, dtype=str, keep_default_na=False).replace("", None)
-    a, b = rows.check(fast, data, str(path)), rows.check(text, data, str(path))
+    a = embedded._as_read(rows.check(fast, data, str(path)), read)
+    b = rows.check(text, data, str(path))
     assert list(a.rejects["reason"]) == list(b.rejects["reason"])
+    pd.testing.assert_frame_equal(a.rejects, b.rejects)  # the values as the file gives them
     assert len(a.rejects) == rejected, case
     pd.testing.assert_frame_equal(a.good, b.good, check_dtype=False)

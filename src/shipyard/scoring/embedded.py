@@ -10,6 +10,7 @@ wrong history.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Iterator
@@ -30,9 +31,12 @@ from shipyard.scoring.model import ScoringModel
 SLICE_ROWS = 50_000  # rows scored and written at a time; a chunk's windows are computed once
 
 
-def chunks(files: list[Path], size: int, data: DataSection) -> Iterator[tuple[str, pd.DataFrame]]:
-    """(source file, raw rows) of about `size` rows; CSV values arrive as text, so the
-    contract decides what parses, as in `validate`."""
+def chunks(
+    files: list[Path], size: int, data: DataSection
+) -> Iterator[tuple[str, pd.DataFrame, Any]]:
+    """(source file, raw rows, the same rows as read) of about `size` rows; CSV values arrive
+    as text, so the contract decides what parses, as in `validate`. The rows as read are an
+    Arrow table, for the rejects' values."""
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
@@ -58,18 +62,32 @@ def chunks(files: list[Path], size: int, data: DataSection) -> Iterator[tuple[st
             count += part.num_rows
             while count >= size:
                 count -= size
-                yield str(path), _take(pending, size, data)
+                yield str(path), *_take(pending, size, data)
         if count:
-            yield str(path), _take(pending, count, data)
+            yield str(path), *_take(pending, count, data)
 
 
-def _take(pending: list[Any], size: int, data: DataSection) -> pd.DataFrame:
-    """The first `size` rows of `pending`, typed, leaving the rest in it. A function of its
-    own so that no Arrow table of the chunk's text outlives it: a generator's locals live
-    while its consumer works, and held about 60 MiB through each chunk."""
+def _take(pending: list[Any], size: int, data: DataSection) -> tuple[pd.DataFrame, Any]:
+    """The first `size` rows of `pending`, typed and as read, leaving the rest in it. A
+    function of its own so that no Arrow table of the chunk's text outlives the chunk's
+    contract check: a generator's locals live while its consumer works, and held about 60
+    MiB through each chunk."""
     table = pa.Table.from_batches(pending)
     pending[:] = table.slice(size).to_batches()
-    return rows.arrow_typed(table.slice(0, size), data).to_pandas()
+    read = table.slice(0, size)
+    return rows.arrow_typed(read, data).to_pandas(), read
+
+
+def _as_read(checked: rows.Checked, read: Any) -> rows.Checked:
+    """The rejects with their values as the input gave them ("10", not the "10.0" the
+    contract's number parse made of it), as the Spark engine writes them."""
+    if not len(checked.rejects):
+        return checked
+    given = read.take(pa.array(np.flatnonzero(~checked.accepted))).to_pandas()
+    rejects = checked.rejects.copy()
+    for name in given.columns:
+        rejects[name] = given[name].astype("string").set_axis(rejects.index)
+    return dataclasses.replace(checked, rejects=rejects)
 
 
 def _write(table: Any, folder: Path, name: str) -> None:
@@ -164,9 +182,9 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
     latest: pd.Timestamp | None = None
     began = time.monotonic()
     scored_now = 0
-    for index, (path, raw) in enumerate(chunks(job.inputs, job.chunk_rows, data)):
-        checked, rows_in = rows.check(raw, data, path), len(raw)
-        del raw  # its rejects are copied out: the windows' sort needs the room
+    for index, (path, raw, read) in enumerate(chunks(job.inputs, job.chunk_rows, data)):
+        checked, rows_in = _as_read(rows.check(raw, data, path), read), len(raw)
+        del raw, read  # its rejects are copied out: the windows' sort needs the room
         good = checked.good
         if len(good):
             first = good[data.timestamp].min()
