@@ -45,3 +45,49 @@ def test_arrow_typed_chunks_judge_rows_as_text_does(
     pd.testing.assert_frame_equal(a.rejects, b.rejects)  # the values as the file gives them
     assert len(a.rejects) == rejected, case
     pd.testing.assert_frame_equal(a.good, b.good, check_dtype=False)
+
+
+class Sums:
+    def predict_proba(self, frame: pd.DataFrame) -> Any:
+        import numpy as np
+
+        p = 1 / (1 + np.exp(-frame.to_numpy(dtype="float64").sum(axis=1) / 100))
+        return np.column_stack([1 - p, p])
+
+
+def test_spark_refusals_carry_the_values_embedded_rejects_write(
+    raw_params: dict[str, Any],
+) -> None:
+    """Rows the API would refuse leave Spark's scoring UDF with their declared values as
+    text, which its rejects write: the same columns and values as `rows.scored`'s rejects."""
+    from shipyard.history import feature_names, history_features
+    from shipyard.scoring import spark
+    from shipyard.scoring.model import ScoringModel
+
+    params = parse_params(raw_params)
+    data, cfg = params.data, params.featurize
+    lines = [*GOOD, "3,2025-04-01 10:20:00,8,4,900.5,", "4,2025-04-01 10:21:00,8,4,2,"]
+    text = pd.DataFrame([line.split(",") for line in lines], columns=HEADER.split(","))
+    good = rows.check(text.replace("", None), data, "in.csv").good
+    model = ScoringModel(
+        name="m",
+        version="1",
+        uri="models:/m/1",
+        fields=["tx_amount", *feature_names(cfg)],
+        threshold=0.5,
+        field_ranges={"tx_amount": (0.0, 100.0)},
+        data_hash="md5:x",
+    )
+    windows = history_features(good, cfg, data.timestamp, data.target)
+    entity = [n for n in windows.columns if n not in ("is_weekend", "is_night")]
+    out, refused = spark._score_precomputed(Sums(), good, windows[entity], model, data, cfg)
+    _, want = rows.scored(Sums(), good, windows, model, data)
+    assert list(out["request_id"]) == ["1", "2", "4"]
+    assert out[[f"_raw_{c}" for c in data.columns]].isna().all().all()
+    assert list(refused["request_id"]) == ["3"]
+    assert refused[rows.REASON].tolist() == want[rows.REASON].tolist()
+    for name in data.columns:  # a missing value (the label) is a null, as Arrow writes <NA>
+        given = [None if pd.isna(v) else v for v in want[name].tolist()]
+        assert refused[f"_raw_{name}"].tolist() == given, name
+    assert refused["_raw_tx_amount"].tolist() == ["900.5"]
+    assert want["source"].tolist() == [rows.RANGE_SOURCE]

@@ -23,6 +23,7 @@ from shipyard.scoring.model import ScoringModel
 OUTPUT_META = ("request_id", "timestamp", "model_name", "model_version", "model_uri")
 BATCH_ONLY = ("model_uri", "input_hash", "date")  # not features, not in the API's log
 REASON = "reason"
+RANGE_SOURCE = "served ranges"  # the rejects' `source` of a row the API would refuse
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,7 @@ def scored(
     feats = fields(frame, windows, model, data)
     reason = out_of_range(feats, model)
     ok = reason.isna().to_numpy()
-    rejects = _rejects(frame, reason, "served ranges")
+    rejects = _rejects(frame, reason, RANGE_SOURCE)
     feats, rows = feats.loc[ok], frame.loc[ok]
     return output(rows, feats, predict(estimator, feats), model, data), rejects
 

@@ -36,6 +36,7 @@ from shipyard.scoring.model import ScoringModel
 
 MASTER_ENV = "SHIPYARD_SPARK_MASTER"
 ROW = "_row"
+_RAW = "_raw_"  # prefix of a rejected row's values as text, carried beside its typed ones
 _MODELS: dict[str, Any] = {}  # per Python worker: model folder -> loaded pipeline
 
 
@@ -72,7 +73,7 @@ def _arrow_schema(data: DataSection, raw_cols: list[str]) -> Any:
     kinds = {"long": pa.int64(), "string": pa.string(), "boolean": pa.bool_()}
     fields = [(n, kinds.get(_spark_type(s.type), pa.float64())) for n, s in data.columns.items()]
     fields += [(ROW, pa.int64()), (rows.REASON, pa.string())]
-    fields += [(f"_raw_{c}", pa.string()) for c in raw_cols]
+    fields += [(f"{_RAW}{c}", pa.string()) for c in raw_cols]
     return pa.schema(fields)
 
 
@@ -151,7 +152,7 @@ def run(
                 bad = pa.array(reason.notna().to_numpy())
                 for c in raw_cols:
                     kept = pc.if_else(bad, text.column(c), pa.scalar(None, pa.string()))
-                    table = table.append_column(f"_raw_{c}", kept)
+                    table = table.append_column(f"{_RAW}{c}", kept)
                 yield from table.cast(arrow_schema).to_batches()
 
         checked = raw.mapInArrow(contract, from_arrow_schema(arrow_schema)).persist()
@@ -179,7 +180,9 @@ def run(
                 f"`{f}` {'string' if f in data.features.categorical else 'double'}"
                 for f in model.fields
             )
-            + f", `{rows.REASON}` string"
+            + f", `{rows.REASON}` string, "
+            # A refused row's declared values, as text: the rejects' columns, as embedded's.
+            + ", ".join(f"`{_RAW}{c}` string" for c in data.columns)
         )
         folder_name = model_folder.name
 
@@ -200,15 +203,21 @@ def run(
                 yield pd.concat([out, refused], ignore_index=True)
 
         scored = joined.mapInPandas(score, out_schema).persist()
-        good_out = scored.filter(F.col(rows.REASON).isNull()).drop(rows.REASON)
+        good_out = scored.filter(F.col(rows.REASON).isNull()).drop(
+            rows.REASON, *[f"{_RAW}{c}" for c in data.columns]
+        )
         if job.since is not None:
             good_out = good_out.filter(F.col("timestamp") >= job.since)
         good_out.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
         contract_rejects = checked.filter(F.col(rows.REASON).isNotNull()).select(
-            *[F.col(f"_raw_{c}").alias(c) for c in raw_cols], rows.REASON
+            *[F.col(f"{_RAW}{c}").alias(c) for c in raw_cols],
+            rows.REASON,
+            F.lit(source_name).alias("source"),
         )
         range_rejects = scored.filter(F.col(rows.REASON).isNotNull()).select(
-            "request_id", rows.REASON
+            *[F.col(f"{_RAW}{c}").alias(c) for c in data.columns],
+            rows.REASON,
+            F.lit(rows.RANGE_SOURCE).alias("source"),
         )
         reasons = Counter(
             {
@@ -270,6 +279,9 @@ def _score_precomputed(
     out[rows.REASON] = None
     refused = pd.DataFrame({"request_id": rejects[data.id].reset_index(drop=True)})
     refused[rows.REASON] = rejects[rows.REASON].to_numpy()
+    for name in data.columns:
+        out[f"{_RAW}{name}"] = None
+        refused[f"{_RAW}{name}"] = [None if pd.isna(v) else v for v in rejects[name].tolist()]
     # Integers stay integers: a NaN would make the column float and round the 64-bit hash.
     for name in ("decision", "input_hash"):
         refused[name] = 0
