@@ -185,7 +185,7 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
     for index, (path, raw, read) in enumerate(chunks(job.inputs, job.chunk_rows, data)):
         checked, rows_in = _as_read(rows.check(raw, data, path), read), len(raw)
         del raw, read  # its rejects are copied out: the windows' sort needs the room
-        _release()  # the text, before the windows' sort: held to here, it was 30 MiB more peak
+        _release()  # the text, before the windows' sort: held to it, the peak was 20-70 MiB more
         good = checked.good
         if len(good):
             first = good[data.timestamp].min()
