@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -48,9 +49,9 @@ def test_arrow_typed_chunks_judge_rows_as_text_does(
 
 
 class Sums:
-    def predict_proba(self, frame: pd.DataFrame) -> Any:
-        import numpy as np
+    """A model whose score is a fixed function of its fields."""
 
+    def predict_proba(self, frame: pd.DataFrame) -> Any:
         p = 1 / (1 + np.exp(-frame.to_numpy(dtype="float64").sum(axis=1) / 100))
         return np.column_stack([1 - p, p])
 
