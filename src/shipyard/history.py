@@ -46,6 +46,28 @@ def _nanos(stamps: pd.Series) -> np.ndarray:
     return when.to_numpy(dtype="datetime64[ns]").view("int64")
 
 
+NS_PER_HOUR = 3_600 * 10**9
+
+
+def _calendar(stamps: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(is_weekend, is_night) per row, as 0.0/1.0, in each time's own zone (local time).
+    Naive times are read off their nanoseconds (day 0, 1970-01-01, was a Thursday): the
+    `.dt` accessors cost a stream batch 0.2 ms. A missing time is neither."""
+    if stamps.dtype == np.dtype("datetime64[ns]"):
+        values = stamps.to_numpy()
+        ns = values.view("int64")
+        days, into = np.divmod(ns, NS_PER_DAY)
+        known = ~np.isnat(values)
+        weekend = known & ((days + 3) % 7 >= 5)
+        night = known & (into < 6 * NS_PER_HOUR)
+        return weekend.astype(float), night.astype(float)
+    when = as_times(stamps)
+    return (
+        (when.dt.dayofweek >= 5).to_numpy(dtype=float),
+        (when.dt.hour < 6).to_numpy(dtype=float),
+    )
+
+
 class _Timeline:
     """Rows in (entity, time, position) order, for windows over (t - days, t].
 
@@ -173,7 +195,11 @@ def _risk(
 ) -> dict[str, np.ndarray]:
     cols: dict[str, np.ndarray] = {}
     # Any numeric type: `prefix` sums each bucket's labels in float64 and wider.
-    labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy()
+    labels = frame[target].to_numpy()
+    if labels.dtype.kind == "f":  # as checked: NaN where unknown; `to_numeric` cost 0.1 ms
+        labels = np.where(np.isnan(labels), 0.0, labels)
+    else:
+        labels = pd.to_numeric(frame[target]).fillna(0.0).to_numpy()
     lengths = [cfg.delay_days, *(cfg.delay_days + w for w in cfg.windows_days)]
     sums = _windows(frame[cfg.entity], times, start, labels, lengths)
     recent_count, recent_sum = sums[cfg.delay_days]
@@ -212,9 +238,7 @@ def history_features(
     times = _nanos(frame[timestamp])
     cols: dict[str, np.ndarray] = {}
     if cfg.calendar:
-        when = as_times(frame[timestamp].iloc[start:])  # local time, zone kept
-        cols["is_weekend"] = (when.dt.dayofweek >= 5).to_numpy(dtype=float)
-        cols["is_night"] = (when.dt.hour < 6).to_numpy(dtype=float)
+        cols["is_weekend"], cols["is_night"] = _calendar(frame[timestamp].iloc[start:])
     if cfg.spending:
         cols.update(_spending(frame, times, start, cfg.spending))
     if cfg.risk:

@@ -3,6 +3,7 @@ fast path may only be faster, never laxer."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,67 @@ def test_spark_refusals_carry_the_values_embedded_rejects_write(
         assert refused[f"_raw_{name}"].tolist() == given, name
     assert refused["_raw_tx_amount"].tolist() == ["900.5"]
     assert want["source"].tolist() == [rows.RANGE_SOURCE]
+
+
+def test_stacked_frames_are_pandas_concat_whatever_the_column_types() -> None:
+    """`rows.stack` is `pd.concat` of the chosen rows: by NumPy where it can, by pandas
+    where a column's type is not one NumPy type throughout (zoned times, ints beside
+    floats), and the same either way."""
+    n = 50
+    base = pd.DataFrame(
+        {
+            "id": np.arange(n),
+            "at": pd.date_range("2025-04-01", periods=n, freq="h"),
+            "amount": np.linspace(0, 1, n),
+            "label": np.where(np.arange(n) % 3 == 0, np.nan, 1.0),
+            "name": [f"c{i % 4}" for i in range(n)],
+        }
+    ).iloc[5:]  # a slice, as the stream's kept rows are after a prune
+    zoned = base.assign(at=base["at"].dt.tz_localize("UTC"))
+    ints = base.assign(amount=np.arange(len(base)))
+    columns = ["at", "id", "amount", "label", "name"]
+    for other in (base, zoned, ints):
+        frames = [base, other, base.iloc[::2]]
+        keep = [np.array([0, 3, 4, 20]), np.array([], dtype=int), np.arange(len(frames[2]))[1::3]]
+        chosen = [f[columns].iloc[k] for f, k in zip(frames, keep, strict=True)]
+        want = pd.concat(chosen, ignore_index=True)
+        pd.testing.assert_frame_equal(rows.stack(frames, columns, keep), want)
+        whole = pd.concat([f[columns] for f in frames], ignore_index=True)
+        pd.testing.assert_frame_equal(rows.stack(frames, columns), whole)
+
+
+def test_fields_are_the_models_columns_in_its_order_numbers_as_one_block(
+    raw_params: dict[str, Any],
+) -> None:
+    from shipyard.history import history_features
+    from shipyard.scoring.model import ScoringModel
+
+    params = parse_params(raw_params)
+    data, cfg = params.data, params.featurize
+    text = pd.DataFrame([line.split(",") for line in GOOD], columns=HEADER.split(","))
+    good = rows.check(text, data, "in.csv").good
+    windows = history_features(good, cfg, data.timestamp, data.target)
+    names = ["terminal_id_risk_7d", "tx_amount", "is_night", "customer_id_nb_tx_1d"]
+    model = ScoringModel(
+        name="m",
+        version="1",
+        uri="models:/m/1",
+        fields=names,
+        threshold=0.5,
+        field_ranges={},
+        data_hash="md5:x",
+    )
+    got = rows.fields(good, windows, model, data)
+    assert list(got.columns) == names and (got.dtypes == "float64").all()
+    assert got["tx_amount"].tolist() == [12.5, 80.0]
+    for name in names[::2] + names[3:]:
+        assert got[name].tolist() == windows[name].tolist(), name
+    # A categorical field stays text, its missing values named: the frame is not one block.
+    typed = good.assign(customer_id=pd.Series(["a", None], dtype=object))
+    data = data.model_copy(
+        update={"features": data.features.model_copy(update={"categorical": ["customer_id"]})}
+    )
+    model = dataclasses.replace(model, fields=["tx_amount", "customer_id", "is_night"])
+    got = rows.fields(typed, windows, model, data)
+    assert got["customer_id"].tolist() == ["a", "__missing__"]
+    assert got["tx_amount"].dtype == "float64" and got["is_night"].tolist() == [0.0, 0.0]

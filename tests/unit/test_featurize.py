@@ -252,3 +252,20 @@ def test_narrowed_history_rows_give_the_same_features(
     big = rows.assign(customer_id=rows["customer_id"] + 2**31)
     assert narrow(big, TARGET)["customer_id"].dtype == np.dtype("int64")
     pd.testing.assert_frame_equal(history_features(narrow(big, TARGET), cfg, TS, TARGET), whole)
+
+
+@pytest.mark.parametrize("zone", [None, "Asia/Kolkata"])
+def test_calendar_features_are_each_times_own_weekday_and_hour(zone: str | None) -> None:
+    """Naive times are read off their nanoseconds, zoned ones through pandas: both must be
+    pandas' weekday and hour, before 1970 too, and a missing time is neither."""
+    from shipyard.history import _calendar
+
+    rng = np.random.default_rng(11)
+    stamps = pd.Series(pd.to_datetime(rng.integers(-2 * 10**18, 2 * 10**18, 20_000)))
+    stamps[::97] = pd.NaT
+    if zone is not None:
+        stamps = stamps.dt.tz_localize("UTC").dt.tz_convert(zone)
+    weekend, night = _calendar(stamps)
+    assert np.array_equal(weekend, (stamps.dt.dayofweek >= 5).to_numpy(dtype=float))
+    assert np.array_equal(night, (stamps.dt.hour < 6).to_numpy(dtype=float))
+    assert weekend[::97].sum() == night[::97].sum() == 0

@@ -206,7 +206,7 @@ class History:
         start = 0 if self._kept is None else len(self._kept)
         self._index = {e: ix.appended(self._tail[e], start) for e, ix in self._index.items()}
         parts = [self._tail] if self._kept is None else [self._kept, self._tail]
-        self._kept, self._tail = pd.concat(parts, ignore_index=True), None
+        self._kept, self._tail = rows.stack(parts, self.columns), None
 
     @contextmanager
     def tentative(self) -> Iterator[None]:
@@ -238,25 +238,24 @@ class History:
             return None
         own = batch[self.data.id]
         kept_own = any(t in self.ids for t in own.astype(str).tolist())
-        picked = []
+        frames, picks = [], []
         if self._kept is not None:
             keep = np.zeros(len(self._kept), dtype=bool)
             for entity, index in self._index.items():
                 keep[index.find(batch[entity])] = True
-            picked.append(self._picked(self._kept, keep, own, kept_own))
+            frames.append(self._kept)
+            # Positions, not the mask: six columns masked over every kept row cost 0.45 ms.
+            picks.append(np.flatnonzero(keep))
         if self._tail is not None:
             keep = np.zeros(len(self._tail), dtype=bool)
             for entity in self.entities:
                 keep |= self._tail[entity].isin(batch[entity]).to_numpy()
-            picked.append(self._picked(self._tail, keep, own, kept_own))
-        return picked[0] if len(picked) == 1 else pd.concat(picked, ignore_index=True)
-
-    def _picked(
-        self, frame: pd.DataFrame, keep: np.ndarray, own: pd.Series, kept_own: bool
-    ) -> pd.DataFrame:
+            frames.append(self._tail)
+            picks.append(np.flatnonzero(keep))
         if kept_own:
-            keep &= ~frame[self.data.id].isin(own).to_numpy()
-        return frame.loc[keep]
+            for k, (frame, at) in enumerate(zip(frames, picks, strict=True)):
+                picks[k] = at[~frame[self.data.id].iloc[at].isin(own).to_numpy()]
+        return rows.stack(frames, self.columns, picks)
 
     def add(self, good: pd.DataFrame) -> None:
         """Keep these rows: the first of each event id, and none already kept."""
@@ -266,7 +265,7 @@ class History:
         for text in texts:
             fresh.append(text not in self.ids and text not in seen)
             seen.add(text)
-        new = good[self.columns] if all(fresh) else good.loc[fresh, self.columns]
+        new = good if all(fresh) else good.loc[fresh]
         if not len(new):
             return
         added = [t for t, f in zip(texts, fresh, strict=True) if f]
@@ -278,7 +277,7 @@ class History:
         if self._span is not None:
             low, high = min(low, self._span[0]), max(high, self._span[1])
         self._span = (low, high)
-        tail = new if self._tail is None else pd.concat([self._tail, new], ignore_index=True)
+        tail = rows.stack([new] if self._tail is None else [self._tail, new], self.columns)
         self._tail = tail
         horizon = high - self.lookback - self.LATENESS
         if low < horizon - self.SLACK:
@@ -340,7 +339,7 @@ class Scorer:
                 columns[name] = np.array([np.nan if v is None else v for v in values], float)
             else:
                 columns[name] = pd.Series(values, dtype=object)
-        return pd.DataFrame(columns)
+        return pd.DataFrame(columns, copy=False)
 
     def remember(self, batch: list[Incoming]) -> int:
         """Add events handled before to the history, as deciding them did: those that read
@@ -451,6 +450,7 @@ class Scorer:
         scores = rows.predict(self.estimator, feats.loc[ok])
         decisions = rows.alerts(scores, self.model)
         values = feats.to_numpy(dtype="float64")
+        event_ids = keep[self.data.id].astype(str).tolist()
         n = 0  # the scores are those of the rows inside the ranges, in order
         for j, (i, item, _, again) in enumerate(accepted):
             if not ok[j]:
@@ -458,7 +458,7 @@ class Scorer:
                     out[i] = DeadLetter(item.message_id, str(outside[j]), item.body)
                 continue
             if again is None:
-                event_id = str(keep.at[j, self.data.id])
+                event_id = event_ids[j]
                 record = {
                     "event_id": event_id,
                     "score": float(scores[n]),

@@ -90,26 +90,39 @@ def _no_rejects(columns: tuple[str, ...]) -> pd.DataFrame:
 def check(raw: pd.DataFrame, data: DataSection, source: str) -> Checked:
     typed, reason = check_rows(raw, data, source)
     keep = reason.isna().to_numpy()
-    good = typed.loc[keep].reset_index(drop=True)
-    for name, spec in data.columns.items():
-        if spec.type == "int" and name != data.target:
-            good[name] = good[name].astype("int64")
+    ints = {n for n, spec in data.columns.items() if spec.type == "int" and n != data.target}
+    # Built from the columns' kept values: selecting rows, renumbering them and casting the
+    # ids one column at a time cost a stream batch 0.4 ms.
+    good = pd.DataFrame(
+        {
+            name: column.to_numpy()[keep].astype("int64") if name in ints else column.array[keep]
+            for name, column in typed.items()
+        },
+        copy=False,
+    )
     return Checked(good, _rejects(raw, reason, source), keep)
 
 
 def fields(
     frame: pd.DataFrame, history: pd.DataFrame, model: ScoringModel, data: DataSection
 ) -> pd.DataFrame:
-    """The model's fields, in its order, from the raw columns and the history features."""
+    """The model's fields, in its order, from the raw columns and the history features.
+    Built as one block where every field is a number: a Series per feature, then a frame
+    from them, cost a stream batch 0.4 ms."""
+    features = history.to_numpy(dtype="float64")
+    at = {name: k for k, name in enumerate(history.columns)}
     out: dict[str, Any] = {}
     for name in model.fields:
-        if name in history.columns:
-            out[name] = history[name].to_numpy(dtype="float64")
+        if name in at:
+            out[name] = features[:, at[name]]
         elif name in data.features.categorical:
             values = frame[name].astype("string").fillna("__missing__")
             out[name] = values.to_numpy(dtype=object)
         else:
             out[name] = frame[name].astype("float64").to_numpy()
+    if all(values.dtype == np.float64 for values in out.values()):
+        block = np.column_stack(list(out.values())) if out else np.empty((len(frame), 0))
+        return pd.DataFrame(block, columns=list(out), index=frame.index)
     return pd.DataFrame(out, index=frame.index)  # one frame, not a column insert per field
 
 
@@ -137,9 +150,9 @@ def windows(
     """The history features of `frame`, the last rows of `rows` (`history_columns` only,
     after the earlier rows their windows reach)."""
     start = len(rows) - len(frame)
-    return history_features(rows, cfg, data.timestamp, data.target, start=start).set_axis(
-        frame.index
-    )
+    features = history_features(rows, cfg, data.timestamp, data.target, start=start)
+    features.index = frame.index  # in place: `set_axis` copied every feature
+    return features
 
 
 def history(
@@ -148,9 +161,38 @@ def history(
     """The history features of every row of `frame`, as featurize computes them; `past`
     holds the earlier rows (`history_columns` only) that their windows reach."""
     columns = history_columns(cfg, data.timestamp, data.target)
-    recent = frame[columns]
-    joined = recent if past is None else pd.concat([past[columns], recent], ignore_index=True)
-    return windows(joined, frame, data, cfg)
+    return windows(stack([frame] if past is None else [past, frame], columns), frame, data, cfg)
+
+
+def stack(
+    frames: list[pd.DataFrame], columns: list[str], keep: list[np.ndarray] | None = None
+) -> pd.DataFrame:
+    """These columns of the frames, one after another, renumbered (`keep`: per frame, the
+    positions of the rows to take, ascending): `pd.concat` of them, by NumPy where each
+    column has one NumPy type in every frame. A stream batch stacks small frames three
+    times, and pandas' own selection and concatenation cost 0.3-0.5 ms each."""
+    picks: list[np.ndarray | None] = list(keep) if keep is not None else [None] * len(frames)
+    parts = [[f[c] for f in frames] for c in columns]
+    if not all(
+        isinstance(p[0].dtype, np.dtype) and all(s.dtype == p[0].dtype for s in p) for p in parts
+    ):
+        chosen = [
+            f[columns] if k is None else f[columns].iloc[k]
+            for f, k in zip(frames, picks, strict=True)
+        ]
+        return pd.concat(chosen, ignore_index=True)
+    return pd.DataFrame(
+        {
+            c: np.concatenate(
+                [
+                    s.to_numpy() if k is None else s.to_numpy()[k]
+                    for s, k in zip(p, picks, strict=True)
+                ]
+            )
+            for c, p in zip(columns, parts, strict=True)
+        },
+        copy=False,
+    )
 
 
 def log_times(stamps: Any) -> np.ndarray:
@@ -166,7 +208,8 @@ def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
     names = [name for name in model.field_ranges if name in feats.columns]
     found = np.full(len(feats), None, dtype=object)  # a plain array: see schema.check_rows
     if names:
-        values = feats[names].to_numpy(dtype="float64")
+        chosen = feats if names == list(feats.columns) else feats[names]
+        values = chosen.to_numpy(dtype="float64")
         low, high = np.array([model.field_ranges[name] for name in names], dtype="float64").T
         bad = ~((values >= low) & (values <= high))  # NaN is outside too
         hit = bad.any(axis=1)
