@@ -33,7 +33,10 @@ import pandas as pd
 
 from benchmarks import serving
 from benchmarks._timing import VENV_BIN, env
+from shipyard.config import load_params
 from shipyard.deploy.processes import free_port
+from shipyard.schema import apply_contract
+from shipyard.scoring import producer
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKLOG = int(os.environ.get("BACKLOG", "30000"))
@@ -44,21 +47,12 @@ COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_am
 
 
 def bodies(frame: pd.DataFrame, label: bool) -> list[bytes]:
-    out = frame[COLUMNS].copy()
-    out["tx_datetime"] = pd.to_datetime(out["tx_datetime"]).dt.strftime("%Y-%m-%d %H:%M:%S")
-    records = out.to_dict("records")
-    if not label:
-        for r in records:
-            del r["tx_fraud"]
-    return [orjson.dumps(r) for r in records]
+    data = load_params(ROOT / "params.yaml").data
+    return producer.bodies(apply_contract(frame, data, "transactions.csv"), data, label)
 
 
 def publish(client: Any, items: list[bytes]) -> None:
-    for lo in range(0, len(items), 5000):
-        pipe = client.pipeline(transaction=False)
-        for body in items[lo : lo + 5000]:
-            pipe.xadd("transactions", {"__data__": body})
-        pipe.execute()
+    producer.publish(client, "transactions", items)
 
 
 def ms(entry_id: Any) -> int:

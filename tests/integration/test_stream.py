@@ -27,7 +27,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from shipyard.config import load_params
 from shipyard.deploy.processes import free_port
+from shipyard.scoring import producer
 from shipyard.serving.predlog import read_log
 from tests.conftest import REPO
 from tests.integration import scoring_world
@@ -36,6 +38,7 @@ pytestmark = pytest.mark.slow
 SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
 REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
+DATA = load_params(REPO / "params.yaml").data
 
 
 @contextmanager
@@ -70,14 +73,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 def events(frame: pd.DataFrame, label: bool = True) -> list[bytes]:
-    """Rows as a payment flow would publish them: the contract's columns, JSON types."""
-    out = frame[COLUMNS].copy()
-    out["tx_datetime"] = out["tx_datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
-    records = out.to_dict("records")
-    if not label:
-        for record in records:
-            del record["tx_fraud"]
-    return [orjson.dumps(r) for r in records]
+    """Rows as a payment flow publishes them: `shipyard data publish`'s own events."""
+    return producer.bodies(frame, DATA, label)
 
 
 def publish(client: Any, bodies: list[bytes], stream: str = "transactions") -> list[str]:
@@ -426,3 +423,56 @@ def test_a_broker_lost_mid_stream_is_waited_for_and_nothing_is_lost_or_decided_t
     line = next(x for x in consumer.text().splitlines() if "retry in" in x)
     assert f"redis://127.0.0.1:{port}/0" in line
     same_scores_as_batch(world, got, day)
+
+
+def test_a_file_published_as_events_is_checked_first_and_lands_whole_in_time_order(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """`shipyard data publish`: what the consumer reads is the library's events for the
+    file's rows (the tests above publish those); a file that breaks the contract publishes
+    nothing; a broker away is one line."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    day = world["later"].iloc[:300][COLUMNS]
+    good, bad = tmp_path / "day.csv", tmp_path / "bad.csv"
+    day.iloc[::-1].to_csv(good, index=False)  # out of order: published in time order
+    day.drop(columns="terminal_id").to_csv(bad, index=False)
+
+    def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = [SHIPYARD, "data", "publish", str(path), "--broker", url, *args]
+        return subprocess.run(argv, cwd=world["root"], capture_output=True, text=True, timeout=120)
+
+    with redis_server(port, tmp_path / "redis") as client:
+        refused = run(bad)
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"error: {bad}: column 'terminal_id': rule 'columns': required column is missing"
+        )
+        assert client.xlen("transactions") == 0
+        done = run(good, "--rate", "3000", "--stream", "payments")
+        assert done.returncode == 0, done.stderr
+        assert re.fullmatch(
+            rf"300 events to payments at {re.escape(url)}, \d+\.\d s\n", done.stdout
+        )
+        bodies = [fields[b"__data__"] for _, fields in client.xrange("payments")]
+        labelled = run(good, "--labels", "--stream", "history")
+        assert labelled.returncode == 0, labelled.stderr
+        history = [orjson.loads(f[b"__data__"]) for _, f in client.xrange("history")]
+    sent = [orjson.loads(body) for body in bodies]
+    assert sent == [orjson.loads(body) for body in events(day, label=False)]
+    assert [e["transaction_id"] for e in sent] == day["transaction_id"].tolist()
+    assert all(set(e) == set(COLUMNS) - {"tx_fraud"} for e in sent)
+    when = pd.to_datetime([e["tx_datetime"] for e in sent], format="ISO8601")
+    assert (when == day["tx_datetime"].to_numpy()).all()
+    assert [e["tx_fraud"] for e in history] == day["tx_fraud"].tolist()
+    away = run(good)
+    assert away.returncode == 1
+    assert away.stderr.strip().splitlines()[-1].startswith(f"error: --broker {url}: unreachable")
+    kafka = subprocess.run(
+        [SHIPYARD, "data", "publish", str(good), "--broker", "kafka://127.0.0.1:9092"],
+        cwd=world["root"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert kafka.returncode == 1 and "expected redis://HOST:PORT[/DB]" in kafka.stderr

@@ -11,9 +11,10 @@ import orjson
 import pandas as pd
 import pytest
 
-from shipyard.config import Params, parse_params
+from shipyard.config import Params, load_params, parse_params
 from shipyard.data.simulator import Simulator
 from shipyard.history import feature_names, history_features
+from shipyard.scoring import producer
 from shipyard.scoring.events import (
     DeadLetter,
     Decision,
@@ -25,8 +26,10 @@ from shipyard.scoring.events import (
     parse,
 )
 from shipyard.scoring.model import ScoringModel
+from tests.conftest import REPO
 
 COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
+DATA = load_params(REPO / "params.yaml").data
 
 
 class Amounts:
@@ -63,11 +66,9 @@ def table() -> pd.DataFrame:
 
 
 def as_events(frame: pd.DataFrame, first: int = 0) -> list[Incoming]:
-    out = frame[COLUMNS].copy()
-    out["tx_datetime"] = out["tx_datetime"].dt.strftime("%Y-%m-%d %H:%M:%S")
-    return [
-        Incoming(f"{first + i}-0", orjson.dumps(r), 0) for i, r in enumerate(out.to_dict("records"))
-    ]
+    """Rows as `shipyard data publish` publishes them, labels included, as broker entries."""
+    bodies = producer.bodies(frame[COLUMNS], DATA, labels=True)
+    return [Incoming(f"{first + i}-0", body, 0) for i, body in enumerate(bodies)]
 
 
 GOOD = {

@@ -135,3 +135,56 @@ def replay(
     click.echo(f"{result.sent} requests, {result.failed} failed, {result.seconds:.1f} s")
     if result.failed:
         raise ShipyardError(f"replay: {result.failed} requests failed, first: {result.first_error}")
+
+
+@data.command("publish")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--broker",
+    envvar="SHIPYARD_BROKER",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Redis Streams URL [env SHIPYARD_BROKER].",
+)
+@click.option("--stream", default="transactions", show_default=True, help="Stream to add to.")
+@click.option(
+    "--labels",
+    is_flag=True,
+    help="Publish the label too: history whose labels are known, which the consumer's risk "
+    "windows count (a live payment has none).",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Events per second [default: as fast as the broker takes them].",
+)
+@params_option
+def publish(
+    file: Path, broker: str, stream: str, labels: bool, rate: float | None, params_path: Path
+) -> None:
+    """Publish FILE's transactions to a stream as events, in time order, as a payment flow
+    would: what `shipyard stream` consumes (event id = transaction id).
+
+    FILE is checked against the data contract first: a file that breaks it publishes
+    nothing. Publishing a file again is safe: the consumer decides each event id once and
+    dead-letters the repeats.
+    """
+    from shipyard.artifacts import progress
+    from shipyard.config import load_params
+    from shipyard.data.replay import load_period
+    from shipyard.errors import ShipyardError
+    from shipyard.scoring import producer
+    from shipyard.scoring.stream import check_url, sync_client
+
+    params = load_params(params_path)
+    check_url(broker)
+    events = producer.bodies(load_period(file, params), params.data, labels)
+    from redis.exceptions import RedisError
+
+    client = sync_client(broker)
+    try:
+        client.ping()
+    except (RedisError, OSError) as err:  # refused, reset, timed out, or not Redis
+        raise ShipyardError(f"--broker {broker}: unreachable ({err})") from err
+    done = producer.publish(client, stream, events, rate, lambda line: progress("publish", line))
+    click.echo(f"{done.sent} events to {stream} at {broker}, {done.seconds:.1f} s")

@@ -299,6 +299,12 @@ class BrokerLost(logging.Filter):
         return False
 
 
+def check_url(url: str) -> None:
+    """Only Redis is wired: anything else is refused before a connection is tried."""
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ShipyardError(f"--broker {url!r}: expected redis://HOST:PORT[/DB]")
+
+
 def sync_client(url: str) -> Any:
     """A blocking client of its own, for the metrics server's thread."""
     import redis
@@ -329,8 +335,7 @@ async def connect(url: str, retry_seconds: float) -> Any:
     """A client that answered PING; one line per failed try, then a longer wait."""
     import redis.asyncio as aioredis
 
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise ShipyardError(f"--broker {url!r}: expected redis://HOST:PORT[/DB]")
+    check_url(url)
     client = aioredis.Redis.from_url(
         url, socket_timeout=SOCKET_TIMEOUT, socket_connect_timeout=CONNECT_TIMEOUT
     )
