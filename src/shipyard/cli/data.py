@@ -1,4 +1,5 @@
-"""`shipyard data`: the raw data behind data.dvc, and simulated periods for replay."""
+"""`shipyard data`: the raw data behind data.dvc, simulated periods, and their replay to the
+API or publication to a stream."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from shipyard.cli.options import params_option
 
 @click.group()
 def data() -> None:
-    """Make data.dvc's data available, or simulate transaction periods."""
+    """Make data.dvc's data available, simulate transaction periods, and send them to the API
+    or a stream."""
 
 
 @data.command()
