@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option
+from shipyard.cli.options import broker_option, params_option
 
 
 @click.group()
@@ -141,13 +141,7 @@ def replay(
 
 @data.command("publish")
 @click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@click.option(
-    "--broker",
-    envvar="SHIPYARD_BROKER",
-    default="redis://127.0.0.1:6379/0",
-    show_default=True,
-    help="Redis Streams URL [env SHIPYARD_BROKER].",
-)
+@broker_option
 @click.option("--stream", default="transactions", show_default=True, help="Stream to add to.")
 @click.option(
     "--labels",
@@ -171,6 +165,8 @@ def publish(
     nothing. Publishing a file again is safe: the consumer decides each event id once and
     dead-letters the repeats.
     """
+    from redis.exceptions import RedisError
+
     from shipyard.artifacts import progress
     from shipyard.config import load_params
     from shipyard.data.replay import load_period
@@ -181,8 +177,6 @@ def publish(
     params = load_params(params_path)
     check_url(broker)
     events = producer.bodies(load_period(file, params), params.data, labels)
-    from redis.exceptions import RedisError
-
     client = sync_client(broker)
     try:
         client.ping()

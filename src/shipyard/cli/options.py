@@ -15,6 +15,14 @@ params_option = click.option(
     help="Pipeline parameters file.",
 )
 
+broker_option = click.option(
+    "--broker",
+    envvar="SHIPYARD_BROKER",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Redis Streams URL [env SHIPYARD_BROKER].",
+)
+
 artifacts_option = click.option(
     "--artifacts",
     "artifacts_root",

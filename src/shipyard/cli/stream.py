@@ -6,18 +6,12 @@ from pathlib import Path
 
 import click
 
-from shipyard.cli.options import params_option, policy_option
+from shipyard.cli.options import broker_option, params_option, policy_option
 
 
 @click.command()
 @click.argument("model_ref", metavar="MODEL@REF")
-@click.option(
-    "--broker",
-    envvar="SHIPYARD_BROKER",
-    default="redis://127.0.0.1:6379/0",
-    show_default=True,
-    help="Redis Streams URL [env SHIPYARD_BROKER].",
-)
+@broker_option
 @click.option("--source", default="transactions", show_default=True, help="Input stream.")
 @click.option("--decisions", default="decisions", show_default=True, help="Output stream.")
 @click.option(

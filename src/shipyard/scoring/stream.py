@@ -306,7 +306,7 @@ def check_url(url: str) -> None:
 
 
 def sync_client(url: str) -> Any:
-    """A blocking client of its own, for the metrics server's thread."""
+    """A blocking client of its own: the metrics server's thread, `shipyard data publish`."""
     import redis
 
     return redis.Redis.from_url(
