@@ -350,6 +350,35 @@ def test_a_graceful_stop_finishes_the_batch_in_hand(world: dict[str, Any], live:
     assert info["shipyard.fraud-detector"]["lag"] == len(wanted - decided)  # the rest waits
 
 
+def test_entries_read_as_the_stop_came_are_decided_before_the_consumer_exits(
+    world: dict[str, Any], tmp_path: Path
+) -> None:
+    """faststream's stop cancels a read in flight, which Redis may have answered already: its
+    entries are then the consumer's, pending, and never handed to it. Made here on purpose,
+    by reading them as the consumer in one transaction with their publishing; the graceful
+    stop must decide, log and acknowledge them all the same."""
+    port, group = free_port(), "drain-test"
+    day = world["later"].iloc[:5]
+    with redis_server(port, tmp_path / "redis") as client:
+        consumer = Consumer(world, port, *own_group(group, "drain.decisions", tmp_path / "log"))
+        try:
+            # Its handlers, and so its graceful stop, are in place once faststream says so.
+            wait_until(lambda: "started successfully" in consumer.text(), what="the consumer")
+            pipe = client.pipeline(transaction=True)
+            for body in events(day, label=False):
+                pipe.xadd("transactions", {"__data__": body})
+            pipe.xreadgroup(group, "c1", {"transactions": ">"}, count=len(day))
+            assert len(pipe.execute()[-1][0][1]) == len(day)  # the test's read got them all
+            assert client.xpending("transactions", group)["pending"] == len(day)
+            assert consumer.stop() == 0
+        finally:
+            consumer.stop(signal.SIGKILL)
+        assert client.xpending("transactions", group)["pending"] == 0
+        got = decisions(client, "drain.decisions")
+    one_decision_and_record_each(got, day, tmp_path / "log")
+    assert f"{len(day)} event(s) read as the stop came: deciding them" in consumer.text()
+
+
 def test_kill_9_mid_stream_then_restart_leaves_one_decision_and_one_record_per_event(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -437,6 +466,8 @@ def test_a_file_published_as_events_is_checked_first_and_lands_whole_in_time_ord
     good, bad = tmp_path / "day.csv", tmp_path / "bad.csv"
     day.iloc[::-1].to_csv(good, index=False)  # out of order: published in time order
     day.drop(columns="terminal_id").to_csv(bad, index=False)
+    unlabelled = tmp_path / "live.csv"  # a payment flow's: no outcome known yet
+    day.drop(columns="tx_fraud").to_csv(unlabelled, index=False)
 
     def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         argv = [SHIPYARD, "data", "publish", str(path), "--broker", url, *args]
@@ -458,6 +489,14 @@ def test_a_file_published_as_events_is_checked_first_and_lands_whole_in_time_ord
         labelled = run(good, "--labels", "--stream", "history")
         assert labelled.returncode == 0, labelled.stderr
         history = [orjson.loads(f[b"__data__"]) for _, f in client.xrange("history")]
+        live = run(unlabelled, "--stream", "live")
+        assert live.returncode == 0, live.stderr
+        assert [f[b"__data__"] for _, f in client.xrange("live")] == bodies
+        no_labels = run(unlabelled, "--labels", "--stream", "none")
+        assert no_labels.returncode == 1 and client.xlen("none") == 0
+        assert no_labels.stderr.strip().splitlines()[-1] == (
+            f"error: {unlabelled}: column 'tx_fraud': rule 'columns': required column is missing"
+        )
     sent = [orjson.loads(body) for body in bodies]
     assert sent == [orjson.loads(body) for body in events(day, label=False)]
     assert [e["transaction_id"] for e in sent] == day["transaction_id"].tolist()

@@ -162,8 +162,8 @@ def publish(
     would: what `shipyard stream` consumes (event id = transaction id).
 
     FILE is checked against the data contract first: a file that breaks it publishes
-    nothing. Publishing a file again is safe: the consumer decides each event id once and
-    dead-letters the repeats.
+    nothing. It may leave the label column out unless --labels is given. Publishing a file
+    again is safe: the consumer decides each event id once and dead-letters the repeats.
     """
     from redis.exceptions import RedisError
 
@@ -176,7 +176,7 @@ def publish(
 
     params = load_params(params_path)
     check_url(broker)
-    events = producer.bodies(load_period(file, params), params.data, labels)
+    events = producer.bodies(load_period(file, params, labels), params.data, labels)
     client = sync_client(broker)
     try:
         client.ping()

@@ -47,6 +47,7 @@ RETRY_MAX_SECONDS = 30.0
 SOCKET_TIMEOUT, CONNECT_TIMEOUT = 10.0, 5.0
 REBUILD_PAGE = 10_000
 FETCH_RETRY_SECONDS = 5.0  # faststream's fixed wait after a failed read (its basic.py)
+DRAIN_SECONDS = 30.0  # at a stop, for the entries a cancelled read left behind
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,23 @@ def lag_of(client: Any, source: str, group: str) -> float:
     return math.nan
 
 
+async def drain(consumer: Consumer, seconds: float) -> None:
+    """Decide the entries the broker gave this consumer that never reached its handler.
+    faststream's stop waits for the batch in hand, then cancels the read loop; a read in
+    flight at that moment has already been answered by Redis, so its entries are this
+    consumer's, pending, and unseen. A graceful stop handles them too. If the broker does not
+    answer within `seconds`, they stay pending and the next start takes them back."""
+    try:
+        left = await asyncio.wait_for(consumer.pending(), seconds)
+        if left:
+            progress("stream", f"{len(left)} event(s) read as the stop came: deciding them")
+            await asyncio.wait_for(consumer.handle(left), seconds)
+    except Exception as err:
+        if not isinstance(err, TimeoutError) and not _is_connection_error(err):
+            raise
+        progress("stream", f"stop: {err or 'no answer'}; what was read stays pending")
+
+
 async def connect(url: str, retry_seconds: float) -> Any:
     """A client that answered PING; one line per failed try, then a longer wait."""
     import redis.asyncio as aioredis
@@ -430,6 +448,7 @@ async def serve(settings: Settings, scorer: Scorer) -> None:
     started = time.monotonic()
     try:
         await app.run(log_level=logging.WARNING)
+        await drain(consumer, DRAIN_SECONDS)
     finally:
         consumer.close()
         await client.aclose()
