@@ -469,8 +469,8 @@ def test_a_file_published_as_events_is_checked_first_and_lands_whole_in_time_ord
     unlabelled = tmp_path / "live.csv"  # a payment flow's: no outcome known yet
     day.drop(columns="tx_fraud").to_csv(unlabelled, index=False)
 
-    def run(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-        argv = [SHIPYARD, "data", "publish", str(path), "--broker", url, *args]
+    def run(path: Path, *args: str, broker: str = url) -> subprocess.CompletedProcess[str]:
+        argv = [SHIPYARD, "data", "publish", str(path), "--broker", broker, *args]
         return subprocess.run(argv, cwd=world["root"], capture_output=True, text=True, timeout=120)
 
     with redis_server(port, tmp_path / "redis") as client:
@@ -507,11 +507,5 @@ def test_a_file_published_as_events_is_checked_first_and_lands_whole_in_time_ord
     away = run(good)
     assert away.returncode == 1
     assert away.stderr.strip().splitlines()[-1].startswith(f"error: --broker {url}: unreachable")
-    kafka = subprocess.run(
-        [SHIPYARD, "data", "publish", str(good), "--broker", "kafka://127.0.0.1:9092"],
-        cwd=world["root"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    kafka = run(good, broker="kafka://127.0.0.1:9092")
     assert kafka.returncode == 1 and "expected redis://HOST:PORT[/DB]" in kafka.stderr
