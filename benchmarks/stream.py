@@ -34,8 +34,8 @@ import pandas as pd
 from benchmarks import serving
 from benchmarks._timing import VENV_BIN, env
 from shipyard.config import load_params
+from shipyard.data.replay import load_period
 from shipyard.deploy.processes import free_port
-from shipyard.schema import apply_contract
 from shipyard.scoring import producer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +43,6 @@ BACKLOG = int(os.environ.get("BACKLOG", "30000"))
 RATE_SECONDS = float(os.environ.get("RATE_SECONDS", "10"))
 BATCH = int(os.environ.get("BATCH", "500"))
 PACED_MAX = 60_000  # events kept for the paced run: fewer at a high rate shorten it
-COLUMNS = ["transaction_id", "tx_datetime", "customer_id", "terminal_id", "tx_amount", "tx_fraud"]
-
-
-def bodies(frame: pd.DataFrame, label: bool) -> list[bytes]:
-    data = load_params(ROOT / "params.yaml").data
-    return producer.bodies(apply_contract(frame, data, "transactions.csv"), data, label)
-
-
-def publish(client: Any, items: list[bytes]) -> None:
-    producer.publish(client, "transactions", items)
 
 
 def ms(entry_id: Any) -> int:
@@ -101,7 +91,8 @@ def main() -> None:
         sys.exit("stream: wrk not found; `make benchmarks` installs it (apt-get install wrk)")
     record = json.loads((ROOT / "artifacts/registered/registration.json").read_text())
     version = str(record["version"])
-    table = pd.read_csv(ROOT / "data/transactions.csv")
+    params = load_params(ROOT / "params.yaml")
+    data, table = params.data, load_period(ROOT / "data/transactions.csv", params)
     live_rows = BACKLOG + PACED_MAX
     history, live = table.iloc[:-live_rows], table.iloc[-live_rows:]
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -114,7 +105,7 @@ def main() -> None:
     time.sleep(0.5)
     consumer = None
     try:
-        publish(client, bodies(history, label=True))
+        producer.publish(client, "transactions", producer.bodies(history, data, labels=True))
         cmd = [str(VENV_BIN / "shipyard"), "stream", f"fraud-detector@{version}"]
         cmd += ["--broker", f"redis://127.0.0.1:{port}/0", "--batch", str(BATCH)]
         cmd += ["--prediction-log", str(tmp / "log")]
@@ -128,10 +119,10 @@ def main() -> None:
                 sys.exit("stream: the consumer did not start:\n" + err.name)
             time.sleep(0.2)
 
-        items = bodies(live, label=False)
+        items = producer.bodies(live, data, labels=False)
         backlog, rest = items[:BACKLOG], items[BACKLOG:]
         first: Any = client.xadd("transactions", {"__data__": backlog[0]})
-        publish(client, backlog[1:])
+        producer.publish(client, "transactions", backlog[1:])
         wait_for(client, BACKLOG)
         newest: Any = client.xrevrange("decisions", count=1)
         last: bytes = newest[0][0]

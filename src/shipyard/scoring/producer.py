@@ -60,8 +60,7 @@ def publish(
     """XADD each event to `stream` in order, in pipelines of PIPELINE entries; at `rate`
     events per second when given, else as fast as the broker takes them. `report` gets a
     line every PROGRESS_SECONDS. A broker lost midway is one error saying how many went."""
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from shipyard.scoring.stream import is_connection_error
 
     began = last = time.monotonic()
     sent = 0
@@ -76,7 +75,9 @@ def publish(
             pipe.xadd(stream, {DATA_KEY: body})
         try:
             pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError) as err:
+        except Exception as err:
+            if not is_connection_error(err):
+                raise
             raise ShipyardError(
                 f"broker: {err}; {sent} of {len(events)} event(s) published before it (up to "
                 f"{upto - sent} more may be); publishing again is safe: a consumer decides an "

@@ -193,7 +193,7 @@ class Consumer:
                 await self._handle(await self._with_stragglers(batch))
                 return
             except Exception as err:
-                if not _is_connection_error(err):
+                if not is_connection_error(err):
                     raise
                 progress("stream", f"broker {self.settings.broker}: {err}; retry in {wait:g}s")
             await asyncio.sleep(wait)
@@ -273,7 +273,7 @@ def _freeze() -> None:
     gc.freeze()
 
 
-def _is_connection_error(err: BaseException) -> bool:
+def is_connection_error(err: BaseException) -> bool:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -294,7 +294,7 @@ class BrokerLost(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         err = record.exc_info[1] if record.exc_info else None
-        if err is None or not _is_connection_error(err):
+        if err is None or not is_connection_error(err):
             return True
         progress("stream", f"broker {self.url}: {err}; retry in {FETCH_RETRY_SECONDS:g}s")
         return False
@@ -344,7 +344,7 @@ async def drain(consumer: Consumer, seconds: float) -> None:
             progress("stream", f"{len(left)} event(s) read as the stop came: deciding them")
             await asyncio.wait_for(consumer.handle(left), seconds)
     except Exception as err:
-        if not isinstance(err, TimeoutError) and not _is_connection_error(err):
+        if not is_connection_error(err):  # a timeout among them
             raise
         progress("stream", f"stop: {err or 'no answer'}; what was read stays pending")
 
@@ -363,7 +363,7 @@ async def connect(url: str, retry_seconds: float) -> Any:
             await client.ping()
             return client
         except Exception as err:
-            if not _is_connection_error(err):
+            if not is_connection_error(err):
                 raise
             progress("stream", f"broker {url}: unreachable ({err}); retry in {wait:g}s")
             await asyncio.sleep(wait)
