@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +21,18 @@ def env() -> dict[str, str]:
     out.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     out.setdefault("DVC_NO_ANALYTICS", "1")
     return out
+
+
+def scratch(prefix: str) -> Path:
+    """A temporary folder for one benchmark's stores, logs and servers, removed when it exits
+    (each run left hundreds of MB of logs and stores behind). `KEEP_SCRATCH=1` keeps it, to
+    read a failed run's logs."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("KEEP_SCRATCH"):
+        print(f"scratch folder kept: {path}", file=sys.stderr)
+    else:
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def time_command(cmd: list[str], runs: int, cwd: Path | None = None) -> list[float]:

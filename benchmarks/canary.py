@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import yaml
 from tests.integration import traffic
 from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 
-from benchmarks._timing import env
+from benchmarks._timing import env, scratch
 from benchmarks.serving import wrk
 from shipyard.deploy.processes import free_port
 from shipyard.deploy.state import DeploymentState
@@ -61,7 +60,7 @@ def proxy_overhead(tmp: Path, state: DeploymentState) -> None:
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-canary-"))
+    tmp = scratch("bench-canary-")
     run_env = {
         **env(),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -32,7 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from benchmarks._timing import env
+from benchmarks._timing import env, scratch
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "bench-drift"
@@ -136,7 +135,7 @@ def measure(cmd: list[str], cwd: Path, run_env: dict[str, str]) -> tuple[float, 
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-drift-"))
+    tmp = scratch("bench-drift-")
     run_env = {
         **env(),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from benchmarks._timing import env
+from benchmarks._timing import env, scratch
 from benchmarks.serving import free_port, wait, wrk
 from shipyard.deploy import processes, proxy
 
@@ -34,7 +33,7 @@ def upstream(port: int, log: Path) -> subprocess.Popen[bytes]:
 
 
 def main() -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    tmp = scratch("bench-proxy-")
     ports = [free_port(), free_port()]
     procs = [upstream(p, tmp / f"upstream-{p}.log") for p in ports]
     front = free_port()

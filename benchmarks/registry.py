@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import yaml
 from tests.integration.registry_fixtures import NAME, register
 
-from benchmarks._timing import env
+from benchmarks._timing import env, scratch
 from shipyard import stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +108,7 @@ def measure(label: str, tmp: Path, extra_env: dict[str, str]) -> dict[str, Any]:
 
 
 def main() -> None:
-    base = Path(tempfile.mkdtemp(prefix="bench-registry-"))
+    base = scratch("bench-registry-")
     os.environ["SHIPYARD_DECISION_KEY"] = "benchmark-decision-key"
     os.environ["SHIPYARD_RUNTIME_DIR"] = str(base / "runtime")
     sqlite = {"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'sqlite' / 'mlflow.db'}"}

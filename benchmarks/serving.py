@@ -21,13 +21,12 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks._timing import VENV_BIN, env
+from benchmarks._timing import VENV_BIN, env, scratch
 from shipyard.deploy import processes, proxy
 
 CONNECTIONS = int(os.environ.get("CONNECTIONS", "16"))
@@ -230,7 +229,7 @@ def main() -> None:
     model = storage.load(
         ROOT / "artifacts/models" / best / "model.skops", runs["candidates"][best]["trusted_types"]
     )
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    tmp = scratch("bench-serving-")
     joblib.dump(model, tmp / "model.joblib")
     tracking = f"sqlite:///{ROOT / '.shipyard' / 'mlflow.db'}"
 

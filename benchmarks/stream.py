@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import orjson
 import pandas as pd
 
 from benchmarks import serving
-from benchmarks._timing import VENV_BIN, env
+from benchmarks._timing import VENV_BIN, env, scratch
 from shipyard.config import load_params
 from shipyard.data.replay import load_period
 from shipyard.deploy.processes import free_port
@@ -95,7 +94,7 @@ def main() -> None:
     data, table = params.data, load_period(ROOT / "data/transactions.csv", params)
     live_rows = BACKLOG + PACED_MAX
     history, live = table.iloc[:-live_rows], table.iloc[-live_rows:]
-    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    tmp = scratch("bench-stream-")
     port = free_port()
     argv = [redis_bin, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
     broker = subprocess.Popen(
@@ -114,9 +113,9 @@ def main() -> None:
             cmd, cwd=ROOT, env={**env(), "OMP_NUM_THREADS": "1"}, stderr=err
         )
         deadline = time.monotonic() + 300
-        while "to take back" not in (tmp / "consumer.err").read_text():
+        while "to take back" not in (said := (tmp / "consumer.err").read_text()):
             if consumer.poll() is not None or time.monotonic() > deadline:
-                sys.exit("stream: the consumer did not start:\n" + err.name)
+                sys.exit("stream: the consumer did not start:\n" + said[-3000:])
             time.sleep(0.2)
 
         items = producer.bodies(live, data, labels=False)
