@@ -220,6 +220,56 @@ def test_bad_rows_go_to_rejects_with_the_reason_or_fail_the_run_with_strict(
     assert not strict.exists() and not (root / ".out-strict.partial").exists()
 
 
+def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) -> None:
+    """Rows the contract refuses, rows outside the served ranges, the manifest's counts and
+    `--strict`: Spark's, counted from its workers' side files in one job, are embedded's."""
+    pytest.importorskip("pyspark")
+    root = world["root"]
+    bad = world["later"].head(3000).reset_index(drop=True)
+    bad = bad.astype({"tx_amount": object, "terminal_id": object})
+    bad.loc[10, "tx_amount"] = -5.0
+    bad.loc[20, "terminal_id"] = "not-a-number"
+    for at in (30, 2900):
+        bad.loc[at, "tx_amount"] = 1e12  # inside the contract, outside the served range
+    write_csv(bad, str(root / "bad-both.csv"))
+    spark_args = ("--engine", "spark", "--master", "local[2]")
+    outs = {}
+    for engine, extra in (("embedded", ("--chunk-rows", "1000")), ("spark", spark_args)):
+        outs[engine] = root / f"out-bad-{engine}"
+        done = score(world, "--input", "bad-both.csv", "--output", str(outs[engine]), *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+    ids = "transaction_id"
+    a, b = (
+        pd.read_parquet(o / "_rejects").sort_values(ids, key=pd.to_numeric) for o in outs.values()
+    )
+    assert list(a.columns) == list(b.columns)
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    # The four planted rows, and the later days' own rows past the training's ranges.
+    refused = {at: str(bad.loc[at, ids]) for at in (10, 20, 30, 2900)}
+    assert set(refused.values()) <= set(b[ids])  # and the later days' own out-of-range rows
+    by_file = set(b.loc[b["source"] == "bad-both.csv", ids])
+    assert by_file == {refused[10], refused[20]}
+    manifests = [json.loads((o / "_manifest.json").read_text()) for o in outs.values()]
+    expected = {"in": 3000, "scored": 3000 - len(b), "rejected": len(b), "history_only": 0}
+    assert manifests[0]["rows"] == manifests[1]["rows"] == expected
+    assert manifests[0]["rejected_by_reason"] == manifests[1]["rejected_by_reason"]
+    assert not list(outs["spark"].glob("_side*")) and not list(outs["spark"].glob(".*"))
+    assert (read(outs["embedded"])["request_id"] == read(outs["spark"])["request_id"]).all()
+
+    lines = []
+    for engine, extra in (("embedded", ()), ("spark", spark_args)):
+        strict = root / f"out-bad-strict-{engine}"
+        done = score(world, "--input", "bad-both.csv", "--output", str(strict), "--strict", *extra)
+        assert done.returncode == 1, done.stderr[-3000:]
+        assert not strict.exists() and not (root / f".{strict.name}.partial").exists()
+        lines.append(done.stderr.strip().splitlines()[-1])
+    assert (
+        lines[0]
+        == lines[1]
+        == ("error: bad-both.csv: column 'tx_amount': rule 'range': below min 0.0 (--strict)")
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "expected"),
     [

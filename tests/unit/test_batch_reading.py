@@ -60,8 +60,8 @@ class Sums:
 def test_spark_refusals_carry_the_values_embedded_rejects_write(
     raw_params: dict[str, Any],
 ) -> None:
-    """Rows the API would refuse leave Spark's scoring UDF with their declared values as
-    text, which its rejects write: the same columns and values as `rows.scored`'s rejects."""
+    """Rows the API would refuse leave Spark's scoring UDF as `rows.scored`'s rejects (the
+    same columns and values embedded writes), with their row number for the input order."""
     from shipyard.history import feature_names, history_features
     from shipyard.scoring import spark
     from shipyard.scoring.model import ScoringModel
@@ -82,16 +82,14 @@ def test_spark_refusals_carry_the_values_embedded_rejects_write(
     )
     windows = history_features(good, cfg, data.timestamp, data.target)
     entity = [n for n in windows.columns if n not in ("is_weekend", "is_night")]
-    out, refused = spark._score_precomputed(Sums(), good, windows[entity], model, data, cfg)
-    _, want = rows.scored(Sums(), good, windows, model, data)
+    numbered = good.assign(**{spark.ROW: [40, 41, 42, 43]})
+    out, refused = spark._score_precomputed(Sums(), numbered, windows[entity], model, data, cfg)
+    want_out, want = rows.scored(Sums(), good, windows, model, data)
+    pd.testing.assert_frame_equal(out, want_out)
     assert list(out["request_id"]) == ["1", "2", "4"]
-    assert out[[f"_raw_{c}" for c in data.columns]].isna().all().all()
-    assert list(refused["request_id"]) == ["3"]
-    assert refused[rows.REASON].tolist() == want[rows.REASON].tolist()
-    for name in data.columns:  # a missing value (the label) is a null, as Arrow writes <NA>
-        given = [None if pd.isna(v) else v for v in want[name].tolist()]
-        assert refused[f"_raw_{name}"].tolist() == given, name
-    assert refused["_raw_tx_amount"].tolist() == ["900.5"]
+    assert refused[spark.ROW].tolist() == [42]
+    pd.testing.assert_frame_equal(refused.drop(columns=spark.ROW), want)
+    assert refused["tx_amount"].tolist() == ["900.5"]
     assert want["source"].tolist() == [rows.RANGE_SOURCE]
 
 

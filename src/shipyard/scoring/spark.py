@@ -11,6 +11,11 @@ outgrow one machine.
 - Scoring runs per partition with the model loaded once per Python worker, from the logged
   model folder shipped with `addFile`, through skops and the allow-list (never pickle; MLflow's
   `spark_udf` would load the flavour without our allow-list).
+- One Spark job: only scored rows cross back to the JVM. The rows the contract or the served
+  ranges refuse, and each contract batch's row count, are written beside the output by the
+  Python workers (`_side`), one file per task and batch, so a retried task rewrites its own
+  files. Counting or writing the rejects through Spark scored every row a second time: the
+  write does not fill a persisted frame's cache, and filling it first cost as much.
 
 Times cross the JVM as epoch nanoseconds (long), never as Spark timestamps, so the session's
 time zone cannot shift a row's calendar features.
@@ -36,7 +41,8 @@ from shipyard.scoring.model import ScoringModel
 
 MASTER_ENV = "SHIPYARD_SPARK_MASTER"
 ROW = "_row"
-_RAW = "_raw_"  # prefix of a rejected row's values as text, carried beside its typed ones
+SIDE = "_side"  # the Python workers' refusals and row counts, under the partial output
+ROWS_IN = b"shipyard.rows_in"  # a contract side file's metadata: the rows its batch read
 _MODELS: dict[str, Any] = {}  # per Python worker: model folder -> loaded pipeline
 
 
@@ -65,16 +71,28 @@ def _spark_type(kind: str) -> str:
     return {"datetime": "long", "string": "string", "bool": "boolean"}.get(kind, "double")
 
 
-def _arrow_schema(data: DataSection, raw_cols: list[str]) -> Any:
-    """The contract's output: the typed columns as they cross the JVM, the row number, the
-    reason and the raw text of each input column (kept for rejected rows only)."""
+def _arrow_schema(data: DataSection) -> Any:
+    """The contract's output: the typed columns as they cross the JVM, and the row number."""
     import pyarrow as pa
 
     kinds = {"long": pa.int64(), "string": pa.string(), "boolean": pa.bool_()}
     fields = [(n, kinds.get(_spark_type(s.type), pa.float64())) for n, s in data.columns.items()]
-    fields += [(ROW, pa.int64()), (rows.REASON, pa.string())]
-    fields += [(f"{_RAW}{c}", pa.string()) for c in raw_cols]
-    return pa.schema(fields)
+    return pa.schema([*fields, (ROW, pa.int64())])
+
+
+def _side_file(folder: str, kind: str, batch_index: int, table: Any) -> None:
+    """One batch's side file, whole or not at all. Named by the task's partition and the
+    batch, so a retried task replaces its own files and never adds a second copy."""
+    import pyarrow.parquet as pq
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    partition = task.partitionId() if task is not None else 0
+    attempt = task.attemptNumber() if task is not None else 0
+    name = f"{kind}-{partition:06d}-{batch_index:06d}.parquet"
+    scratch = Path(folder) / f".{name}.{attempt}"  # two attempts in flight never share it
+    pq.write_table(table, scratch)
+    os.replace(scratch, Path(folder) / name)
 
 
 def _wire(frame: pd.DataFrame, data: DataSection) -> pd.DataFrame:
@@ -128,35 +146,35 @@ def run(
             raw = spark.read.parquet(*paths)
         raw = raw.select([F.col(c).cast("string").alias(c) for c in raw.columns])
         raw = raw.withColumn(ROW, F.monotonically_increasing_id())
-        rows_in = raw.count()
-        raw_cols = [c for c in raw.columns if c != ROW]
         source_name = str(source)
 
-        arrow_schema = _arrow_schema(data, raw_cols)
+        side = str(job.partial / SIDE)
+        (job.partial / SIDE).mkdir()
+        arrow_schema = _arrow_schema(data)
 
         def contract(batches: Any) -> Any:
             # Arrow batches, not pandas frames: numbers and times are parsed by Arrow as the
             # embedded engine parses them, where pandas took ~1 us a value, and no Python
             # string is made of a value that parses.
             import pyarrow as pa
-            import pyarrow.compute as pc
 
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 text = pa.Table.from_batches([batch])
                 values = rows.arrow_typed(text.drop_columns([ROW]), data).to_pandas()
                 typed, reason = check_rows(values, data, source_name)
-                out = _wire(typed, data)
-                out[ROW] = text.column(ROW).to_numpy()
-                out[rows.REASON] = reason
+                bad = reason.notna().to_numpy()
+                refused = text.filter(pa.array(bad)).to_pandas()
+                refused[rows.REASON] = reason[bad].astype("string").to_numpy()
+                refused["source"] = source_name
+                table = pa.Table.from_pandas(refused, preserve_index=False)
+                meta = {**(table.schema.metadata or {}), ROWS_IN: str(len(bad)).encode()}
+                _side_file(side, "contract", index, table.replace_schema_metadata(meta))
+                out = _wire(typed.loc[~bad], data)
+                out[ROW] = text.column(ROW).to_numpy()[~bad]
                 table = pa.Table.from_pandas(out, preserve_index=False)
-                bad = pa.array(reason.notna().to_numpy())
-                for c in raw_cols:
-                    kept = pc.if_else(bad, text.column(c), pa.scalar(None, pa.string()))
-                    table = table.append_column(f"{_RAW}{c}", kept)
-                yield from table.cast(arrow_schema).to_batches()
+                yield from table.select(arrow_schema.names).cast(arrow_schema).to_batches()
 
-        checked = raw.mapInArrow(contract, from_arrow_schema(arrow_schema)).persist()
-        good = checked.filter(F.col(rows.REASON).isNull()).select(*data.columns, ROW)
+        good = raw.mapInArrow(contract, from_arrow_schema(arrow_schema)).persist()
         entity_frames = [good.select(ROW)]
         for part in ("spending", "risk"):
             section = getattr(cfg, part)
@@ -180,13 +198,11 @@ def run(
                 f"`{f}` {'string' if f in data.features.categorical else 'double'}"
                 for f in model.fields
             )
-            + f", `{rows.REASON}` string, "
-            # A refused row's declared values, as text: the rejects' columns, as embedded's.
-            + ", ".join(f"`{_RAW}{c}` string" for c in data.columns)
         )
         folder_name = model_folder.name
 
         def score(frames: Any) -> Any:
+            import pyarrow as pa
             from pyspark import SparkFiles
 
             from shipyard.models import storage
@@ -195,54 +211,61 @@ def run(
             if root not in _MODELS:
                 _MODELS[root] = storage.load_mlflow_model(Path(root))
             estimator = _MODELS[root]
-            for frame in frames:
-                typed = _unwire(frame.drop(columns=[*feature_cols, ROW]), data)
+            for index, frame in enumerate(frames):
+                typed = _unwire(frame.drop(columns=feature_cols), data)
                 out, refused = _score_precomputed(
                     estimator, typed, frame[feature_cols], model, data, cfg
                 )
-                yield pd.concat([out, refused], ignore_index=True)
+                if len(refused):
+                    table = pa.Table.from_pandas(refused, preserve_index=False)
+                    _side_file(side, "range", index, table)
+                yield out
 
-        scored = joined.mapInPandas(score, out_schema).persist()
-        good_out = scored.filter(F.col(rows.REASON).isNull()).drop(
-            rows.REASON, *[f"{_RAW}{c}" for c in data.columns]
-        )
+        scored = joined.mapInPandas(score, out_schema)
         if job.since is not None:
-            good_out = good_out.filter(F.col("timestamp") >= job.since)
-        good_out.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
-        contract_rejects = checked.filter(F.col(rows.REASON).isNotNull()).select(
-            *[F.col(f"{_RAW}{c}").alias(c) for c in raw_cols],
-            rows.REASON,
-            F.lit(source_name).alias("source"),
-        )
-        range_rejects = scored.filter(F.col(rows.REASON).isNotNull()).select(
-            *[F.col(f"{_RAW}{c}").alias(c) for c in data.columns],
-            rows.REASON,
-            F.lit(rows.RANGE_SOURCE).alias("source"),
-        )
-        reasons = Counter(
-            {
-                r[rows.REASON]: r["count"]
-                for r in contract_rejects.select(rows.REASON)
-                .unionByName(range_rejects.select(rows.REASON))
-                .groupBy(rows.REASON)
-                .count()
-                .collect()
-            }
-        )
-        if job.strict and reasons:
-            first = contract_rejects.unionByName(range_rejects, allowMissingColumns=True)
-            raise batch.strict_failure(first.limit(1).toPandas(), source_name)
-        if reasons:
-            contract_rejects.unionByName(range_rejects, allowMissingColumns=True).coalesce(
-                1
-            ).write.parquet(str(job.partial / "_spark_rejects"))
-        scored_rows = good_out.count()
+            scored = scored.filter(F.col("timestamp") >= job.since)
+        scored.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
     finally:
         spark.stop()
-    _settle(job.partial)
-    counts = batch.Counts(rows_in, scored_rows, reasons.total(), reasons)
-    progress("score", f"spark: {scored_rows:,} rows scored, {reasons.total():,} rejected")
+    counts, rejects = _side_counts(job.partial / SIDE)
+    if job.strict and len(rejects):
+        raise batch.strict_failure(rejects, source_name)
+    _settle(job.partial, rejects)
+    counts.rows_scored = _parquet_rows(job.partial, "date=*/*.parquet")
+    progress(
+        "score",
+        f"spark: {counts.rows_scored:,} rows scored, {counts.rows_rejected:,} rejected",
+    )
     return batch.finish(job, counts, time.monotonic() - began, source)
+
+
+def _side_counts(folder: Path) -> tuple[batch.Counts, pd.DataFrame]:
+    """The rows read and the rows refused, in input order, from the workers' side files."""
+    import pyarrow.parquet as pq
+
+    rows_in, found = 0, []
+    for path in sorted(folder.glob("*.parquet")):
+        table = pq.read_table(path)
+        if path.name.startswith("contract-"):
+            rows_in += int((table.schema.metadata or {})[ROWS_IN])
+        if table.num_rows:
+            found.append(table.to_pandas())
+    shutil.rmtree(folder)
+    if not found:
+        return batch.Counts(rows_in), pd.DataFrame()
+    rejects = pd.concat(found, ignore_index=True)
+    rejects = rejects.sort_values(ROW, kind="stable").drop(columns=ROW).reset_index(drop=True)
+    text = [c for c in rejects.columns if c != "source"]
+    rejects[text] = rejects[text].astype("string")  # embedded's rejects' types, to the letter
+    reasons = Counter(rejects[rows.REASON].tolist())
+    return batch.Counts(rows_in, 0, len(rejects), reasons), rejects
+
+
+def _parquet_rows(root: Path, pattern: str) -> int:
+    """Rows in the parquet files written, from their footers."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.read_metadata(path).num_rows for path in root.glob(pattern))
 
 
 def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
@@ -271,25 +294,21 @@ def _score_precomputed(
     cfg: FeaturizeSection,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`rows.scored` for rows whose entity windows Spark computed already; the calendar
-    features, row by row, are computed here. Refusals take the output's columns, so both
-    can leave the UDF as one frame."""
+    features, row by row, are computed here. The refused rows are `rows.scored`'s rejects
+    with their row number, to be put back in input order."""
     calendar = history_features(typed, _only(cfg, "calendar"), data.timestamp, data.target)
     history = pd.concat([calendar, feats.set_axis(typed.index)], axis=1)
     out, rejects = rows.scored(estimator, typed, history, model, data)
-    out[rows.REASON] = None
-    refused = pd.DataFrame({"request_id": rejects[data.id].reset_index(drop=True)})
-    refused[rows.REASON] = rejects[rows.REASON].to_numpy()
-    for name in data.columns:
-        out[f"{_RAW}{name}"] = None
-        refused[f"{_RAW}{name}"] = [None if pd.isna(v) else v for v in rejects[name].tolist()]
-    # Integers stay integers: a NaN would make the column float and round the 64-bit hash.
-    for name in ("decision", "input_hash"):
-        refused[name] = 0
-    return out, refused.reindex(columns=out.columns)
+    if ROW in rejects.columns:  # carried through as text with the row's other values
+        rejects[ROW] = rejects[ROW].astype("int64")
+    return out, rejects
 
 
-def _settle(partial: Path) -> None:
+def _settle(partial: Path, rejects: pd.DataFrame) -> None:
     """Spark's files into the embedded layout: `date=D/part-*.parquet`, `_rejects/`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     written = partial / "_spark_out"
     for day in sorted(written.glob("date=*")):
         target = partial / day.name
@@ -297,9 +316,7 @@ def _settle(partial: Path) -> None:
         for i, part in enumerate(sorted(day.glob("part-*.parquet"))):
             part.rename(target / f"part-{i:05d}.parquet")
     shutil.rmtree(written)
-    rejects = partial / "_spark_rejects"
-    if rejects.exists():
+    if len(rejects):
         (partial / batch.REJECTS).mkdir()
-        for i, part in enumerate(sorted(rejects.glob("part-*.parquet"))):
-            part.rename(partial / batch.REJECTS / f"part-{i:05d}.parquet")
-        shutil.rmtree(rejects)
+        table = pa.Table.from_pandas(rejects, preserve_index=False)
+        pq.write_table(table, partial / batch.REJECTS / "part-00000.parquet")
