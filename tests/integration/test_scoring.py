@@ -253,7 +253,11 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     expected = {"in": 3000, "scored": 3000 - len(b), "rejected": len(b), "history_only": 0}
     assert manifests[0]["rows"] == manifests[1]["rows"] == expected
     assert manifests[0]["rejected_by_reason"] == manifests[1]["rejected_by_reason"]
-    assert not list(outs["spark"].glob("_side*")) and not list(outs["spark"].glob(".*"))
+    assert not [
+        *outs["spark"].glob("_side*"),
+        *outs["spark"].glob(".*"),
+        *outs["spark"].glob("*/.*"),
+    ]
     assert (read(outs["embedded"])["request_id"] == read(outs["spark"])["request_id"]).all()
 
     lines = []

@@ -93,6 +93,49 @@ def test_spark_refusals_carry_the_values_embedded_rejects_write(
     assert want["source"].tolist() == [rows.RANGE_SOURCE]
 
 
+def test_spark_side_files_count_a_retried_batch_once_and_give_rejects_in_input_order(
+    tmp_path: Path,
+) -> None:
+    """A task that ran twice (a retry) wrote its batch's side file twice under one name: its
+    rows count once. Refusals come back in row order, typed as embedded's rejects, and a
+    part file an attempt left half written is removed beside the whole ones."""
+    import pyarrow as pa
+
+    from shipyard.scoring import batch, spark
+
+    pytest.importorskip("pyspark")  # the side files name their task by Spark's TaskContext
+    side = tmp_path / ".out.partial" / spark.SIDE
+    side.mkdir(parents=True)
+
+    def contract(index: int, rows_in: int, refused: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(refused, preserve_index=False)
+        meta = {spark.ROWS_IN: str(rows_in).encode()}
+        spark._side_file(str(side), "contract", index, table.replace_schema_metadata(meta))
+
+    late = pd.DataFrame({"id": ["9"], "reason": ["id: type: expected int"], "source": ["in.csv"]})
+    early = pd.DataFrame({"id": ["x"], "reason": ["id: type: expected int"], "source": ["in.csv"]})
+    contract(0, 100, late.assign(**{spark.ROW: [90]}))
+    contract(0, 100, late.assign(**{spark.ROW: [90]}))  # the same batch, retried
+    contract(1, 50, early.iloc[:0].assign(**{spark.ROW: pd.Series([], dtype="int64")}))
+    ranged = pd.DataFrame({"id": ["3"], "reason": ["amount: range: x"], "source": ["served"]})
+    table = pa.Table.from_pandas(ranged.assign(**{spark.ROW: [3]}), preserve_index=False)
+    spark._side_file(str(side), "range", 0, table)
+    counts, rejects = spark._side_counts(side)
+    assert (counts.rows_in, counts.rows_rejected) == (150, 2)
+    assert counts.reasons == {"id: type: expected int": 1, "amount: range: x": 1}
+    assert rejects["id"].tolist() == ["3", "9"] and not side.exists()
+    assert str(rejects["id"].dtype) == "string" and rejects["source"].dtype == object
+
+    day = side.parent / "date=2025-04-01"
+    day.mkdir()
+    (day / "part-t00000.parquet").write_bytes(b"whole")
+    (day / ".part-t00001.parquet").write_bytes(b"an attempt that died")
+    spark._settle(side.parent, rejects)
+    assert [p.name for p in day.iterdir()] == ["part-t00000.parquet"]
+    written = pd.read_parquet(side.parent / batch.REJECTS)
+    pd.testing.assert_frame_equal(written, rejects)
+
+
 def test_stacked_frames_are_pandas_concat_whatever_the_column_types() -> None:
     """`rows.stack` is `pd.concat` of the chosen rows: by NumPy where it can, by pandas
     where a column's type is not one NumPy type throughout (zoned times, ints beside

@@ -15,13 +15,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from shipyard.artifacts import progress, write_json
 from shipyard.errors import ShipyardError
 from shipyard.scoring.model import ScoringModel
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 JOURNAL = "journal.json"
 MANIFEST = "_manifest.json"  # "_" and "." names: dataset readers (Arrow, Spark) skip them
@@ -69,6 +72,48 @@ class Job:
         facts = [stats, self.model.name, self.model.version, self.model.threshold, self.engine]
         facts += [self.chunk_rows, self.strict, self.params_hash, self.since]
         return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:16]
+
+
+class DayParts:
+    """One part file per day of a chunk (embedded) or a task (Spark), `date=D/NAME`, written
+    a slice at a time (a row group each) and renamed into place when the chunk is done: the
+    model's and the output's working memory follow the slice. Left early (an error, a strict
+    failure), no part of the chunk is renamed into place."""
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder, self.name = folder, name
+        self.writers: dict[str, Any] = {}
+        self.schema: Any = None
+
+    def write(self, out: pd.DataFrame) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
+        table = pa.Table.from_pandas(
+            out.drop(columns="date"), schema=self.schema, preserve_index=False
+        )
+        self.schema = table.schema
+        for i, day in enumerate(days):
+            writer = self.writers.get(day)
+            if writer is None:
+                folder = self.folder / f"date={day}"
+                folder.mkdir(parents=True, exist_ok=True)
+                writer = self.writers[day] = pq.ParquetWriter(folder / f".{self.name}", self.schema)
+            writer.write_table(table.take(np.flatnonzero(at == i)))
+
+    def __enter__(self) -> DayParts:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        for day, writer in self.writers.items():
+            writer.close()
+            scratch = self.folder / f"date={day}" / f".{self.name}"
+            if kind is None:
+                scratch.replace(scratch.with_name(self.name))
+            else:
+                scratch.unlink(missing_ok=True)
 
 
 def input_files(path: Path) -> list[Path]:

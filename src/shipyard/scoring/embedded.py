@@ -100,46 +100,6 @@ def _write(table: Any, folder: Path, name: str) -> None:
     scratch.replace(folder / name)
 
 
-class _DayParts:
-    """One part file per day of a chunk, `date=D/NAME`, written a slice at a time (a row
-    group each) and renamed into place when the chunk is done: the model's and the output's
-    working memory follow the slice, while the windows are still computed once a chunk.
-    Left early (an error, a strict failure), no part of the chunk is renamed into place."""
-
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.name = folder, name
-        self.writers: dict[str, Any] = {}
-        self.schema: Any = None
-
-    def write(self, out: pd.DataFrame) -> None:
-        import pyarrow.parquet as pq
-
-        days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
-        table = pa.Table.from_pandas(
-            out.drop(columns="date"), schema=self.schema, preserve_index=False
-        )
-        self.schema = table.schema
-        for i, day in enumerate(days):
-            writer = self.writers.get(day)
-            if writer is None:
-                folder = self.folder / f"date={day}"
-                folder.mkdir(parents=True, exist_ok=True)
-                writer = self.writers[day] = pq.ParquetWriter(folder / f".{self.name}", self.schema)
-            writer.write_table(table.take(np.flatnonzero(at == i)))
-
-    def __enter__(self) -> _DayParts:
-        return self
-
-    def __exit__(self, kind: object, *_: object) -> None:
-        for day, writer in self.writers.items():
-            writer.close()
-            scratch = self.folder / f"date={day}" / f".{self.name}"
-            if kind is None:
-                scratch.replace(scratch.with_name(self.name))
-            else:
-                scratch.unlink(missing_ok=True)
-
-
 @functools.cache
 def _libc() -> Any:
     """glibc, for `malloc_trim`; None elsewhere. Looked up once: `find_library` runs a
@@ -212,7 +172,7 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             name = f"part-{index:05d}.parquet"
             refusals = [checked.rejects]
             written = 0
-            with _DayParts(job.partial, name) as parts:
+            with batch.DayParts(job.partial, name) as parts:
                 for at in range(0, len(good), SLICE_ROWS):
                     piece = slice(at, at + SLICE_ROWS)
                     out, refused = rows.scored(

@@ -11,11 +11,13 @@ outgrow one machine.
 - Scoring runs per partition with the model loaded once per Python worker, from the logged
   model folder shipped with `addFile`, through skops and the allow-list (never pickle; MLflow's
   `spark_udf` would load the flavour without our allow-list).
-- One Spark job: only scored rows cross back to the JVM. The rows the contract or the served
-  ranges refuse, and each contract batch's row count, are written beside the output by the
-  Python workers (`_side`), one file per task and batch, so a retried task rewrites its own
-  files. Counting or writing the rejects through Spark scored every row a second time: the
-  write does not fill a persisted frame's cache, and filling it first cost as much.
+- One Spark job, written by its Python workers: each scoring task writes its rows itself, a
+  part file per day (`batch.DayParts`, as embedded's chunks), and returns only its count.
+  The rows the contract or the served ranges refuse, and each contract batch's row count, go
+  to side files (`_side`), one per task and batch, so a retried task rewrites its own files.
+  Sending the rows back to the JVM cost a sort of every row by day for Spark's partitioned
+  write, and the rejects' queries scored every row a second time (the write does not fill a
+  persisted frame's cache, and filling it first cost as much).
 
 Times cross the JVM as epoch nanoseconds (long), never as Spark timestamps, so the session's
 time zone cannot shift a row's calendar features.
@@ -191,19 +193,11 @@ def run(
         for frame in entity_frames[1:]:
             joined = joined.join(frame, on=ROW, how="inner")
         feature_cols = [c for c in joined.columns if c not in data.columns and c != ROW]
-        out_schema = (
-            "request_id string, timestamp string, model_name string, model_version string, "
-            "model_uri string, score double, decision long, input_hash long, date string, "
-            + ", ".join(
-                f"`{f}` {'string' if f in data.features.categorical else 'double'}"
-                for f in model.fields
-            )
-        )
         folder_name = model_folder.name
 
         def score(frames: Any) -> Any:
             import pyarrow as pa
-            from pyspark import SparkFiles
+            from pyspark import SparkFiles, TaskContext
 
             from shipyard.models import storage
 
@@ -211,27 +205,31 @@ def run(
             if root not in _MODELS:
                 _MODELS[root] = storage.load_mlflow_model(Path(root))
             estimator = _MODELS[root]
-            for index, frame in enumerate(frames):
-                typed = _unwire(frame.drop(columns=feature_cols), data)
-                out, refused = _score_precomputed(
-                    estimator, typed, frame[feature_cols], model, data, cfg
-                )
-                if len(refused):
-                    table = pa.Table.from_pandas(refused, preserve_index=False)
-                    _side_file(side, "range", index, table)
-                yield out
+            task = TaskContext.get()
+            name = f"part-t{task.partitionId() if task is not None else 0:05d}.parquet"
+            written = 0
+            with batch.DayParts(job.partial, name) as parts:
+                for index, frame in enumerate(frames):
+                    typed = _unwire(frame.drop(columns=feature_cols), data)
+                    out, refused = _score_precomputed(
+                        estimator, typed, frame[feature_cols], model, data, cfg
+                    )
+                    if len(refused):
+                        table = pa.Table.from_pandas(refused, preserve_index=False)
+                        _side_file(side, "range", index, table)
+                    out = job.kept(out)
+                    parts.write(out)
+                    written += len(out)
+            yield pd.DataFrame({"rows": [written]})
 
-        scored = joined.mapInPandas(score, out_schema)
-        if job.since is not None:
-            scored = scored.filter(F.col("timestamp") >= job.since)
-        scored.write.partitionBy("date").parquet(str(job.partial / "_spark_out"))
+        done = joined.mapInPandas(score, "rows long").collect()
     finally:
         spark.stop()
     counts, rejects = _side_counts(job.partial / SIDE)
     if job.strict and len(rejects):
         raise batch.strict_failure(rejects, source_name)
     _settle(job.partial, rejects)
-    counts.rows_scored = _parquet_rows(job.partial, "date=*/*.parquet")
+    counts.rows_scored = sum(int(r["rows"]) for r in done)
     progress(
         "score",
         f"spark: {counts.rows_scored:,} rows scored, {counts.rows_rejected:,} rejected",
@@ -259,13 +257,6 @@ def _side_counts(folder: Path) -> tuple[batch.Counts, pd.DataFrame]:
     rejects[text] = rejects[text].astype("string")  # embedded's rejects' types, to the letter
     reasons = Counter(rejects[rows.REASON].tolist())
     return batch.Counts(rows_in, 0, len(rejects), reasons), rejects
-
-
-def _parquet_rows(root: Path, pattern: str) -> int:
-    """Rows in the parquet files written, from their footers."""
-    import pyarrow.parquet as pq
-
-    return sum(pq.read_metadata(path).num_rows for path in root.glob(pattern))
 
 
 def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
@@ -305,17 +296,13 @@ def _score_precomputed(
 
 
 def _settle(partial: Path, rejects: pd.DataFrame) -> None:
-    """Spark's files into the embedded layout: `date=D/part-*.parquet`, `_rejects/`."""
+    """The rejects into the embedded layout (`_rejects/`), and no scratch file of a task
+    attempt that failed left beside the parts."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    written = partial / "_spark_out"
-    for day in sorted(written.glob("date=*")):
-        target = partial / day.name
-        target.mkdir()
-        for i, part in enumerate(sorted(day.glob("part-*.parquet"))):
-            part.rename(target / f"part-{i:05d}.parquet")
-    shutil.rmtree(written)
+    for scratch in partial.glob("date=*/.part-*"):
+        scratch.unlink()
     if len(rejects):
         (partial / batch.REJECTS).mkdir()
         table = pa.Table.from_pandas(rejects, preserve_index=False)
