@@ -232,7 +232,7 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     for at in (30, 2900):
         bad.loc[at, "tx_amount"] = 1e12  # inside the contract, outside the served range
     write_csv(bad, str(root / "bad-both.csv"))
-    spark_args = ("--engine", "spark", "--master", "local[2]")
+    spark_args: tuple[str, ...] = ("--engine", "spark", "--master", "local[2]")
     outs = {}
     for engine, extra in (("embedded", ("--chunk-rows", "1000")), ("spark", spark_args)):
         outs[engine] = root / f"out-bad-{engine}"
@@ -261,7 +261,8 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     assert (read(outs["embedded"])["request_id"] == read(outs["spark"])["request_id"]).all()
 
     lines = []
-    for engine, extra in (("embedded", ()), ("spark", spark_args)):
+    no_args: tuple[str, ...] = ()
+    for engine, extra in (("embedded", no_args), ("spark", spark_args)):
         strict = root / f"out-bad-strict-{engine}"
         done = score(world, "--input", "bad-both.csv", "--output", str(strict), "--strict", *extra)
         assert done.returncode == 1, done.stderr[-3000:]
