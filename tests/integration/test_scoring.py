@@ -361,6 +361,34 @@ def test_since_writes_the_new_rows_with_the_history_before_them(
     assert manifest["rows"]["history_only"] == len(every) - len(got) > 0
 
 
+def test_since_inside_a_chunk_whose_first_slices_are_history(
+    world: dict[str, Any], embedded: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nightly run on a file larger than a slice: the chunk's first slices are all
+    history before `--since`, and the rows after it are still written, exactly."""
+    from shipyard.policy import load_policy
+    from shipyard.scoring import embedded as engine
+    from shipyard.scoring import run
+
+    monkeypatch.setattr(engine, "SLICE_ROWS", 700)
+    root, table = world["root"], world["table"]
+    first = pd.Timestamp(world["later"]["tx_datetime"].min()).normalize() + pd.Timedelta(days=1)
+    policy = load_policy(root / "registry" / "policy.yaml")
+    out = root / "out-since-sliced"
+    run.score(
+        f"{NAME}@champion",
+        root / "tonight.csv",
+        out,
+        world["params"],
+        policy,
+        chunk_rows=len(table),
+        since=first.isoformat(),
+    )
+    got, every = read(out), read(embedded)
+    expected = every[every["timestamp"] >= first.strftime("%Y-%m-%dT%H:%M:%S.000+00:00")]
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+
+
 def test_an_existing_output_is_kept_unless_overwrite(world: dict[str, Any], embedded: Path) -> None:
     before = sorted(p.name for p in embedded.rglob("*"))
     done = score(world, "--input", "tonight.csv", "--output", str(embedded))

@@ -90,6 +90,8 @@ class DayParts:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if not len(out):  # all history before `--since`: its text columns have no type yet
+            return
         days, at = np.unique(out["date"].to_numpy(dtype=str), return_inverse=True)
         table = pa.Table.from_pandas(
             out.drop(columns="date"), schema=self.schema, preserve_index=False

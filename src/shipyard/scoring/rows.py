@@ -227,9 +227,10 @@ def out_of_range(feats: pd.DataFrame, model: ScoringModel) -> pd.Series:
 def row_hash(good: pd.DataFrame, data: DataSection) -> np.ndarray:
     """A 64-bit hash of each input row's declared values in a canonical form (numbers as
     float64, times as epoch ns, text as text), so both engines hash a row alike. Signed, as
-    Spark and parquet readers without unsigned types keep it."""
+    Spark and parquet readers without unsigned types keep it. Columns go in name order: the
+    order `params.yaml` lists them in (which a YAML dump sorts) must not change a hash."""
     canon = pd.DataFrame(index=good.index)
-    for name, spec in data.columns.items():
+    for name, spec in sorted(data.columns.items()):
         if name not in good.columns:
             continue
         column = good[name]
