@@ -93,47 +93,52 @@ def test_spark_refusals_carry_the_values_embedded_rejects_write(
     assert want["source"].tolist() == [rows.RANGE_SOURCE]
 
 
-def test_spark_side_files_count_a_retried_batch_once_and_give_rejects_in_input_order(
+def test_spark_side_files_count_a_retried_batch_once_and_write_embeddeds_rejects(
     tmp_path: Path,
 ) -> None:
     """A task that ran twice (a retry) wrote its batch's side file twice under one name: its
-    rows count once. Refusals come back in row order, typed as embedded's rejects, and a
-    part file an attempt left half written is removed beside the whole ones."""
+    rows count once. Refusals are written in the input's columns and embedded's types (a
+    served-range refusal has no value for an input column the contract does not declare),
+    the first in input order is the one `--strict` names, and a part an attempt left half
+    written is removed beside the whole ones."""
     import pyarrow as pa
 
     from shipyard.scoring import batch, spark
 
     pytest.importorskip("pyspark")  # the side files name their task by Spark's TaskContext
-    side = tmp_path / ".out.partial" / spark.SIDE
+    partial = tmp_path / ".out.partial"
+    side = partial / spark.SIDE
     side.mkdir(parents=True)
 
-    def contract(index: int, rows_in: int, refused: pd.DataFrame) -> None:
+    def write(kind: str, index: int, refused: pd.DataFrame, rows_in: int | None = None) -> None:
         table = pa.Table.from_pandas(refused, preserve_index=False)
-        meta = {spark.ROWS_IN: str(rows_in).encode()}
-        spark._side_file(str(side), "contract", index, table.replace_schema_metadata(meta))
+        if rows_in is not None:
+            table = table.replace_schema_metadata({spark.ROWS_IN: str(rows_in).encode()})
+        spark._side_file(str(side), kind, index, table)
 
-    late = pd.DataFrame({"id": ["9"], "reason": ["id: type: expected int"], "source": ["in.csv"]})
-    early = pd.DataFrame({"id": ["x"], "reason": ["id: type: expected int"], "source": ["in.csv"]})
-    contract(0, 100, late.assign(**{spark.ROW: [90]}))
-    contract(0, 100, late.assign(**{spark.ROW: [90]}))  # the same batch, retried
-    contract(1, 50, early.iloc[:0].assign(**{spark.ROW: pd.Series([], dtype="int64")}))
+    typed = {"id": "id: type: expected int"}
+    late = pd.DataFrame({"id": ["9"], "extra": ["e"], "reason": [typed["id"]], "source": ["f"]})
+    write("contract", 0, late.assign(**{spark.ROW: [90]}), rows_in=100)
+    write("contract", 0, late.assign(**{spark.ROW: [90]}), rows_in=100)  # the batch, retried
+    write("contract", 1, late.iloc[:0].assign(**{spark.ROW: pd.Series([], dtype="int64")}), 50)
     ranged = pd.DataFrame({"id": ["3"], "reason": ["amount: range: x"], "source": ["served"]})
-    table = pa.Table.from_pandas(ranged.assign(**{spark.ROW: [3]}), preserve_index=False)
-    spark._side_file(str(side), "range", 0, table)
-    counts, rejects = spark._side_counts(side)
+    write("range", 0, ranged.assign(**{spark.ROW: [3]}))
+    columns = ["id", "extra", "reason", "source"]
+    counts, first = spark._side_rejects(partial, columns)
     assert (counts.rows_in, counts.rows_rejected) == (150, 2)
-    assert counts.reasons == {"id: type: expected int": 1, "amount: range: x": 1}
-    assert rejects["id"].tolist() == ["3", "9"] and not side.exists()
-    assert str(rejects["id"].dtype) == "string" and rejects["source"].dtype == object
+    assert counts.reasons == {typed["id"]: 1, "amount: range: x": 1}
+    assert first is not None and first["id"].tolist() == ["3"] and not side.exists()
+    written = pd.read_parquet(partial / batch.REJECTS).sort_values("id", ignore_index=True)
+    assert list(written.columns) == columns and written["id"].tolist() == ["3", "9"]
+    assert written["extra"].isna().tolist() == [True, False]
+    assert all(str(written[c].dtype) == "string" for c in columns[:3])
 
-    day = side.parent / "date=2025-04-01"
+    day = partial / "date=2025-04-01"
     day.mkdir()
     (day / "part-t00000.parquet").write_bytes(b"whole")
     (day / ".part-t00001.parquet").write_bytes(b"an attempt that died")
-    spark._settle(side.parent, rejects)
+    spark._settle(partial)
     assert [p.name for p in day.iterdir()] == ["part-t00000.parquet"]
-    written = pd.read_parquet(side.parent / batch.REJECTS)
-    pd.testing.assert_frame_equal(written, rejects)
 
 
 def test_stacked_frames_are_pandas_concat_whatever_the_column_types() -> None:

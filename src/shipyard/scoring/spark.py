@@ -14,7 +14,8 @@ outgrow one machine.
 - One Spark job, written by its Python workers: each scoring task writes its rows itself, a
   part file per day (`batch.DayParts`, as embedded's chunks), and returns only its count.
   The rows the contract or the served ranges refuse, and each contract batch's row count, go
-  to side files (`_side`), one per task and batch, so a retried task rewrites its own files.
+  to side files (`_side`), one per task and batch, so a retried task rewrites its own files;
+  the driver reads them one at a time into `_rejects/`.
   Sending the rows back to the JVM cost a sort of every row by day for Spark's partitioned
   write, and the rejects' queries scored every row a second time (the write does not fill a
   persisted frame's cache, and filling it first cost as much).
@@ -28,7 +29,6 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,7 @@ def run(
         else:
             raw = spark.read.parquet(*paths)
         raw = raw.select([F.col(c).cast("string").alias(c) for c in raw.columns])
+        given = list(raw.columns)  # the rejects' columns, as embedded writes them
         raw = raw.withColumn(ROW, F.monotonically_increasing_id())
         source_name = str(source)
 
@@ -225,10 +226,10 @@ def run(
         done = joined.mapInPandas(score, "rows long").collect()
     finally:
         spark.stop()
-    counts, rejects = _side_counts(job.partial / SIDE)
-    if job.strict and len(rejects):
-        raise batch.strict_failure(rejects, source_name)
-    _settle(job.partial, rejects)
+    counts, first = _side_rejects(job.partial, [*given, rows.REASON, "source"])
+    if job.strict and first is not None:
+        raise batch.strict_failure(first, source_name)
+    _settle(job.partial)
     counts.rows_scored = sum(int(r["rows"]) for r in done)
     progress(
         "score",
@@ -237,26 +238,35 @@ def run(
     return batch.finish(job, counts, time.monotonic() - began, source)
 
 
-def _side_counts(folder: Path) -> tuple[batch.Counts, pd.DataFrame]:
-    """The rows read and the rows refused, in input order, from the workers' side files."""
+def _side_rejects(partial: Path, columns: list[str]) -> tuple[batch.Counts, pd.DataFrame | None]:
+    """Counts from the workers' side files, and their refused rows into `_rejects/`, a part
+    per side file in the input's columns and embedded's types; the first refused row in input
+    order, for `--strict`. One side file in memory at a time, so a file of nothing but bad
+    rows costs the driver no more than a good one."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    rows_in, found = 0, []
-    for path in sorted(folder.glob("*.parquet")):
+    counts, first = batch.Counts(), None
+    folder = partial / SIDE
+    for index, path in enumerate(sorted(folder.glob("*.parquet"))):
         table = pq.read_table(path)
         if path.name.startswith("contract-"):
-            rows_in += int((table.schema.metadata or {})[ROWS_IN])
-        if table.num_rows:
-            found.append(table.to_pandas())
+            counts.rows_in += int((table.schema.metadata or {})[ROWS_IN])
+        if not table.num_rows:
+            continue
+        refused = table.to_pandas().sort_values(ROW, kind="stable")
+        if first is None or refused[ROW].iloc[0] < first[ROW].iloc[0]:
+            first = refused.head(1)
+        counts.add(0, 0, refused[rows.REASON].tolist())
+        # The range side's rows carry the contract's columns only: other input columns, none.
+        out = refused.reindex(columns=columns).reset_index(drop=True)
+        text = [c for c in columns if c != "source"]
+        out[text] = out[text].astype("string")  # embedded's rejects' types, to the letter
+        (partial / batch.REJECTS).mkdir(exist_ok=True)
+        table = pa.Table.from_pandas(out, preserve_index=False)
+        pq.write_table(table, partial / batch.REJECTS / f"part-{index:05d}.parquet")
     shutil.rmtree(folder)
-    if not found:
-        return batch.Counts(rows_in), pd.DataFrame()
-    rejects = pd.concat(found, ignore_index=True)
-    rejects = rejects.sort_values(ROW, kind="stable").drop(columns=ROW).reset_index(drop=True)
-    text = [c for c in rejects.columns if c != "source"]
-    rejects[text] = rejects[text].astype("string")  # embedded's rejects' types, to the letter
-    reasons = Counter(rejects[rows.REASON].tolist())
-    return batch.Counts(rows_in, 0, len(rejects), reasons), rejects
+    return counts, first
 
 
 def _windows(sub: FeaturizeSection, data: DataSection) -> Any:
@@ -295,15 +305,7 @@ def _score_precomputed(
     return out, rejects
 
 
-def _settle(partial: Path, rejects: pd.DataFrame) -> None:
-    """The rejects into the embedded layout (`_rejects/`), and no scratch file of a task
-    attempt that failed left beside the parts."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _settle(partial: Path) -> None:
+    """No scratch part of a task attempt that died left beside the whole ones."""
     for scratch in partial.glob("date=*/.part-*"):
         scratch.unlink()
-    if len(rejects):
-        (partial / batch.REJECTS).mkdir()
-        table = pa.Table.from_pandas(rejects, preserve_index=False)
-        pq.write_table(table, partial / batch.REJECTS / "part-00000.parquet")
