@@ -161,8 +161,8 @@ def run(
             # string is made of a value that parses.
             import pyarrow as pa
 
-            for index, batch in enumerate(batches):
-                text = pa.Table.from_batches([batch])
+            for index, piece in enumerate(batches):  # not `batch`: the module's name
+                text = pa.Table.from_batches([piece])
                 values = rows.arrow_typed(text.drop_columns([ROW]), data).to_pandas()
                 typed, reason = check_rows(values, data, source_name)
                 bad = reason.notna().to_numpy()
