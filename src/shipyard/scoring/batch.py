@@ -74,6 +74,16 @@ class Job:
         return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:16]
 
 
+def write_part(table: Any, folder: Path, name: str) -> None:
+    """A whole part file or none: written beside, then renamed."""
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    scratch = folder / f".{name}"
+    pq.write_table(table, scratch)
+    scratch.replace(folder / name)
+
+
 class DayParts:
     """One part file per day of a chunk (embedded) or a task (Spark), `date=D/NAME`, written
     a slice at a time (a row group each) and renamed into place when the chunk is done: the

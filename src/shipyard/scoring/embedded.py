@@ -90,16 +90,6 @@ def _as_read(checked: rows.Checked, read: Any) -> rows.Checked:
     return dataclasses.replace(checked, rejects=rejects)
 
 
-def _write(table: Any, folder: Path, name: str) -> None:
-    """A whole part file or none: written beside, then renamed."""
-    import pyarrow.parquet as pq
-
-    folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f".{name}"
-    pq.write_table(table, scratch)
-    scratch.replace(folder / name)
-
-
 @functools.cache
 def _libc() -> Any:
     """glibc, for `malloc_trim`; None elsewhere. Looked up once: `find_library` runs a
@@ -188,7 +178,7 @@ def run(job: batch.Job, params: Params, estimator: Any, source: Path) -> dict[st
             rejects = pd.concat(refusals, ignore_index=True)
             if len(rejects):
                 table = pa.Table.from_pandas(rejects, preserve_index=False)
-                _write(table, job.partial / batch.REJECTS, name)
+                batch.write_part(table, job.partial / batch.REJECTS, name)
             counts.add(rows_in, written, list(rejects[rows.REASON]))
             batch.journal(job, index + 1, counts)
             scored_now += written

@@ -262,9 +262,8 @@ def _side_rejects(partial: Path, columns: list[str]) -> tuple[batch.Counts, pd.D
         out = refused.reindex(columns=columns).reset_index(drop=True)
         text = [c for c in columns if c != "source"]
         out[text] = out[text].astype("string")  # embedded's rejects' types, to the letter
-        (partial / batch.REJECTS).mkdir(exist_ok=True)
         table = pa.Table.from_pandas(out, preserve_index=False)
-        pq.write_table(table, partial / batch.REJECTS / f"part-{index:05d}.parquet")
+        batch.write_part(table, partial / batch.REJECTS, f"part-{index:05d}.parquet")
     shutil.rmtree(folder)
     return counts, first
 
@@ -300,8 +299,7 @@ def _score_precomputed(
     calendar = history_features(typed, _only(cfg, "calendar"), data.timestamp, data.target)
     history = pd.concat([calendar, feats.set_axis(typed.index)], axis=1)
     out, rejects = rows.scored(estimator, typed, history, model, data)
-    if ROW in rejects.columns:  # carried through as text with the row's other values
-        rejects[ROW] = rejects[ROW].astype("int64")
+    rejects[ROW] = rejects[ROW].astype("int64")  # carried as text with the row's other values
     return out, rejects
 
 
