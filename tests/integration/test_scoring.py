@@ -52,6 +52,11 @@ def score(
     root = world["root"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     env["SHIPYARD_RUNTIME_DIR"] = str(root / "runtime")
+    # As from a shell where the virtualenv is not activated (`make` puts it first on PATH):
+    # Spark's Python workers once found another interpreter there.
+    venv_bin = os.path.abspath(Path(SHIPYARD).parent)
+    path = env.get("PATH", "").split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in path if p and os.path.abspath(p) != venv_bin)
     return subprocess.run(
         [SHIPYARD, "score", f"{NAME}@champion", *args],
         cwd=root,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,13 @@ def session(master: str | None) -> Any:
     if chosen:  # else spark-submit's, or local[*]
         builder = builder.master(chosen)
     elif not os.environ.get("SPARK_HOME"):
-        builder = builder.master("local[*]")
+        chosen = "local[*]"
+        builder = builder.master(chosen)
+    if chosen and chosen.startswith("local"):
+        # Without PYSPARK_PYTHON, the context starts its Python workers as `python3` from
+        # PATH: from a shell where this virtualenv is not activated, an interpreter without
+        # pyarrow or shipyard. (The `spark.pyspark.python` setting is read by spark-submit.)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     if (chosen or "local").startswith("local"):
         # Spark's 200 shuffle partitions are sized for a cluster: on one machine each is a
         # Python task of its own, and they cost more than the rows in them.
