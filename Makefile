@@ -124,6 +124,7 @@ benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim 
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m benchmarks.cli_startup
 	$(BIN)/python -m benchmarks.model_load
+	$(BIN)/python -m benchmarks.serve_start
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime

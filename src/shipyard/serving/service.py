@@ -26,11 +26,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bentoml
 import numpy as np
-import pandas as pd
 from bentoml._internal.marshal.dispatcher import CorkDispatcher
 from bentoml.exceptions import BentoMLException, InternalServerError, ServiceUnavailable
 from prometheus_client import (
@@ -42,7 +41,6 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ValidationError
 
-from shipyard.models import storage
 from shipyard.runtime import runtime_dir
 from shipyard.serving.buckets import BATCH_BUCKETS, LATENCY_BUCKETS
 from shipyard.serving.guard import REASONS, Guard, Rejection
@@ -57,6 +55,9 @@ from shipyard.serving.schema import (
 )
 from shipyard.serving.spec import load_spec
 from shipyard.serving.timeout import install as install_timeout
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 install_timeout()
 SPEC = load_spec()
@@ -221,6 +222,10 @@ class PredictionService:
     model_ref = bentoml.models.BentoModel(SPEC.bento_model)
 
     def __init__(self) -> None:
+        # Imported here, in the worker: `bentoml serve`'s own process imports this module only
+        # to read the service's definition, and sklearn and pandas were half its start-up.
+        from shipyard.models import storage
+
         self.ready = False
         self.model = storage.load_mlflow_model(Path(self.model_ref.path_of("mlflow_model")))
         self.fields = list(SPEC.fields)
@@ -272,10 +277,12 @@ class PredictionService:
         """A normal stop writes every pending record; only a kill can lose the last batch."""
         self.log.close()
 
-    def _frame(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    def _frame(self, rows: list[dict[str, Any]]) -> "pd.DataFrame":
         """The model's input frame. All-double records become one float64 block in one step:
         per-column casts of a frame built from dicts cost more than the model on small
         batches."""
+        import pandas as pd
+
         if self._floats:
             values = np.array([[row[f] for f in self.fields] for row in rows], dtype=np.float64)
             return pd.DataFrame(values, columns=self.fields, copy=False)
