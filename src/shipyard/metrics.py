@@ -1,16 +1,13 @@
-"""Model quality figures shared by evaluate, promotion gates and live monitoring."""
+"""Model quality figures shared by evaluate, promotion gates and live monitoring.
+
+sklearn (about 1 s to import) is imported by the functions that call it: the deployment
+controller, the webhook and `promote` import this module through the gates, and most of
+them never compute a point metric.
+"""
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    precision_recall_curve,
-    roc_auc_score,
-    roc_curve,
-)
 
 HIGHER_IS_BETTER = {
     "roc_auc": True,
@@ -38,6 +35,8 @@ def precision_at_budget(y: np.ndarray, scores: np.ndarray, budget: float) -> flo
 def quality(y: np.ndarray, scores: np.ndarray, budget: float) -> dict[str, float]:
     if len(np.unique(y)) < 2:
         raise ValueError("quality needs both classes present in the labels")
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
     return {
         "roc_auc": float(roc_auc_score(y, scores)),
         "average_precision": float(average_precision_score(y, scores)),
@@ -54,11 +53,15 @@ def _thin(rows: list[dict[str, float]], limit: int = 200) -> list[dict[str, floa
 
 
 def roc_points(y: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    from sklearn.metrics import roc_curve
+
     fpr, tpr, _ = roc_curve(y, scores)
     return _thin([{"fpr": float(a), "tpr": float(b)} for a, b in zip(fpr, tpr, strict=True)])
 
 
 def pr_points(y: np.ndarray, scores: np.ndarray) -> list[dict[str, float]]:
+    from sklearn.metrics import precision_recall_curve
+
     precision, recall, _ = precision_recall_curve(y, scores)
     pts = zip(recall, precision, strict=True)
     return _thin([{"recall": float(r), "precision": float(p)} for r, p in pts])
@@ -71,6 +74,8 @@ def confusion_rows(y: np.ndarray, scores: np.ndarray, threshold: float) -> list[
 
 def _metric(name: str, y: np.ndarray, p: np.ndarray, budget: float) -> float:
     """Every metric a paired comparison may use; an unknown name is an error, never AP."""
+    from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
+
     if name == "precision_at_budget":
         return precision_at_budget(y, p, budget)
     if name == "roc_auc":

@@ -16,7 +16,6 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from shipyard.errors import ShipyardError
-from shipyard.models import storage
 from shipyard.tags import TAG
 
 CANDIDATE = "candidate"
@@ -90,6 +89,8 @@ def download(uri: str, dest: Path) -> Path:
 
 def load_model(name: str, version: str) -> Any:
     """The version's fitted pipeline, read with skops and our allow-list, never with pickle."""
+    from shipyard.models import storage  # sklearn: here, not in every registry user
+
     with tempfile.TemporaryDirectory(prefix="shipyard-model-") as tmp:
         root = download(f"models:/{name}/{version}", Path(tmp))
         try:
