@@ -236,6 +236,12 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     bad.loc[20, "terminal_id"] = "not-a-number"
     for at in (30, 2900):
         bad.loc[at, "tx_amount"] = 1e12  # inside the contract, outside the served range
+    # A column the contract does not name, carried into the rejects as the file gives it: a
+    # doubled quote and a line break inside quoted values (RFC 4180), which Spark's own
+    # defaults read as a value with its quotes and as two records.
+    bad["note"] = "plain"
+    bad.loc[10, "note"] = 'says "hi", twice'
+    bad.loc[20, "note"] = "line one\nline two"
     write_csv(bad, str(root / "bad-both.csv"))
     spark_args: tuple[str, ...] = ("--engine", "spark", "--master", "local[2]")
     outs = {}
@@ -254,6 +260,8 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     assert set(refused.values()) <= set(b[ids])  # and the later days' own out-of-range rows
     by_file = set(b.loc[b["source"] == "bad-both.csv", ids])
     assert by_file == {refused[10], refused[20]}
+    notes = dict(zip(b[ids], b["note"], strict=True))
+    assert (notes[refused[10]], notes[refused[20]]) == ('says "hi", twice', "line one\nline two")
     manifests = [json.loads((o / "_manifest.json").read_text()) for o in outs.values()]
     expected = {"in": 3000, "scored": 3000 - len(b), "rejected": len(b), "history_only": 0}
     assert manifests[0]["rows"] == manifests[1]["rows"] == expected
@@ -278,6 +286,34 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
         == lines[1]
         == ("error: bad-both.csv: column 'tx_amount': rule 'range': below min 0.0 (--strict)")
     )
+
+
+def test_a_row_of_the_wrong_width_stops_either_engine_with_one_line(
+    world: dict[str, Any],
+) -> None:
+    """More or fewer fields than the header is a broken file, not a bad value. Spark's default
+    read dropped the extra fields and scored the row; embedded raised Arrow's error with a
+    traceback and kept its partial output. Both now stop with the same line, leaving nothing."""
+    pytest.importorskip("pyspark")
+    root = world["root"]
+    lines = (root / "tonight.csv").read_text().splitlines()  # 2 MB: chunks are written first
+    width = len(lines[0].split(","))
+    bad = len(lines) - 10
+    lines[bad] += ",9,9"
+    (root / "ragged.csv").write_text("\n".join(lines) + "\n")
+    expected = (
+        f"error: ragged.csv: rule 'csv': a row of {width + 2} fields where the header has "
+        f"{width}: {lines[bad]}"
+    )
+    spark_args = ("--engine", "spark", "--master", "local[2]")
+    for engine, extra in (("embedded", ("--chunk-rows", "1000")), ("spark", spark_args)):
+        out = root / f"out-ragged-{engine}"
+        done = score(world, "--input", "ragged.csv", "--output", str(out), *extra)
+        assert done.returncode == 1, done.stderr[-3000:]
+        line = done.stderr.strip().splitlines()[-1]
+        # Spark's console progress bar ends without a line break of its own.
+        assert line == expected if engine == "embedded" else line.endswith(expected), line
+        assert not out.exists() and not (root / f".{out.name}.partial").exists()
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,39 @@ def test_arrow_typed_chunks_judge_rows_as_text_does(
     pd.testing.assert_frame_equal(a.good, b.good, check_dtype=False)
 
 
+def test_a_quoted_line_break_is_one_value_wherever_the_read_block_ends(
+    raw_params: dict[str, Any], tmp_path: Path
+) -> None:
+    """RFC 4180, as pandas and the Spark engine read it: a quoted value may hold a line break
+    and a doubled quote. Arrow's reader, left to its default, read such a value inside a block
+    but failed with "Expected 7 columns, got 1" where its 1 MiB block ended inside one."""
+    data = parse_params(raw_params).data
+
+    def row(i: int, note: str) -> str:
+        return f"{i},2025-04-01 10:00:00,7,3,12.5,0,{note}\n"
+
+    text = f"{HEADER},note\n"
+    while len(text) < (1 << 20) - 200:
+        text += row(len(text), "x")  # ids: any distinct numbers
+    # A filler row long enough that the next one starts 10 bytes before the block's end:
+    # the reader completes a block's last row up to the next line break, inside the value.
+    at = (1 << 20) - 10
+    text += row(len(text), "x" * (at - len(text) - len(row(len(text), ""))))
+    assert len(text) == at
+    quoted = '"line one\nline ""two"""'
+    text += row(at, quoted)
+    assert at < (1 << 20) < text.index("\nline ", at)
+    while len(text) < (1 << 20) + 200_000:
+        text += row(len(text), "x")
+    path = tmp_path / "in.csv"
+    path.write_text(text)
+    read = [table for _, _, table in embedded.chunks([path], 100_000, data)]
+    got = pd.concat([t.to_pandas() for t in read], ignore_index=True)
+    expected = pd.read_csv(path, dtype=str)
+    pd.testing.assert_series_equal(got["note"], expected["note"])
+    assert got.loc[got["transaction_id"] == str(at), "note"].tolist() == ['line one\nline "two"']
+
+
 class Sums:
     """A model whose score is a fixed function of its fields."""
 

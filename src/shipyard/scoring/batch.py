@@ -237,3 +237,13 @@ def strict_failure(rejects: Any, source: str) -> ShipyardError:
     first = rejects.iloc[0]
     column, rule, detail = ([*str(first["reason"]).split(": ", 2), "", ""])[:3]
     return ShipyardError(f"{source}: column '{column}': rule '{rule}': {detail} (--strict)")
+
+
+def malformed_row(source: str, fields: int, header: int, text: str) -> ShipyardError:
+    """A CSV row whose field count is not the header's: the file is broken, not a value, so
+    the run stops (both engines alike) instead of guessing which field went missing."""
+    shown = text.strip().replace("\n", "\\n")
+    shown = shown if len(shown) <= 200 else f"{shown[:200]}..."
+    return ShipyardError(
+        f"{source}: rule 'csv': a row of {fields} fields where the header has {header}: {shown}"
+    )

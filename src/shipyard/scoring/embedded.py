@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pyarrow as pa
 
 from shipyard.artifacts import progress
 from shipyard.config import DataSection, Params
-from shipyard.errors import ValidationFailed
+from shipyard.errors import ShipyardError, ValidationFailed
 from shipyard.history import history_columns
 from shipyard.scoring import batch, rows
 from shipyard.scoring.model import ScoringModel
@@ -37,22 +38,11 @@ def chunks(
     """(source file, raw rows, the same rows as read) of about `size` rows; CSV values arrive
     as text, so the contract decides what parses, as in `validate`. The rows as read are an
     Arrow table, for the rejects' values."""
-    import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
 
     for path in files:
         if path.suffix.lower() == ".csv":
-            header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16))
-            names = header.schema.names
-            reader: Any = pcsv.open_csv(
-                path,
-                read_options=pcsv.ReadOptions(block_size=1 << 20),  # 16 MiB: 10x the memory
-                convert_options=pcsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names},
-                    strings_can_be_null=True,
-                    null_values=[""],  # as `validate` reads: "nan" or "NA" are values, not gaps
-                ),
-            )
+            reader: Any = _csv(path)
         else:
             reader = pq.ParquetFile(path).iter_batches(batch_size=size)
         pending: list[Any] = []
@@ -65,6 +55,37 @@ def chunks(
                 yield str(path), *_take(pending, size, data)
         if count:
             yield str(path), *_take(pending, count, data)
+
+
+def _csv(path: Path) -> Iterator[Any]:
+    """The file's record batches, every value as text. A row Arrow cannot split into the
+    header's fields is the one-line error the Spark engine gives for it."""
+    import pyarrow.csv as pcsv
+
+    # A quoted value may hold a line break, as pandas and Spark read it. Without this, Arrow
+    # read one inside a block, and failed where a block ended in it.
+    parse = pcsv.ParseOptions(newlines_in_values=True)
+    try:
+        header = pcsv.open_csv(
+            path, read_options=pcsv.ReadOptions(block_size=1 << 16), parse_options=parse
+        )
+        names = header.schema.names
+        yield from pcsv.open_csv(
+            path,
+            read_options=pcsv.ReadOptions(block_size=1 << 20),  # 16 MiB: 10x the memory
+            parse_options=parse,
+            convert_options=pcsv.ConvertOptions(
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=True,
+                null_values=[""],  # as `validate` reads: "nan" or "NA" are values, not gaps
+            ),
+        )
+    except pa.ArrowInvalid as err:
+        found = re.search(r"Expected (\d+) columns, got (\d+): (.*)", str(err), re.S)
+        if found is None:
+            raise ShipyardError(f"{path}: rule 'csv': {err}") from None
+        header_fields, fields, text = found.groups()
+        raise batch.malformed_row(str(path), int(fields), int(header_fields), text) from None
 
 
 def _take(pending: list[Any], size: int, data: DataSection) -> tuple[pd.DataFrame, Any]:

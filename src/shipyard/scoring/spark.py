@@ -26,7 +26,9 @@ time zone cannot shift a row's calendar features.
 
 from __future__ import annotations
 
+import csv
 import os
+import re
 import shutil
 import sys
 import time
@@ -150,7 +152,11 @@ def run(
         spark.sparkContext.addFile(str(model_folder), recursive=True)
         paths = [str(p) for p in job.inputs]
         if job.inputs[0].suffix.lower() == ".csv":
-            raw = spark.read.option("header", True).csv(paths)  # every value as text
+            # Every value as text, and RFC 4180 as embedded's Arrow reader takes it: a quote
+            # inside a quoted value is doubled (Spark's default escape is a backslash, which
+            # kept the quotes in the value), and a quoted value may hold a line break (Spark's
+            # default split the record in two). Such a file is read by one task per file.
+            raw = spark.read.csv(paths, header=True, escape='"', multiLine=True, mode="FAILFAST")
         else:
             raw = spark.read.parquet(*paths)
         raw = raw.select([F.col(c).cast("string").alias(c) for c in raw.columns])
@@ -230,7 +236,16 @@ def run(
                     written += len(out)
             yield pd.DataFrame({"rows": [written]})
 
-        done = joined.mapInPandas(score, "rows long").collect()
+        try:
+            done = joined.mapInPandas(score, "rows long").collect()
+        except Exception as err:
+            # FAILFAST: a row whose field count is not the header's stops the job, as it stops
+            # embedded. Spark's default (PERMISSIVE) dropped extra fields and scored the row.
+            record = re.search(r"Malformed CSV record: (.*?) SQLSTATE", str(err), re.S)
+            if record is None:
+                raise
+            fields = len(next(csv.reader([record.group(1)])))
+            raise batch.malformed_row(source_name, fields, len(given), record.group(1)) from None
     finally:
         spark.stop()
     counts, first = _side_rejects(job.partial, [*given, rows.REASON, "source"])
