@@ -83,7 +83,7 @@ def _csv(path: Path) -> Iterator[Any]:
     except pa.ArrowInvalid as err:
         found = re.search(r"Expected (\d+) columns, got (\d+): (.*)", str(err), re.S)
         if found is None:
-            raise ShipyardError(f"{path}: rule 'csv': {err}") from None
+            raise ShipyardError(f"{path}: rule 'csv': {' '.join(str(err).split())}") from None
         header_fields, fields, text = found.groups()
         raise batch.malformed_row(str(path), int(fields), int(header_fields), text) from None
 

@@ -155,7 +155,7 @@ def run(
             # Every value as text, and RFC 4180 as embedded's Arrow reader takes it: a quote
             # inside a quoted value is doubled (Spark's default escape is a backslash, which
             # kept the quotes in the value), and a quoted value may hold a line break (Spark's
-            # default split the record in two). Such a file is read by one task per file.
+            # default split the record in two). Each CSV file is then read by one task.
             raw = spark.read.csv(paths, header=True, escape='"', multiLine=True, mode="FAILFAST")
         else:
             raw = spark.read.parquet(*paths)
