@@ -7,7 +7,7 @@ which loads the model. Same run, same Bento, alternating, `RUNS` starts each:
 - ours: `bentoml serve TAG`, as `shipyard serve` and deployments run it;
 - baseline: the same command in a parent that imports `sklearn.pipeline` and `pandas` first,
   which is what the service module's top-level imports made it do before.
-Needs the repository's registered version (`make demo` or `dvc repro`).
+Needs the repository's registered version (`make pipeline`, which `make benchmarks` runs).
 Run with `.venv/bin/python -m benchmarks.serve_start`.
 """
 
