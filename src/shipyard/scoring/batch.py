@@ -74,14 +74,14 @@ class Job:
         return hashlib.sha256(json.dumps(facts, default=str).encode()).hexdigest()[:16]
 
 
-def write_part(table: Any, folder: Path, name: str) -> None:
-    """A whole part file or none: written beside, then renamed."""
+def write_part(table: Any, folder: Path, name: str, scratch: str | None = None) -> None:
+    """A whole part file or none: written beside (as `scratch`, else `.NAME`), then renamed."""
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    scratch = folder / f".{name}"
-    pq.write_table(table, scratch)
-    scratch.replace(folder / name)
+    beside = folder / (scratch or f".{name}")
+    pq.write_table(table, beside)
+    beside.replace(folder / name)
 
 
 class DayParts:

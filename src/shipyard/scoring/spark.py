@@ -94,16 +94,14 @@ def _arrow_schema(data: DataSection) -> Any:
 def _side_file(folder: str, kind: str, batch_index: int, table: Any) -> None:
     """One batch's side file, whole or not at all. Named by the task's partition and the
     batch, so a retried task replaces its own files and never adds a second copy."""
-    import pyarrow.parquet as pq
     from pyspark import TaskContext
 
     task = TaskContext.get()
     partition = task.partitionId() if task is not None else 0
     attempt = task.attemptNumber() if task is not None else 0
     name = f"{kind}-{partition:06d}-{batch_index:06d}.parquet"
-    scratch = Path(folder) / f".{name}.{attempt}"  # two attempts in flight never share it
-    pq.write_table(table, scratch)
-    os.replace(scratch, Path(folder) / name)
+    # Its scratch name carries the attempt: two attempts in flight never share one.
+    batch.write_part(table, Path(folder), name, scratch=f".{name}.{attempt}")
 
 
 def _wire(frame: pd.DataFrame, data: DataSection) -> pd.DataFrame:
