@@ -4,6 +4,7 @@ mid-run, bad input, and the drift check reading the output."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -65,6 +66,36 @@ def score(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def spark_session(world: dict[str, Any]) -> Iterator[Any]:
+    """One local session for the module's in-process Spark runs, which `run.score` borrows
+    (`scoring.spark.borrowed`). Each `shipyard score --engine spark` starts a JVM and Python
+    workers of its own: 17 s for 3,000 rows here, against 1-2 s on a borrowed session.
+    `test_spark_gives_the_same_rows_scores_and_partitions` keeps the command's own start."""
+    pytest.importorskip("pyspark")
+    from shipyard.scoring import spark
+
+    session = spark.session("local[2]")
+    yield session
+    session.stop()
+
+
+def score_on_spark(world: dict[str, Any], source: str, output: Path, **options: Any) -> Any:
+    """`run.score` on the borrowed session, from the world's folder as `score` runs: the
+    manifest, or the ShipyardError raised."""
+    from shipyard.policy import load_policy
+    from shipyard.scoring import run
+
+    root = world["root"]
+    policy = load_policy(root / "registry" / "policy.yaml")
+    ref, params = f"{NAME}@champion", world["params"]
+    with contextlib.chdir(root):
+        try:
+            return run.score(ref, Path(source), output, params, policy, engine="spark", **options)
+        except ShipyardError as err:
+            return err
 
 
 def partition_sizes(folder: Path) -> dict[str, int]:
@@ -225,10 +256,11 @@ def test_bad_rows_go_to_rejects_with_the_reason_or_fail_the_run_with_strict(
     assert not strict.exists() and not (root / ".out-strict.partial").exists()
 
 
-def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) -> None:
+def test_spark_rejects_counts_and_strict_are_embeddeds(
+    world: dict[str, Any], spark_session: Any
+) -> None:
     """Rows the contract refuses, rows outside the served ranges, the manifest's counts and
     `--strict`: Spark's, counted from its workers' side files in one job, are embedded's."""
-    pytest.importorskip("pyspark")
     root = world["root"]
     bad = world["later"].head(3000).reset_index(drop=True)
     bad = bad.astype({"tx_amount": object, "terminal_id": object})
@@ -243,12 +275,13 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     bad.loc[10, "note"] = 'says "hi", twice'
     bad.loc[20, "note"] = "line one\nline two"
     write_csv(bad, str(root / "bad-both.csv"))
-    spark_args: tuple[str, ...] = ("--engine", "spark", "--master", "local[2]")
-    outs = {}
-    for engine, extra in (("embedded", ("--chunk-rows", "1000")), ("spark", spark_args)):
-        outs[engine] = root / f"out-bad-{engine}"
-        done = score(world, "--input", "bad-both.csv", "--output", str(outs[engine]), *extra)
-        assert done.returncode == 0, done.stderr[-3000:]
+    outs = {engine: root / f"out-bad-{engine}" for engine in ("embedded", "spark")}
+    args = ("--input", "bad-both.csv", "--output", str(outs["embedded"]), "--chunk-rows", "1000")
+    done = score(world, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    on_spark = score_on_spark(world, "bad-both.csv", outs["spark"])
+    assert not isinstance(on_spark, ShipyardError), on_spark
+    assert spark_session.range(3).count() == 3  # a borrowed session is left running
     ids = "transaction_id"
     a, b = (
         pd.read_parquet(o / "_rejects").sort_values(ids, key=pd.to_numeric) for o in outs.values()
@@ -273,28 +306,24 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(world: dict[str, Any]) ->
     ]
     assert (read(outs["embedded"])["request_id"] == read(outs["spark"])["request_id"]).all()
 
-    lines = []
-    no_args: tuple[str, ...] = ()
-    for engine, extra in (("embedded", no_args), ("spark", spark_args)):
-        strict = root / f"out-bad-strict-{engine}"
-        done = score(world, "--input", "bad-both.csv", "--output", str(strict), "--strict", *extra)
-        assert done.returncode == 1, done.stderr[-3000:]
-        assert not strict.exists() and not (root / f".{strict.name}.partial").exists()
-        lines.append(done.stderr.strip().splitlines()[-1])
-    assert (
-        lines[0]
-        == lines[1]
-        == ("error: bad-both.csv: column 'tx_amount': rule 'range': below min 0.0 (--strict)")
-    )
+    strict = {engine: root / f"out-bad-strict-{engine}" for engine in ("embedded", "spark")}
+    done = score(world, "--input", "bad-both.csv", "--output", str(strict["embedded"]), "--strict")
+    assert done.returncode == 1, done.stderr[-3000:]
+    refused = score_on_spark(world, "bad-both.csv", strict["spark"], strict=True)
+    assert isinstance(refused, ShipyardError), refused
+    message = "bad-both.csv: column 'tx_amount': rule 'range': below min 0.0 (--strict)"
+    assert done.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert str(refused) == message
+    for out in strict.values():
+        assert not out.exists() and not (root / f".{out.name}.partial").exists()
 
 
 def test_a_row_of_the_wrong_width_stops_either_engine_with_one_line(
-    world: dict[str, Any],
+    world: dict[str, Any], spark_session: Any
 ) -> None:
     """More or fewer fields than the header is a broken file, not a bad value. Spark's default
     read dropped the extra fields and scored the row; embedded raised Arrow's error with a
     traceback and kept its partial output. Both now stop with the same line, leaving nothing."""
-    pytest.importorskip("pyspark")
     root = world["root"]
     lines = (root / "tonight.csv").read_text().splitlines()  # 2 MB: chunks are written first
     width = len(lines[0].split(","))
@@ -302,17 +331,16 @@ def test_a_row_of_the_wrong_width_stops_either_engine_with_one_line(
     lines[bad] += ",9,9"
     (root / "ragged.csv").write_text("\n".join(lines) + "\n")
     expected = (
-        f"error: ragged.csv: rule 'csv': a row of {width + 2} fields where the header has "
+        f"ragged.csv: rule 'csv': a row of {width + 2} fields where the header has "
         f"{width}: {lines[bad]}"
     )
-    spark_args = ("--engine", "spark", "--master", "local[2]")
-    for engine, extra in (("embedded", ("--chunk-rows", "1000")), ("spark", spark_args)):
-        out = root / f"out-ragged-{engine}"
-        done = score(world, "--input", "ragged.csv", "--output", str(out), *extra)
-        assert done.returncode == 1, done.stderr[-3000:]
-        line = done.stderr.strip().splitlines()[-1]
-        # Spark's console progress bar ends without a line break of its own.
-        assert line == expected if engine == "embedded" else line.endswith(expected), line
+    outs = {engine: root / f"out-ragged-{engine}" for engine in ("embedded", "spark")}
+    args = ("--input", "ragged.csv", "--output", str(outs["embedded"]), "--chunk-rows", "1000")
+    done = score(world, *args)
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert done.stderr.strip().splitlines()[-1] == f"error: {expected}"
+    assert str(score_on_spark(world, "ragged.csv", outs["spark"])) == expected
+    for out in outs.values():
         assert not out.exists() and not (root / f".{out.name}.partial").exists()
 
 

@@ -51,6 +51,21 @@ ROWS_IN = b"shipyard.rows_in"  # a contract side file's metadata: the rows its b
 _MODELS: dict[str, Any] = {}  # per Python worker: model folder -> loaded pipeline
 
 
+def _sql_conf(master: str | None) -> dict[str, str]:
+    """Settings of ours that are per SQL session, so a borrowed context takes them too."""
+    conf = {
+        # Arrow batches of 10,000 rows (the default) paid each UDF's fixed cost (the
+        # contract's checks, the model call) 1,000 times per 10M rows and stage.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "50000",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if (master or "local").startswith("local"):
+        # Spark's 200 shuffle partitions are sized for a cluster: on one machine each is a
+        # Python task of its own, and they cost more than the rows in them.
+        conf["spark.sql.shuffle.partitions"] = str(2 * (os.cpu_count() or 2))
+    return conf
+
+
 def session(master: str | None) -> Any:
     from pyspark.sql import SparkSession
 
@@ -66,16 +81,26 @@ def session(master: str | None) -> Any:
         # PATH: from a shell where this virtualenv is not activated, an interpreter without
         # pyarrow or shipyard. (The `spark.pyspark.python` setting is read by spark-submit.)
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if (chosen or "local").startswith("local"):
-        # Spark's 200 shuffle partitions are sized for a cluster: on one machine each is a
-        # Python task of its own, and they cost more than the rows in them.
-        builder = builder.config("spark.sql.shuffle.partitions", str(2 * (os.cpu_count() or 2)))
-    # Arrow batches of 10,000 rows (the default) paid each UDF's fixed cost (the contract's
-    # checks, the model call) 1,000 times per 10M rows and stage.
-    builder = builder.config("spark.sql.execution.arrow.maxRecordsPerBatch", "50000")
-    spark = builder.config("spark.sql.session.timeZone", "UTC").getOrCreate()
+    for key, value in _sql_conf(chosen).items():  # spark-submit's unknown master: as local
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
+
+
+def borrowed() -> Any | None:
+    """The caller's running context (a notebook's, a job's, a test's) in a SQL session of our
+    own, or None. Stopping a session stops its context, which would end the caller's work,
+    and their session's settings (its time zone) are not ours to use or to change."""
+    from pyspark.sql import SparkSession
+
+    theirs = SparkSession.getActiveSession()
+    if theirs is None:
+        return None
+    ours = theirs.newSession()
+    for key, value in _sql_conf(theirs.sparkContext.master).items():
+        ours.conf.set(key, value)
+    return ours
 
 
 def _spark_type(kind: str) -> str:
@@ -145,10 +170,14 @@ def run(
     shutil.rmtree(job.partial, ignore_errors=True)
     job.partial.mkdir(parents=True)
     began = time.monotonic()
-    spark = session(master)
+    lent = borrowed()  # `master` chooses only for a session of ours
+    spark = lent if lent is not None else session(master)
     try:
         spark.sparkContext.addFile(str(model_folder), recursive=True)
-        paths = [str(p) for p in job.inputs]
+        # Absolute: Spark and its workers resolve a path from the JVM's folder, which is not
+        # this process's when the context is borrowed.
+        paths = [str(p.absolute()) for p in job.inputs]
+        partial = job.partial.absolute()
         if job.inputs[0].suffix.lower() == ".csv":
             # Every value as text, and RFC 4180 as embedded's Arrow reader takes it: a quote
             # inside a quoted value is doubled (Spark's default escape is a backslash, which
@@ -162,8 +191,8 @@ def run(
         raw = raw.withColumn(ROW, F.monotonically_increasing_id())
         source_name = str(source)
 
-        side = str(job.partial / SIDE)
-        (job.partial / SIDE).mkdir()
+        side = str(partial / SIDE)
+        (partial / SIDE).mkdir()
         arrow_schema = _arrow_schema(data)
 
         def contract(batches: Any) -> Any:
@@ -215,12 +244,13 @@ def run(
 
             root = SparkFiles.get(folder_name)
             if root not in _MODELS:
+                _MODELS.clear()  # a long-lived context's earlier runs' models
                 _MODELS[root] = storage.load_mlflow_model(Path(root))
             estimator = _MODELS[root]
             task = TaskContext.get()
             name = f"part-t{task.partitionId() if task is not None else 0:05d}.parquet"
             written = 0
-            with batch.DayParts(job.partial, name) as parts:
+            with batch.DayParts(partial, name) as parts:
                 for index, frame in enumerate(frames):
                     typed = _unwire(frame.drop(columns=feature_cols), data)
                     out, refused = _score_precomputed(
@@ -245,7 +275,8 @@ def run(
             fields = len(next(csv.reader([record.group(1)])))
             raise batch.malformed_row(source_name, fields, len(given), record.group(1)) from None
     finally:
-        spark.stop()
+        if lent is None:
+            spark.stop()
     counts, first = _side_rejects(job.partial, [*given, rows.REASON, "source"])
     if job.strict and first is not None:
         raise batch.strict_failure(first, source_name)
