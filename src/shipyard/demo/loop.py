@@ -225,7 +225,11 @@ class Demo(Runner):
             self.canary_bodies = traffic.bodies(features, self.params["data"]["id"])
         url = f"http://127.0.0.1:{self.proxy_port}"
         return traffic.Clients(
-            url, self.canary_bodies, threads=self.config.concurrency, repeat=True
+            url,
+            self.canary_bodies,
+            threads=self.config.concurrency,
+            repeat=True,
+            pause=self.config.canary_client_pause,
         )
 
     def canary(self) -> None:
