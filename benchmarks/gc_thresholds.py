@@ -1,5 +1,5 @@
 """Claim: a `shipyard` command spends about half a second less CPU since the CLI collects
-cycles less often (`gc.set_threshold(50_000, 50, 100)` in `shipyard.cli`).
+cycles less often (`shipyard.collector`: thresholds of 50,000, 50 and 100).
 
 Every stage, promotion, deployment controller, drift check and scoring run imports MLflow,
 scikit-learn and pandas; at Python's default thresholds (700, 10, 10) the collector walked

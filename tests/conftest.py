@@ -13,11 +13,15 @@ from typing import Any
 import pytest
 import yaml
 
+from shipyard.collector import collect_less
+
 # Two pytest workers share two cores: one OpenMP, BLAS and torch thread each, in the workers
 # and in every process they start. With a thread per core in each, the threads spin against
 # each other: the e2e demo's 16,106-row boosted model took 9.3 s to fit.
 for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_threads, "1")
+
+collect_less()  # the workers fit models and import what the commands import
 
 REPO = Path(__file__).resolve().parents[1]
 DECISION_KEY = "test-decision-key"  # decisions are signed in every test

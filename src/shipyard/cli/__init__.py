@@ -3,7 +3,6 @@ so `--help` answers fast."""
 
 from __future__ import annotations
 
-import gc
 import sys
 from typing import Any
 
@@ -21,12 +20,9 @@ from shipyard.cli.stage import stage
 from shipyard.cli.stream import stream, stream_judge
 from shipyard.cli.summary import summary
 from shipyard.cli.webhook import webhook
+from shipyard.collector import collect_less
 
-# A command imports MLflow, scikit-learn, pandas and the rest: a heap of modules the cyclic
-# collector walked again and again as it grew, at the default thresholds (700, 10, 10).
-# `benchmarks/gc_thresholds.py` measures the cost. Rarer collections still collect cycles, in
-# long-running commands (a controller, a consumer) too.
-gc.set_threshold(50_000, 50, 100)
+collect_less()  # a command imports MLflow, scikit-learn, pandas and the rest
 
 
 class _Group(click.Group):
