@@ -78,8 +78,12 @@ def spark_session(world: dict[str, Any]) -> Iterator[Any]:
     from shipyard.scoring import spark
 
     session = spark.session("local[2]")
+    session.conf.set("spark.sql.session.timeZone", CALLERS_ZONE)  # theirs, not for our runs
     yield session
     session.stop()
+
+
+CALLERS_ZONE = "America/New_York"
 
 
 def score_on_spark(world: dict[str, Any], source: str, output: Path, **options: Any) -> Any:
@@ -281,7 +285,9 @@ def test_spark_rejects_counts_and_strict_are_embeddeds(
     assert done.returncode == 0, done.stderr[-3000:]
     on_spark = score_on_spark(world, "bad-both.csv", outs["spark"])
     assert not isinstance(on_spark, ShipyardError), on_spark
-    assert spark_session.range(3).count() == 3  # a borrowed session is left running
+    # A borrowed session is left running, with its own settings.
+    assert spark_session.range(3).count() == 3
+    assert spark_session.conf.get("spark.sql.session.timeZone") == CALLERS_ZONE
     ids = "transaction_id"
     a, b = (
         pd.read_parquet(o / "_rejects").sort_values(ids, key=pd.to_numeric) for o in outs.values()
