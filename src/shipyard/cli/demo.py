@@ -43,6 +43,8 @@ def demo(in_place: bool, workdir: Path, config_path: Path | None, backend: Backe
     champion, and a bad version the canary rejects; then a summary. Stops what it started.
     """
     import json
+    import signal
+    import sys
 
     from shipyard.demo.config import DemoConfig, load_demo_config
     from shipyard.demo.loop import Demo
@@ -54,6 +56,10 @@ def demo(in_place: bool, workdir: Path, config_path: Path | None, backend: Backe
         # In place, even the default demo's shorter canary is not written: your policy runs.
         raise ShipyardError("demo: --in-place runs your own files; a --config may not change them")
     run = Demo(Path.cwd(), workdir, config, in_place=in_place, backend=backend)
+    # A SIGTERM (`kill`, a cancelled job) ends the demo as Ctrl-C does, through the clean-up
+    # that stops what it started: Python's default exits at once and left the MLflow server,
+    # the webhook receiver, BentoML and Envoy running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         run.run()
     finally:
