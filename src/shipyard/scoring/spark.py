@@ -167,17 +167,17 @@ def run(
     model: ScoringModel = job.model
     batch.start(job)  # refuses an existing output
     # Not resumed: Spark retries lost tasks within a run; a killed run starts over.
-    shutil.rmtree(job.partial, ignore_errors=True)
-    job.partial.mkdir(parents=True)
+    # Absolute, as every path handed to Spark: it and its workers resolve a path from the
+    # JVM's folder, which is not this process's when the context is borrowed.
+    partial = job.partial.absolute()
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     began = time.monotonic()
     lent = borrowed()  # `master` chooses only for a session of ours
     spark = lent if lent is not None else session(master)
     try:
         spark.sparkContext.addFile(str(model_folder), recursive=True)
-        # Absolute: Spark and its workers resolve a path from the JVM's folder, which is not
-        # this process's when the context is borrowed.
         paths = [str(p.absolute()) for p in job.inputs]
-        partial = job.partial.absolute()
         if job.inputs[0].suffix.lower() == ".csv":
             # Every value as text, and RFC 4180 as embedded's Arrow reader takes it: a quote
             # inside a quoted value is doubled (Spark's default escape is a backslash, which
@@ -277,10 +277,10 @@ def run(
     finally:
         if lent is None:
             spark.stop()
-    counts, first = _side_rejects(job.partial, [*given, rows.REASON, "source"])
+    counts, first = _side_rejects(partial, [*given, rows.REASON, "source"])
     if job.strict and first is not None:
         raise batch.strict_failure(first, source_name)
-    _settle(job.partial)
+    _settle(partial)
     counts.rows_scored = sum(int(r["rows"]) for r in done)
     progress(
         "score",
