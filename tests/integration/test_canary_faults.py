@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import DECISION_KEY, REPO
+from tests.conftest import DECISION_KEY, REPO, empty_store
 from tests.integration import traffic
 from tests.integration.registry_fixtures import NAME, register
 
@@ -30,11 +30,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, store_template: Path
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("faults")
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": empty_store(store_template, tmp),
         "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
         "BENTOML_HOME": str(tmp / "bentoml"),
         "SHIPYARD_ACTOR": "fault-test",

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from shipyard.deploy import processes
-from tests.conftest import REPO
+from tests.conftest import REPO, empty_store
 from tests.integration import exposition
 from tests.integration.registry_fixtures import NAME, TARGET, frame, register
 
@@ -49,10 +49,12 @@ def _query(port: int, promql: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def served(
+    tmp_path_factory: pytest.TempPathFactory, store_template: Path
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("promql")
     env = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": empty_store(store_template, tmp),
         "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
         "BENTOML_HOME": str(tmp / "bentoml"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

@@ -23,7 +23,7 @@ from shipyard.config import Params
 from shipyard.data.simulator import write_csv
 from shipyard.errors import ShipyardError
 from shipyard.pipeline.featurize import featurize
-from tests.conftest import REPO
+from tests.conftest import REPO, empty_store
 from tests.integration import scoring_world
 
 pytestmark = pytest.mark.slow
@@ -33,11 +33,15 @@ SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
 
 @pytest.fixture(scope="module")
 def world(
-    tmp_path_factory: pytest.TempPathFactory, raw_params_module: dict[str, Any]
+    tmp_path_factory: pytest.TempPathFactory,
+    raw_params_module: dict[str, Any],
+    store_template: Path,
 ) -> Iterator[dict[str, Any]]:
     """A store with one version trained on featurize's output of 60 simulated days, and 80
     days of raw transactions to score: the 60 as history, then 20 new ones."""
-    with scoring_world.registered(tmp_path_factory.mktemp("scoring"), raw_params_module) as w:
+    root = tmp_path_factory.mktemp("scoring")
+    empty_store(store_template, root)
+    with scoring_world.registered(root, raw_params_module) as w:
         write_csv(w["table"], str(w["root"] / "tonight.csv"))
         yield w
 

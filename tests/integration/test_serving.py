@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from shipyard.deploy.processes import free_port, tree
-from tests.conftest import REPO
+from tests.conftest import REPO, empty_store
 from tests.integration.registry_fixtures import NAME, register
 
 pytestmark = pytest.mark.slow
@@ -93,11 +93,11 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], log: Path, path: str = 
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def served(tmp_path_factory: pytest.TempPathFactory, store_template: Path) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("serving")
     env = {
         **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": empty_store(store_template, tmp),
         "SHIPYARD_RUNTIME_DIR": str(tmp / "runtime"),
         "BENTOML_HOME": str(tmp / "bentoml"),
         "SHIPYARD_API_KEY": KEY,

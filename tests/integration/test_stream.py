@@ -31,7 +31,7 @@ from shipyard.config import load_params
 from shipyard.deploy.processes import free_port
 from shipyard.scoring import producer
 from shipyard.serving.predlog import read_log
-from tests.conftest import REPO
+from tests.conftest import REPO, empty_store
 from tests.integration import scoring_world
 
 pytestmark = pytest.mark.slow
@@ -66,9 +66,13 @@ def redis_server(port: int, folder: Path, durable: bool = False) -> Iterator[Any
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, store_template: Path
+) -> Iterator[dict[str, Any]]:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    with scoring_world.registered(tmp_path_factory.mktemp("stream"), raw) as w:
+    root = tmp_path_factory.mktemp("stream")
+    empty_store(store_template, root)
+    with scoring_world.registered(root, raw) as w:
         yield w
 
 
