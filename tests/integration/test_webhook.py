@@ -22,7 +22,7 @@ import yaml
 
 from shipyard.deploy.processes import free_port
 from shipyard.stack import MLFLOW_SERVER_ENV
-from tests.conftest import DECISION_KEY, REPO
+from tests.conftest import DECISION_KEY, REPO, empty_store
 from tests.integration.hostile import raw
 from tests.integration.registry_fixtures import NAME, register
 from tests.integration.team_stack import team_stack
@@ -88,7 +88,9 @@ class GitHub:
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("stack", marks=pytest.mark.stack)])
 def server(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    store_template: Path,
 ) -> Iterator[dict[str, Any]]:
     """A real mlflow server whose webhook calls `shipyard webhook serve --mode github`: one
     per module, as a team runs one; each test registers versions of its own. `sqlite`: a
@@ -125,7 +127,7 @@ def server(
                 "mlflow",
                 "server",
                 "--backend-store-uri",
-                f"sqlite:///{tmp_path / 'server.db'}",
+                empty_store(store_template, tmp_path),
                 "--artifacts-destination",
                 str(tmp_path / "artifacts"),
                 "--host",
