@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 from shipyard import traffic
-from shipyard.deploy.processes import free_port
 from shipyard.deploy.state import DeploymentState
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 
@@ -28,10 +27,11 @@ def proxy_clients(port: int, threads: int = 4, pause: float = 0.005) -> traffic.
 
 
 def deploy(
-    cwd: Path, env: dict[str, str], version: str, strategy: str, policy: Path
+    cwd: Path, env: dict[str, str], version: str, strategy: str, policy: Path, port: int
 ) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, str]]]:
-    """`shipyard deploy NAME@version` with clients on Envoy throughout."""
-    port = free_port()
+    """`shipyard deploy NAME@version` on `port`, with clients on Envoy throughout.
+
+    A port the champion is still served on keeps its stable and Envoy for the new canary."""
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--strategy", strategy]
     cmd += ["--port", str(port), "--policy", str(policy)]
     clients = proxy_clients(port)
