@@ -2,12 +2,14 @@
 
 Loading MLflow, scikit-learn, pandas and a model builds a heap of long-lived objects, and at
 Python's default thresholds (700, 10, 10) the collector walked that heap again and again as
-it grew. `benchmarks/gc_thresholds.py` measures what it cost a command. Rarer collections
-still collect every cycle, so long-running processes can keep them.
+it grew. Rarer collections still collect every cycle, so long-running processes can keep
+them.
 
 At exit, the interpreter's last full collection walked that same heap once more, for nothing:
-the process's memory goes back whole. Frozen first, it is skipped (0.3-0.4 s per command).
-Python never promised finalizers of objects still alive at exit, so nothing it did is lost.
+the process's memory goes back whole. Frozen first, it is skipped: 0.3 s for a command that
+imports MLflow, over a second for one that holds a model and its data. Python never promised
+finalizers of objects still alive at exit, so nothing it did is lost. `benchmarks/collector.py`
+measures both.
 """
 
 from __future__ import annotations

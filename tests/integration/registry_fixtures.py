@@ -73,9 +73,9 @@ def fit(
         y = np.random.default_rng(seed).permutation(y)
     model: Any = make_pipeline(StandardScaler(), LogisticRegression())
     if fault == "slow":
-        # Each pass-through step costs a call its input checks. Thousands of boosting rounds
-        # were as slow, but 6,000 trees took 19 s to check and save with skops, and 2 s more
-        # to load in each server.
+        # Each pass-through step adds its input checks to every call. Thousands of boosting
+        # rounds were as slow, but 6,000 trees took 19 s to check and save with skops, and
+        # 2 s more to load in each server.
         idle = [StandardScaler(with_mean=False, with_std=False) for _ in range(SLOW_STEPS)]
         model = make_pipeline(*idle, StandardScaler(), LogisticRegression())
     elif fault == "segment":
