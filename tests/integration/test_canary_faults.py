@@ -1,9 +1,7 @@
 """Broken challengers on the local target, each caught by the gate that describes its fault.
 
 Real processes throughout: stable and canary `bentoml serve`, Envoy, the controller, and
-clients calling Envoy. Clients that stable answered must never see an error. The deployments
-share one port, so each canary joins the stable and Envoy the last one left serving, as a
-team's do between canaries.
+clients calling Envoy. Clients that stable answered must never see an error.
 
 One real fault per family of gates (server errors, latency, scores, alert rate, paired
 shadow), each showing that a real service's metrics carry its fault to the gate. Every fault,
@@ -24,7 +22,6 @@ from typing import Any
 import pytest
 import yaml
 
-from shipyard.deploy.processes import free_port
 from tests.conftest import DECISION_KEY, REPO, empty_store
 from tests.integration import traffic
 from tests.integration.registry_fixtures import NAME, register
@@ -66,14 +63,7 @@ def world(
     (tmp / "policy.yaml").write_text(yaml.safe_dump(raw))
     (tmp / "params.yaml").write_text((REPO / "params.yaml").read_text())
     try:
-        # One port for every deployment: after a canary, stable and Envoy stay up for the next.
-        yield {
-            "tmp": tmp,
-            "env": env,
-            "stable": stable,
-            "versions": versions,
-            "port": free_port(),
-        }
+        yield {"tmp": tmp, "env": env, "stable": stable, "versions": versions}
     finally:
         subprocess.run(["shipyard", "deploy", "stop", NAME], cwd=tmp, env=env, check=False)
         for k, v in saved.items():
@@ -100,7 +90,7 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
 
     version = world["versions"][fault]
     result, seen = traffic.deploy(
-        world["tmp"], world["env"], version, "canary", world["tmp"] / "policy.yaml", world["port"]
+        world["tmp"], world["env"], version, "canary", world["tmp"] / "policy.yaml"
     )
     assert result.returncode == 1, result.stderr[-3000:]
     last = result.stderr.strip().splitlines()[-1]
@@ -108,8 +98,6 @@ def test_a_broken_canary_is_rolled_back_by_its_gate(world: dict[str, Any], fault
     state = load_state(NAME)
     assert state.status == "rejected" and state.weight == 0
     assert FAULTS[fault] & traffic.failed_gates(state)
-    # Each canary joined the stable the one before left serving on the port: one process.
-    assert state.stable.pid == world.setdefault("stable_pid", state.stable.pid)
     # No client saw an error: a canary's 5xx is retried on stable by Envoy.
     assert {s for s, _ in seen} == {200}
     assert {v for _, v in seen} <= {"stable", "canary"}
@@ -141,7 +129,7 @@ def test_a_shadowed_calibration_fault_fails_the_paired_gates(in_world: dict[str,
     world = in_world
     shrunk = register(world["tmp"], seed=50, fault="shrunk")
     result, seen = traffic.deploy(
-        world["tmp"], world["env"], shrunk, "shadow", world["tmp"] / "policy.yaml", world["port"]
+        world["tmp"], world["env"], shrunk, "shadow", world["tmp"] / "policy.yaml"
     )
     assert result.returncode == 1, result.stderr[-3000:]
     state = load_state(NAME)
@@ -167,7 +155,7 @@ def test_an_honest_retrain_passes_and_becomes_champion(in_world: dict[str, Any])
     world = in_world
     honest = register(world["tmp"], seed=42)
     result, seen = traffic.deploy(
-        world["tmp"], world["env"], honest, "canary", world["tmp"] / "policy.yaml", world["port"]
+        world["tmp"], world["env"], honest, "canary", world["tmp"] / "policy.yaml"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     state = load_state(NAME)
@@ -201,9 +189,7 @@ def test_an_honest_shadow_passes_on_the_paired_gates(in_world: dict[str, Any]) -
     raw["canary"]["gates"]["max_p99_ratio"] = 10
     policy = world["tmp"] / "shadow-policy.yaml"
     policy.write_text(yaml.safe_dump(raw))
-    result, seen = traffic.deploy(
-        world["tmp"], world["env"], honest, "shadow", policy, world["port"]
-    )
+    result, seen = traffic.deploy(world["tmp"], world["env"], honest, "shadow", policy)
     assert result.returncode == 0, result.stderr[-3000:]
     last = {g["gate"]: g for g in load_state(NAME).history[-1].gates}
     assert last["min_pairs"]["passed"] and last["max_logit_shift"]["passed"]

@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 from shipyard import traffic
+from shipyard.deploy.processes import free_port
 from shipyard.deploy.state import DeploymentState
 from tests.integration.registry_fixtures import NAME, TARGET, frame
 
@@ -27,11 +28,10 @@ def proxy_clients(port: int, threads: int = 4, pause: float = 0.005) -> traffic.
 
 
 def deploy(
-    cwd: Path, env: dict[str, str], version: str, strategy: str, policy: Path, port: int
+    cwd: Path, env: dict[str, str], version: str, strategy: str, policy: Path
 ) -> tuple[subprocess.CompletedProcess[str], list[tuple[int, str]]]:
-    """`shipyard deploy NAME@version` on `port`, with clients on Envoy throughout.
-
-    A port the champion is still served on keeps its stable and Envoy for the new canary."""
+    """`shipyard deploy NAME@version` with clients on Envoy throughout."""
+    port = free_port()
     cmd = ["shipyard", "deploy", f"{NAME}@{version}", "--strategy", strategy]
     cmd += ["--port", str(port), "--policy", str(policy)]
     clients = proxy_clients(port)
