@@ -78,7 +78,15 @@ FIGURES = {
             "aliases": ["candidate"],
         },
     },
-    "traffic": {"canary": {"sent": 10, "failed": 0, "by_variant": {"stable": 10}}},
+    "traffic": {
+        "canary": {"sent": 10, "failed": 0, "by_variant": {"stable": 10}, "first_error": ""},
+        "bad version": {
+            "sent": 9,
+            "failed": 1,
+            "by_variant": {"stable": 8},
+            "first_error": "unreachable: [Errno 104] Connection reset by peer",
+        },
+    },
     "drift": [{"window": "calm-1", "exit": 0}],
 }
 
@@ -91,6 +99,12 @@ def test_the_summary_names_each_versions_outcome() -> None:
     assert rows["3"][7] == "rejected: max_score_psi"
     text = render(FIGURES, "fraud-detector")
     assert "calm-1 -> 0" in text and "total" in text and "shipyard deploy status" in text
+    lines = text.splitlines()
+    failure = lines.index("  bad version        9 sent     1 failed   {'stable': 8}") + 1
+    assert (
+        lines[failure].strip() == "first failure: unreachable: [Errno 104] Connection reset by peer"
+    )
+    assert sum("first failure" in line for line in lines) == 1  # none for the canary's 0
 
 
 def test_in_place_refuses_a_config_that_would_rewrite_your_files() -> None:

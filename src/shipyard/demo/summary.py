@@ -74,6 +74,8 @@ def render(figures: dict[str, Any], name: str) -> str:
         lines.append(
             f"  {label:<12} {t['sent']:>7} sent {t['failed']:>5} failed   {t['by_variant']}"
         )
+        if t.get("first_error"):
+            lines.append(f"  {'':<12} first failure: {t['first_error']}")
     drift = ", ".join(f"{d['window']} -> {d['exit']}" for d in figures.get("drift", []))
     lines += ["", f"drift checks (0 none, 3 drift, 4 retrain)  {drift}"]
     for d in figures.get("drift", []):
