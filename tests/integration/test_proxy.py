@@ -117,6 +117,28 @@ def test_weights_step_without_a_failed_request_and_split_as_they_say(
         assert within_binomial(seen["canary"], n, weight / 100), (weight, seen)
 
 
+def test_envoy_closes_an_idle_upstream_connection_before_the_server_would(
+    tmp_path: Path, pair: tuple[Upstream, Upstream], fronts: list[Front]
+) -> None:
+    """BentoML's server closes a connection idle for 5 s. A request Envoy sent on one as it
+    closed would be reset, and a route to stable alone has no retry: the client would get a
+    503. So Envoy closes its idle ones first, and opens a new one for the next request."""
+    stable, _ = pair
+    front = Front(tmp_path, proxy.Split(stable.upstream))
+    fronts.append(front)
+    idle = (
+        "envoy_cluster_upstream_cx_idle_timeout_total",
+        frozenset({("envoy_cluster_name", "stable-v1")}),
+    )
+    with httpx.Client() as client:
+        assert client.post(f"{front.url}/predict", content=BODIES[0]).status_code == 200
+        time.sleep(float(proxy.UPSTREAM_IDLE.rstrip("s")) + 1)  # 4 s: short of the server's 5
+        assert front.stats().get(idle) == 1
+        answer = client.post(f"{front.url}/predict", content=BODIES[1])
+    assert answer.status_code == 200 and answer.headers["x-shipyard-variant"] == "stable"
+    assert stable.ids()[-1] != stable.ids()[0]
+
+
 def settled_counts(
     front: Front,
     before: dict[tuple[str, frozenset[tuple[str, str]]], float],

@@ -128,6 +128,19 @@ _BREAKERS = {
 }
 
 
+# BentoML's server (uvicorn) closes a kept-alive connection after 5 s idle, and Envoy keeps
+# one for an hour. A request Envoy sends on one as the server closes it is reset, and on a
+# route without a retry (stable alone) the client gets a 503. Envoy closes them first.
+UPSTREAM_IDLE = "3s"
+_HTTP_OPTIONS = {
+    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+        "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "common_http_protocol_options": {"idle_timeout": UPSTREAM_IDLE},
+        "explicit_http_config": {"http_protocol_options": {}},
+    }
+}
+
+
 def _cluster(upstream: Upstream) -> dict[str, Any]:
     return {
         "@type": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
@@ -135,6 +148,7 @@ def _cluster(upstream: Upstream) -> dict[str, Any]:
         "type": "STATIC",
         "connect_timeout": "1s",
         "circuit_breakers": _BREAKERS,
+        "typed_extension_protocol_options": _HTTP_OPTIONS,
         "load_assignment": {
             "cluster_name": upstream.cluster,
             "endpoints": [{"lb_endpoints": [_endpoint(upstream)]}],
