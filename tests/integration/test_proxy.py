@@ -131,7 +131,7 @@ def test_envoy_closes_an_idle_upstream_connection_before_the_server_would(
     opened = ("envoy_cluster_upstream_cx_total", cluster)
     with httpx.Client() as client:
         assert client.post(f"{front.url}/predict", content=BODIES[0]).status_code == 200
-        time.sleep(float(proxy.UPSTREAM_IDLE.rstrip("s")) + 1)  # 4 s: short of the server's 5
+        time.sleep(proxy.UPSTREAM_IDLE_SECONDS + 1)  # 4 s: short of the server's 5
         assert front.stats().get(idle) == 1
         answer = client.post(f"{front.url}/predict", content=BODIES[1])
     assert answer.status_code == 200 and answer.headers["x-shipyard-variant"] == "stable"

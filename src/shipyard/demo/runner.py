@@ -283,5 +283,9 @@ class Background(threading.Thread):
 
 def traffic_figures(t: traffic.Tally) -> dict[str, Any]:
     """With the first failure's text: a count alone cannot say what a client got."""
-    figures = {"sent": t.sent, "failed": t.failed, "by_variant": t.by_variant()}
-    return {**figures, "first_error": t.first_error}
+    return {
+        "sent": t.sent,
+        "failed": t.failed,
+        "by_variant": t.by_variant(),
+        "first_error": t.first_error,
+    }

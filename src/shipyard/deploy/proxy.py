@@ -131,11 +131,11 @@ _BREAKERS = {
 # BentoML's server (uvicorn) closes a kept-alive connection after 5 s idle, and Envoy keeps
 # one for an hour. A request Envoy sends on one as the server closes it is reset, and on a
 # route without a retry (stable alone) the client gets a 503. Envoy closes them first.
-UPSTREAM_IDLE = "3s"
+UPSTREAM_IDLE_SECONDS = 3
 _HTTP_OPTIONS = {
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
         "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "common_http_protocol_options": {"idle_timeout": UPSTREAM_IDLE},
+        "common_http_protocol_options": {"idle_timeout": f"{UPSTREAM_IDLE_SECONDS}s"},
         "explicit_http_config": {"http_protocol_options": {}},
     }
 }
