@@ -100,10 +100,15 @@ def load_model(name: str, version: str) -> Any:
 
 
 def signature(name: str, version: str) -> dict[str, str]:
-    """Input field name -> type, from the version's logged signature."""
-    from mlflow.models import get_model_info
+    """Input field name -> type, from the version's logged signature.
 
-    info = get_model_info(f"models:/{name}/{version}")
+    Reads the MLmodel file into a folder removed after: `mlflow.models.get_model_info` downloads
+    it into a temporary folder it never removes, one per call.
+    """
+    from mlflow.models import Model
+
+    with tempfile.TemporaryDirectory(prefix="shipyard-mlmodel-") as tmp:
+        info = Model.load(download(f"models:/{name}/{version}/MLmodel", Path(tmp))).get_model_info()
     if info.signature is None:
         return {}
     return {str(col.name): col.type.name for col in info.signature.inputs.inputs}

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -115,6 +116,20 @@ def test_schema_change_needs_the_flag(tmp_path: Path, policy: Policy) -> None:
         promotion.promote(NAME, wider, "challenger", policy)
     record = promotion.promote(NAME, wider, "challenger", policy, allow_schema_change=True)
     assert record["decision"] == "passed"
+
+
+def test_a_versions_signature_is_read_without_leaving_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
+    """Every deploy, shadow and promotion reads it. From a server's artifact store, MLflow's
+    `get_model_info` downloaded it into a temporary folder it never removed."""
+    v1, wider = register(tmp_path), register(tmp_path, extra=True, seed=1)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    assert registry.signature(NAME, v1) == {"tx_amount": "double", "risk": "double"}
+    assert list(registry.signature(NAME, wider)) == ["tx_amount", "risk", "channel_score"]
+    assert list(temp.iterdir()) == []
 
 
 def test_champion_needs_a_passed_canary_or_a_recorded_override(
