@@ -45,7 +45,7 @@ def _call(method: str, url: str, **kwargs: Any) -> httpx.Response:
     """One loopback call, retried on a timeout or a refused connection, then a ShipyardError."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
-            return httpx.request(method, url, timeout=10, **kwargs)
+            return httpx.request(method, url, timeout=10, verify=processes.client_tls(), **kwargs)
         except httpx.TransportError as err:
             if attempt == ATTEMPTS:
                 raise ShipyardError(

@@ -7,8 +7,10 @@ descendants (psutil) rather than signalling one process group.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -20,6 +22,17 @@ import psutil
 from shipyard.errors import ShipyardError
 
 _ISSUED: set[int] = set()
+
+
+@functools.cache
+def client_tls() -> ssl.SSLContext:
+    """httpx's default TLS settings, built once per process for every call to our services.
+
+    httpx builds a new context, CA bundle and all, for each client it makes: about 20 ms of
+    CPU, though these calls are plain HTTP on loopback. The canary controller scrapes and
+    polls several times a second, and the webhook receiver runs one canary after another.
+    """
+    return httpx.create_ssl_context()
 
 
 def free_port() -> int:
@@ -94,7 +107,7 @@ def wait_ready(url: str, pid: int, log: Path, timeout: float = 180) -> None:
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise ShipyardError(f"{url}: process {pid} exited before it was ready\n{tail}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
+            if httpx.get(url, timeout=2, verify=client_tls()).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

@@ -339,7 +339,8 @@ def _replace(path: Path, text: str) -> None:
 def admin_get(files: Files, path: str) -> str:
     """GET on the admin socket; a ShipyardError when the proxy does not answer."""
     try:
-        with httpx.Client(transport=httpx.HTTPTransport(uds=str(files.admin)), timeout=5) as c:
+        transport = httpx.HTTPTransport(uds=str(files.admin), verify=processes.client_tls())
+        with httpx.Client(transport=transport, timeout=5) as c:
             answer = c.get(f"http://envoy{path}")
     except httpx.TransportError as err:
         raise ShipyardError(f"proxy: admin {files.admin}: {type(err).__name__}") from None
