@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pandas as pd
 
+from shipyard.deploy.processes import client_tls
+
 
 @dataclass
 class Tally:
@@ -71,6 +73,7 @@ class Clients:
         self.payloads = payloads
         self.repeat = repeat
         self.pause = pause
+        self.tls = client_tls()  # before the threads: each would build its own at once
         self.tally = Tally()
         self.events: list[tuple[float, int, str]] = []  # (monotonic time, status, variant)
         self._lock = threading.Lock()
@@ -84,7 +87,8 @@ class Clients:
 
     def _loop(self, k: int, stride: int) -> None:
         i = k
-        with httpx.Client(timeout=30, headers=self.headers) as client:  # keep-alive per thread
+        # Keep-alive per thread; one TLS context for all (httpx builds one per client).
+        with httpx.Client(timeout=30, headers=self.headers, verify=self.tls) as client:
             while not self._stop.is_set() and (self.repeat or i < len(self.payloads)):
                 body = self.payloads[i % len(self.payloads)]
                 i += stride

@@ -1,5 +1,6 @@
-"""Calls to the processes a deployment runs (BentoML, Envoy's admin socket) share one TLS
-context: httpx made a new one, CA bundle and all, for every scrape and every admin poll."""
+"""Calls to the processes a deployment runs (BentoML, Envoy's admin socket) and traffic
+clients share one TLS context: httpx made a new one, CA bundle and all, for every scrape,
+every admin poll and every client thread."""
 
 from __future__ import annotations
 
@@ -14,15 +15,22 @@ from typing import Any
 
 import pytest
 
+from shipyard import traffic
 from shipyard.deploy import deployment, processes, proxy
 
 
 class Answer(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as a service answers
+
     def do_GET(self) -> None:
         self.send_response(200)
         self.send_header("content-length", "2")
         self.end_headers()
         self.wfile.write(b"ok")
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.do_GET()
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -76,6 +84,15 @@ def test_scrapes_polls_and_admin_calls_build_one_tls_context(
         assert deployment._call("GET", f"{url}/metrics").text == "ok"
         processes.wait_ready(f"{url}/readyz", os.getpid(), folder / "log")
         assert proxy.admin_get(files, "/ready") == "ok"
+    assert len(contexts) == 1
+
+
+def test_traffic_clients_build_one_tls_context(
+    servers: tuple[str, Path], contexts: list[int]
+) -> None:
+    for _ in range(2):
+        tally = traffic.Clients(servers[0], [b"{}"] * 12, threads=4).wait()
+        assert tally.answers == {(200, ""): 12}
     assert len(contexts) == 1
 
 

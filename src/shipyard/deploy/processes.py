@@ -26,11 +26,12 @@ _ISSUED: set[int] = set()
 
 @functools.cache
 def client_tls() -> ssl.SSLContext:
-    """httpx's default TLS settings, built once per process for every call to our services.
+    """httpx's default TLS settings, built once per process for every client we make.
 
-    httpx builds a new context, CA bundle and all, for each client it makes: about 20 ms of
-    CPU, though these calls are plain HTTP on loopback. The canary controller scrapes and
-    polls several times a second, and the webhook receiver runs one canary after another.
+    httpx builds a new context, CA bundle and all, for each client: about 20 ms of CPU, though
+    most of our calls are plain HTTP on loopback. The canary controller scrapes and polls
+    several times a second, the webhook receiver runs one canary after another, and traffic
+    clients start a client per thread.
     """
     return httpx.create_ssl_context()
 
