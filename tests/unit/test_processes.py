@@ -50,7 +50,7 @@ def servers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     tcp = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
     unix = UnixServer(str(tmp_path / "admin.sock"), UnixAnswer)
     for server in (tcp, unix):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     try:
         yield f"http://127.0.0.1:{tcp.server_port}", tmp_path
     finally:
