@@ -4,10 +4,14 @@ failed, and which variant answered."""
 from __future__ import annotations
 
 import http.server
+import ipaddress
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -105,3 +109,60 @@ def test_repeating_clients_go_round_until_closed(service: tuple[str, type[Servic
     assert tally.sent >= 50 and tally.failed == 0
     assert {r["request_id"] for r in handler.seen} == {"a", "b"}
     assert clients.seen()[:3] == [(200, "stable")] * 3
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no CA signed."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_an_https_service_is_verified_before_any_record_is_sent(
+    service: tuple[str, type[Service]], tmp_path: Path
+) -> None:
+    """`shipyard data replay` may send records to a remote service: a certificate no CA
+    signed gets nothing, however the service answers."""
+    _, handler = service
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(*self_signed(tmp_path))
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        https = f"https://127.0.0.1:{server.server_port}"
+        tally = traffic.Clients(https, bodies({"request_id": "x"}), threads=1).wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert tally.unreachable == 1 and "CERTIFICATE_VERIFY_FAILED" in tally.first_error
+    assert handler.seen == []
