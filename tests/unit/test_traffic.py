@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -103,8 +104,9 @@ def test_a_refused_connection_is_counted_unreachable_and_named() -> None:
 def test_repeating_clients_go_round_until_closed(service: tuple[str, type[Service]]) -> None:
     url, handler = service
     clients = traffic.Clients(url, bodies({"request_id": "a"}, {"request_id": "b"}), repeat=True)
-    while len(handler.seen) < 50:
-        threading.Event().wait(0.01)
+    deadline = time.monotonic() + 10
+    while len(handler.seen) < 50 and time.monotonic() < deadline:
+        time.sleep(0.01)
     tally = clients.close()
     assert tally.sent >= 50 and tally.failed == 0
     assert {r["request_id"] for r in handler.seen} == {"a", "b"}
