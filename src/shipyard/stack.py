@@ -32,6 +32,10 @@ from shipyard.errors import ShipyardError
 
 STATE = "stack.json"
 DATABASE = "mlflow"
+# One `mlflow server` worker: it answers requests on a thread pool, so concurrent clients are
+# still served at once, and each further worker imports MLflow again (about 3 s of CPU and
+# 300 MB here, `benchmarks.stack_start`).
+SERVER_WORKERS = 1
 ROLE = "shipyard"
 REGION = "us-east-1"
 
@@ -49,6 +53,7 @@ class Stack:
     access_key: str
     secret_key: str
     webhook_key: str  # Fernet key the server encrypts webhook secrets with
+    server_workers: int = SERVER_WORKERS
 
     @property
     def database_uri(self) -> str:
@@ -177,7 +182,10 @@ def load(folder: Path) -> Stack | None:
 
 
 def up(
-    folder: Path, say: Callable[[str], None] = print, env: dict[str, str] | None = None
+    folder: Path,
+    say: Callable[[str], None] = print,
+    env: dict[str, str] | None = None,
+    server_workers: int = SERVER_WORKERS,
 ) -> Stack:
     """Start the three services, or return the running stack recorded in `folder`. A service
     that fails to start stops the ones already started.
@@ -185,6 +193,8 @@ def up(
     `env` is added to the S3 endpoint's and the server's environment (the demo marks its
     processes so that none outlives it).
     """
+    if server_workers < 1:
+        raise ShipyardError(f"stack: server_workers must be at least 1, got {server_workers}")
     running = load(folder)
     if running is not None and processes.alive(running.mlflow_pid):
         return running
@@ -205,6 +215,7 @@ def up(
         access_key="stack-" + secrets.token_hex(8),
         secret_key=secrets.token_hex(20),
         webhook_key=Fernet.generate_key().decode(),
+        server_workers=server_workers,
     )
     try:
         say(f"stack: PostgreSQL on 127.0.0.1:{stack.postgres_port}")
@@ -271,7 +282,7 @@ def _mlflow_cmd(stack: Stack) -> list[str]:
         "--port",
         str(stack.mlflow_port),
         "--workers",
-        "2",
+        str(stack.server_workers),
     ]
 
 

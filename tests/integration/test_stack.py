@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import yaml
 
@@ -190,6 +191,18 @@ def test_a_server_killed_mid_promotion_moves_no_alias_and_the_next_promotion_wor
     assert held() == champion  # not moved: it never reached its commit
     record = promotion.promote(NAME, contender, "champion", policy)  # the next one works
     assert record["decision"] == "passed" and held() == contender
+
+
+def test_the_server_runs_the_workers_recorded(own_stack: tuple[Path, stack.Stack]) -> None:
+    """One worker by default: the server's own process tree holds no spawned worker (each
+    would import MLflow again). A restarted server keeps the recorded count."""
+    folder, _ = own_stack
+    running = stack.load(folder)
+    assert running is not None and running.server_workers == stack.SERVER_WORKERS == 1
+    tree = psutil.Process(running.mlflow_pid).children(recursive=True)
+    spawned = [p for p in tree if "multiprocessing" in " ".join(p.cmdline())]
+    assert spawned == [], [p.cmdline() for p in spawned]
+    assert [p for p in tree if "uvicorn" in " ".join(p.cmdline())], "no server process"
 
 
 def test_down_stops_every_process(own_stack: tuple[Path, stack.Stack]) -> None:

@@ -27,14 +27,24 @@ def stack() -> None:
 
 @stack.command()
 @click.option("--folder", type=click.Path(path_type=Path), help=FOLDER_HELP)
-def up(folder: Path | None) -> None:
+@click.option(
+    "--server-workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="`mlflow server` worker processes; one serves concurrent requests on threads, and "
+    "each more imports MLflow again.",
+)
+def up(folder: Path | None, server_workers: int) -> None:
     """Start PostgreSQL, the S3 stand-in and `mlflow server`; print what to export.
 
     Use it with: eval "$(shipyard stack up | grep ^export)".
     """
     from shipyard import stack as team
 
-    running = team.up(_folder(folder), say=lambda line: click.echo(line, err=True))
+    running = team.up(
+        _folder(folder), say=lambda line: click.echo(line, err=True), server_workers=server_workers
+    )
     click.echo(_exports(running.client_env()))
 
 
