@@ -11,6 +11,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import scipy.special  # noqa: F401  (before MLflow's modules: see `models.storage.skops_io`)
+
+# isort: split
 import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException

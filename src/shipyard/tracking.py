@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import scipy.special  # noqa: F401  (before MLflow's modules: see `models.storage.skops_io`)
+
+# isort: split
 import mlflow
 from mlflow.models import infer_signature
 
