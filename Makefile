@@ -129,6 +129,7 @@ benchmarks: pipeline $(POSTGRES) $(SPARK) $(REDIS) ## print each measured claim 
 	$(BIN)/python -m benchmarks.client_tls
 	$(BIN)/python -m benchmarks.traffic_client
 	$(BIN)/python -m benchmarks.stack_start
+	$(BIN)/python -m benchmarks.spark_jit
 	$(BIN)/python -m benchmarks.noop_repro
 	$(BIN)/python -m benchmarks.model_quality
 	$(BIN)/python -m benchmarks.demo_walltime
