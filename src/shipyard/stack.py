@@ -191,7 +191,8 @@ def up(
     that fails to start stops the ones already started.
 
     `env` is added to the S3 endpoint's and the server's environment (the demo marks its
-    processes so that none outlives it).
+    processes so that none outlives it). `server_workers` is recorded with the stack, so a
+    restarted server runs as many.
     """
     if server_workers < 1:
         raise ShipyardError(f"stack: server_workers must be at least 1, got {server_workers}")

@@ -128,7 +128,8 @@ def _imports(path: Path) -> list[str]:
 
 def test_our_mlflow_modules_put_scipy_first_and_skops_trusts_the_same_ufuncs() -> None:
     """skops names each ufunc after the first module in `sys.modules` that holds it: with
-    SciPy's modules before MLflow's, the walk is shorter and the names are the same."""
+    SciPy's modules before MLflow's, the walk is shorter (`benchmarks.model_load`) and the
+    names are the same."""
     import json
     import subprocess
     import sys
