@@ -10,7 +10,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+Way = TypeVar("Way")
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -52,3 +56,18 @@ def table(title: str, rows: list[tuple[str, list[float]]], goal: str) -> None:
     for label, t in rows:
         med = statistics.median(t)
         print(f"  {label:<44} {med:9.3f} {min(t):7.3f} {max(t):7.3f}  {len(t)}")
+
+
+def alternating_medians(
+    ways: dict[str, Way], runs: int, measure: Callable[[Way, int], tuple[float, ...]]
+) -> dict[str, list[float]]:
+    """Each way measured `runs` times in turns, so that the machine's drift during the run hits
+    every way alike; the median of each figure `measure` returns, per way."""
+    figures: dict[str, list[tuple[float, ...]]] = {label: [] for label in ways}
+    for run in range(runs):
+        for label, way in ways.items():
+            figures[label].append(measure(way, run))
+    return {
+        label: [statistics.median(column) for column in zip(*rows, strict=True)]
+        for label, rows in figures.items()
+    }

@@ -14,11 +14,10 @@ Needs the Spark extra (`make spark`). Run with `.venv/bin/python -m benchmarks.s
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 
-from benchmarks._timing import env, scratch
+from benchmarks._timing import alternating_medians, env, scratch
 
 RUNS = 3
 ROWS = 300_000
@@ -68,16 +67,11 @@ def one(opts: str | None, run: int) -> tuple[float, float]:
 
 def main() -> None:
     ways = {f"ours: {C1_ONLY}": C1_ONLY, "baseline: the JVM's default": None}
-    figures: dict[str, list[tuple[float, float]]] = {label: [] for label in ways}
-    for run in range(RUNS):
-        for label, opts in ways.items():
-            figures[label].append(one(opts, run))
+    medians = alternating_medians(ways, RUNS, one)
     print(f"\nA local Spark session and a {ROWS:,}-row UDF job, medians of {RUNS} (alternating)")
     print(f"  {'':<40} {'wall s':>7} {'JVM CPU s':>10}")
-    medians = {}
-    for label, rows in figures.items():
-        medians[label] = [statistics.median(col) for col in zip(*rows, strict=True)]
-        print(f"  {label:<40} {medians[label][0]:7.2f} {medians[label][1]:10.2f}")
+    for label, (wall, cpu) in medians.items():
+        print(f"  {label:<40} {wall:7.2f} {cpu:10.2f}")
     ours, base = medians.values()
     print(f"  saved per JVM: {base[1] - ours[1]:.2f} s of CPU ({1 - ours[1] / base[1]:.0%})")
 

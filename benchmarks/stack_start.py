@@ -13,13 +13,12 @@ Run with `.venv/bin/python -m benchmarks.stack_start`.
 
 from __future__ import annotations
 
-import statistics
 import time
 
 import httpx
 import psutil
 
-from benchmarks._timing import scratch
+from benchmarks._timing import alternating_medians, scratch
 from shipyard import stack
 from shipyard.deploy import processes
 
@@ -48,16 +47,10 @@ def one(workers: int, run: int) -> tuple[float, float, float]:
 
 def main() -> None:
     ways = {f"ours: {stack.SERVER_WORKERS} worker": stack.SERVER_WORKERS, "baseline: 2 workers": 2}
-    figures: dict[str, list[tuple[float, float, float]]] = {label: [] for label in ways}
-    for run in range(RUNS):
-        for label, workers in ways.items():
-            figures[label].append(one(workers, run))
+    medians = alternating_medians(ways, RUNS, one)
     print(f"\n`shipyard stack up`'s server, medians of {RUNS} (alternating)")
     print(f"  {'':<24} {'ready s':>8} {'server CPU s':>13} {'server MiB':>11}")
-    medians = {}
-    for label, rows in figures.items():
-        medians[label] = [statistics.median(col) for col in zip(*rows, strict=True)]
-        ready, cpu, rss = medians[label]
+    for label, (ready, cpu, rss) in medians.items():
         print(f"  {label:<24} {ready:8.2f} {cpu:13.2f} {rss:11.0f}")
     ours, base = medians.values()
     print(f"  saved per stack: {base[1] - ours[1]:.2f} s of CPU, {base[2] - ours[2]:.0f} MiB")
