@@ -9,7 +9,7 @@ Same run, fresh interpreters, each import timed `RUNS` times after a warm-up:
 Peak RSS is the child's own `ru_maxrss`.
 
 Claim 2: a process that talks to MLflow and then loads a model (promote, register, evaluate,
-deploy) spends about 0.3 s less, since `tracking` and `registry` import `scipy.special` before
+deploy) spends 0.1-0.3 s less, since `tracking` and `registry` import `scipy.special` before
 MLflow: skops names each SciPy ufunc by walking `sys.modules` in order, past MLflow's 1,900
 modules otherwise. Same way, whole processes:
 - baseline: `import mlflow, shipyard.registry`, then `storage.skops_io()` (MLflow first);
@@ -29,11 +29,10 @@ RUNS = 5
 PLAIN = "import skops.io"
 OURS = "from shipyard.models import storage; storage.skops_io()"
 FLOOR = "import sklearn"
-LOAD = "from shipyard.models import storage; storage.skops_io()"
 AFTER_MLFLOW = {
     "import shipyard.registry  (floor)": "import shipyard.registry",
-    "MLflow first, then skops  (baseline)": f"import mlflow, shipyard.registry; {LOAD}",
-    "shipyard.registry, then skops  (ours)": f"import shipyard.registry; {LOAD}",
+    "MLflow first, then skops  (baseline)": f"import mlflow, shipyard.registry; {OURS}",
+    "shipyard.registry, then skops  (ours)": f"import shipyard.registry; {OURS}",
 }
 
 

@@ -36,7 +36,7 @@ def skops_io() -> ModuleType:
     package walk skips a package whose import fails. A test compares the two lists.
 
     skops also names each SciPy ufunc by walking `sys.modules` in import order to the first
-    module holding it. After MLflow's 1,900 modules that walk cost 0.3-0.6 s more, so the
+    module holding it. After MLflow's 1,900 modules that walk cost 0.1-0.6 s more, so the
     modules that import MLflow (`tracking`, `registry`) import `scipy.special` just before it.
     The names found are the same (a test compares them; `benchmarks.model_load`).
     """
