@@ -42,7 +42,7 @@ back = session.read.parquet(out)
 back.groupBy((back.id % 7).alias("k")).count().collect()
 wall = time.monotonic() - start
 jvm = [p for p in psutil.Process().children(recursive=True) if p.name() == "java"]
-cpu = sum(p.cpu_times().user + p.cpu_times().system for p in jvm)
+cpu = sum(sum(p.cpu_times()[:2]) for p in jvm)  # user + system
 print(json.dumps([wall, cpu]))
 session.stop()
 """
@@ -62,7 +62,7 @@ def one(opts: str | None, run: int) -> tuple[float, float]:
         check=True,
     )
     wall, cpu = json.loads(done.stdout.strip().splitlines()[-1])
-    return wall, cpu
+    return float(wall), float(cpu)
 
 
 def main() -> None:
